@@ -1,0 +1,63 @@
+"""PyTorch backend: a torchvision architecture rebuilt from a checkpoint, wrapped with the same
+normalisation and argmax as the exported ONNX graph. Only imported when chosen, so the vehicle
+needs no torch for TensorRT or ONNX Runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..model_info import ModelInfo
+from ..segmenter import Backend, SegmenterError
+
+
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, model_path: str, num_threads: int = 0, device: str = "auto",
+                 **options: Any) -> None:
+        super().__init__(model_path, **options)
+        self.num_threads = int(num_threads)
+        self.requested_device = device
+        self.module = None
+
+    def load(self) -> None:
+        from ..export import build_wrapped_model  # torch-only module
+
+        try:
+            ckpt = torch.load(self.model_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise SegmenterError(f"PyTorch cannot load {self.model_path}: {exc}") from exc
+        if not isinstance(ckpt, dict) or "metadata" not in ckpt or "state_dict" not in ckpt:
+            raise SegmenterError(f"{self.model_path} is not a seg_perception checkpoint "
+                                 "(needs 'metadata' and 'state_dict')")
+        self.info = ModelInfo.from_dict(ckpt["metadata"])
+        if self.num_threads > 0:
+            torch.set_num_threads(self.num_threads)
+        dev = self.requested_device
+        if dev == "auto":
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = dev
+        wrapped = build_wrapped_model(self.info)
+        wrapped.model.load_state_dict(ckpt["state_dict"])
+        wrapped.eval().to(dev)
+        if dev.startswith("cuda"):
+            wrapped = wrapped.to(memory_format=torch.channels_last)
+        self.module = wrapped
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
+            raise SegmenterError(f"expected uint8 [N,H,W,3], got {images.dtype} {images.shape}")
+        with torch.inference_mode():
+            x = torch.from_numpy(np.ascontiguousarray(images)).to(self.device, non_blocking=True)
+            return self.module(x).cpu().numpy()
+
+    def release(self) -> None:
+        self.module = None
+        if self.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+
+    def describe(self) -> str:
+        return f"torch {torch.__version__} on {self.device}"

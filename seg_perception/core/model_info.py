@@ -1,0 +1,157 @@
+"""The metadata every seg_perception model carries, and how it is read from model files.
+
+A model file is self-describing: its class list (names and colours), the fixed input size it
+expects and how camera frames are fitted to it, the normalisation folded into its graph, and what
+it returns. ONNX files keep it as JSON under the metadata key ``seg_perception``; TensorRT
+engines in a JSON file beside the engine; PyTorch checkpoints under the ``metadata`` key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+METADATA_KEY = "seg_perception"
+FORMAT = "seg_perception/1"
+FIT_MODES = ("stretch", "letterbox")
+
+
+class ModelInfoError(ValueError):
+    """The model's metadata is missing or malformed."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassInfo:
+    name: str
+    color: Tuple[int, int, int]  # RGB, used by the overlay
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    classes: Tuple[ClassInfo, ...]
+    input_height: int
+    input_width: int
+    # How a camera frame is fitted to the fixed input size:
+    #   stretch   - resized to exactly HxW (aspect ratio not kept; no wasted pixels)
+    #   letterbox - scaled to fit inside HxW keeping aspect ratio, the rest padded
+    fit: str = "stretch"
+    pad_value: int = 0
+    mean: Tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: Tuple[float, float, float] = (0.229, 0.224, 0.225)
+    # Graph contract: input uint8 [N, H, W, 3] RGB, output uint8 [N, H, W] class ids.
+    input_name: str = "image"
+    output_name: str = "labels"
+    architecture: str = ""
+    source: Dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def class_names(self) -> List[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT,
+            "classes": [{"name": c.name, "color": list(c.color)} for c in self.classes],
+            "input": {
+                "height": self.input_height,
+                "width": self.input_width,
+                "layout": "NHWC",
+                "dtype": "uint8",
+                "color": "rgb",
+                "fit": self.fit,
+                "pad_value": self.pad_value,
+                "name": self.input_name,
+            },
+            "normalization": {"mean": list(self.mean), "std": list(self.std), "in_graph": True},
+            "output": {"name": self.output_name, "dtype": "uint8", "semantics": "class_id_map"},
+            "architecture": self.architecture,
+            "source": dict(self.source),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "ModelInfo":
+        try:
+            if d.get("format") != FORMAT:
+                raise ModelInfoError(f"unsupported metadata format {d.get('format')!r}, expected {FORMAT!r}")
+            classes = tuple(
+                ClassInfo(str(c["name"]), _color(c["color"])) for c in d["classes"]
+            )
+            inp = d["input"]
+            norm = d.get("normalization", {})
+            out = d.get("output", {})
+            info = cls(
+                classes=classes,
+                input_height=int(inp["height"]),
+                input_width=int(inp["width"]),
+                fit=str(inp.get("fit", "stretch")),
+                pad_value=int(inp.get("pad_value", 0)),
+                mean=tuple(float(v) for v in norm.get("mean", (0.485, 0.456, 0.406))),
+                std=tuple(float(v) for v in norm.get("std", (0.229, 0.224, 0.225))),
+                input_name=str(inp.get("name", "image")),
+                output_name=str(out.get("name", "labels")),
+                architecture=str(d.get("architecture", "")),
+                source=dict(d.get("source", {})),
+            )
+        except ModelInfoError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelInfoError(f"malformed model metadata: {exc!r}") from exc
+        info.validate()
+        return info
+
+    @classmethod
+    def from_json(cls, text: str) -> "ModelInfo":
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ModelInfoError(f"model metadata is not valid JSON: {exc}") from exc
+        return cls.from_dict(d)
+
+    def validate(self) -> None:
+        if not 1 <= len(self.classes) <= 255:
+            raise ModelInfoError(f"a model needs 1..255 classes (uint8 map), has {len(self.classes)}")
+        names = self.class_names
+        if len(set(names)) != len(names):
+            raise ModelInfoError(f"duplicate class names in model metadata: {names}")
+        if self.input_height <= 0 or self.input_width <= 0:
+            raise ModelInfoError(f"invalid model input size {self.input_width}x{self.input_height}")
+        if self.fit not in FIT_MODES:
+            raise ModelInfoError(f"unknown fit mode {self.fit!r}; expected one of {FIT_MODES}")
+
+    def with_source(self, **kv: Any) -> "ModelInfo":
+        src = dict(self.source)
+        src.update(kv)
+        return dataclasses.replace(self, source=src)
+
+
+def _color(v: Sequence[Any]) -> Tuple[int, int, int]:
+    if len(v) != 3 or not all(0 <= int(x) <= 255 for x in v):
+        raise ModelInfoError(f"class colour must be 3 values in 0..255, got {v!r}")
+    return (int(v[0]), int(v[1]), int(v[2]))
+
+
+def read_onnx_metadata(path: str) -> Optional[str]:
+    """The metadata JSON string embedded in an ONNX file, read without torch (onnx if present,
+    else ONNX Runtime's model metadata)."""
+    try:
+        import onnx  # noqa: F401  (development set)
+    except ImportError:
+        onnx = None
+    if onnx is not None:
+        model = onnx.load(path, load_external_data=False)
+        for prop in model.metadata_props:
+            if prop.key == METADATA_KEY:
+                return prop.value
+        return None
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)

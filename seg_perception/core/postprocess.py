@@ -1,0 +1,52 @@
+"""Masks, class-id images and colour overlays from a class map.
+
+Every output is computed at the model's resolution (a table lookup) and then brought to the
+frame's size by nearest neighbour. Nearest-neighbour resizing picks the same source pixel for every
+output, so the masks, the label image and the overlay agree pixel for pixel with each other,
+exactly as if the lookup had been done on the full-size label image, at a fraction of the cost.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .labels import LabelGroups
+
+
+def palette_lut(colors: Sequence[Tuple[int, int, int]]) -> np.ndarray:
+    """(256, 1, 3) uint8 colour table for cv2.LUT on a 3-channel image of class ids."""
+    table = np.zeros((256, 1, 3), np.uint8)
+    for i, c in enumerate(colors):
+        table[i, 0] = c
+    return table
+
+
+class Postprocessor:
+    def __init__(self, groups: LabelGroups, colors: Sequence[Tuple[int, int, int]],
+                 overlay_alpha: float = 0.5) -> None:
+        self.groups = groups
+        self.mask_luts: Dict[str, np.ndarray] = {g: groups.lut(g) for g in groups.groups}
+        self.colors = palette_lut(colors)
+        self.overlay_alpha = float(overlay_alpha)
+
+    @staticmethod
+    def upsample(small: np.ndarray, height: int, width: int) -> np.ndarray:
+        if small.shape[:2] == (height, width):
+            return np.ascontiguousarray(small)
+        return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+
+    def mask_small(self, labels_small: np.ndarray, group: str) -> np.ndarray:
+        return cv2.LUT(labels_small, self.mask_luts[group])
+
+    def color_small(self, labels_small: np.ndarray) -> np.ndarray:
+        # cv2.LUT wants as many channels in the source as in the table
+        return cv2.LUT(cv2.merge([labels_small] * 3), self.colors.reshape(256, 1, 3))
+
+    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray) -> np.ndarray:
+        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha)."""
+        color = self.upsample(self.color_small(labels_small), rgb.shape[0], rgb.shape[1])
+        a = self.overlay_alpha
+        return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0)

@@ -1,0 +1,221 @@
+"""The backend interface, the backend factory, and the Segmenter that fits frames to a model.
+
+Every backend runs the same graph contract (see model_info): uint8 RGB images [N, H, W, 3] in,
+uint8 class ids [N, H, W] out, normalisation and argmax inside the graph, so the only thing that
+leaves the device is the class map. Like Polygraphy's runners, a backend is activated once
+(load), called many times (infer), and deactivated (release).
+"""
+
+from __future__ import annotations
+
+import abc
+import importlib
+import logging
+import os
+from typing import Any, Dict, List, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .model_info import ModelInfo, ModelInfoError
+
+log = logging.getLogger(__name__)
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
+_MODULES = {
+    "onnxruntime": ("seg_perception.core.backends.onnxruntime", "OnnxRuntimeBackend"),
+    "torch": ("seg_perception.core.backends.torch", "TorchBackend"),
+    "tensorrt": ("seg_perception.core.backends.tensorrt", "TensorRTBackend"),
+}
+_EXTENSIONS = {
+    ".onnx": "onnxruntime",
+    ".engine": "tensorrt",
+    ".plan": "tensorrt",
+    ".pt": "torch",
+    ".pth": "torch",
+}
+
+
+class SegmenterError(RuntimeError):
+    """A model cannot be loaded or run."""
+
+
+class BackendUnavailable(SegmenterError):
+    """The backend's runtime library is not installed or has no usable device here."""
+
+
+class Backend(abc.ABC):
+    """One inference runtime for a seg_perception model file."""
+
+    name: str = "?"
+
+    def __init__(self, model_path: str, **options: Any) -> None:
+        self.model_path = model_path
+        self.options = options
+        self.info: Optional[ModelInfo] = None
+        self.device: str = "cpu"
+
+    @abc.abstractmethod
+    def load(self) -> None:
+        """Activate: read the model, allocate what inference needs, and set ``self.info``."""
+
+    @abc.abstractmethod
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        """uint8 [N, H, W, 3] RGB at the model's input size -> uint8 [N, H, W] class ids."""
+
+    def release(self) -> None:
+        """Deactivate: free device memory and sessions. Safe to call twice."""
+
+    def describe(self) -> str:
+        return f"{self.name} on {self.device}"
+
+
+def backend_for_file(model_path: str) -> str:
+    ext = os.path.splitext(model_path)[1].lower()
+    if ext not in _EXTENSIONS:
+        raise SegmenterError(
+            f"cannot tell the backend from file type {ext!r} of {model_path}; "
+            f"known: {sorted(_EXTENSIONS)}")
+    return _EXTENSIONS[ext]
+
+
+def backend_class(name: str):
+    if name not in _MODULES:
+        raise SegmenterError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
+    module_name, cls_name = _MODULES[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:  # the backend's runtime library is missing
+        raise BackendUnavailable(f"backend {name!r} is not available: {exc}") from exc
+    return getattr(module, cls_name)
+
+
+def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
+    """(backend name, why) for a model file. 'auto' follows the file type; an .onnx file prefers
+    TensorRT where it and a GPU are present (#3 builds and caches the engine), else ONNX Runtime."""
+    if requested not in BACKENDS:
+        raise SegmenterError(f"unknown backend {requested!r}; choose one of {list(BACKENDS)}")
+    by_file = backend_for_file(model_path)
+    if requested != "auto":
+        return requested, f"backend '{requested}' requested"
+    if by_file == "onnxruntime":
+        from .backends import tensorrt as trt_backend
+
+        usable, why_not = trt_backend.tensorrt_usable()
+        if usable:
+            return "tensorrt", "auto: TensorRT and a CUDA GPU are present"
+        return "onnxruntime", f"auto: ONNX file, TensorRT not used ({why_not})"
+    return by_file, f"auto: chosen by file type {os.path.splitext(model_path)[1]}"
+
+
+def create_backend(model_path: str, backend: str = "auto", **options: Any) -> Backend:
+    """Pick, construct and load a backend for ``model_path``. Raises SegmenterError with a clear
+    reason when the file is missing or corrupt or the backend cannot run here."""
+    if not os.path.isfile(model_path):
+        raise SegmenterError(f"model file not found: {model_path}")
+    name, why = choose_backend(model_path, backend)
+    log.info("backend %s (%s)", name, why)
+    inst = backend_class(name)(model_path, **options)
+    inst.selection_reason = why
+    try:
+        inst.load()
+    except (SegmenterError, ModelInfoError):
+        raise
+    except Exception as exc:  # corrupt or incompatible file: surface the runtime's own words
+        raise SegmenterError(f"cannot load {model_path} with {name}: {exc}") from exc
+    if inst.info is None:
+        raise SegmenterError(f"{model_path} carries no seg_perception metadata")
+    return inst
+
+
+class Fit:
+    """How frames of one size map onto the model's fixed input (and labels back again).
+
+    stretch: cv2.resize to the model size (area interpolation when shrinking).
+    letterbox: scale by min(W/w, H/h), keep aspect ratio, pad the rest with pad_value.
+    The class map returns to the frame's size by nearest neighbour, so every output pixel is
+    a class id the network really predicted (no blended, invalid ids at boundaries).
+    """
+
+    def __init__(self, src_h: int, src_w: int, info: ModelInfo) -> None:
+        self.src_h, self.src_w = src_h, src_w
+        self.dst_h, self.dst_w = info.input_height, info.input_width
+        self.mode = info.fit
+        self.pad_value = info.pad_value
+        if self.mode == "letterbox":
+            scale = min(self.dst_w / src_w, self.dst_h / src_h)
+            self.inner_w = max(1, min(self.dst_w, int(round(src_w * scale))))
+            self.inner_h = max(1, min(self.dst_h, int(round(src_h * scale))))
+            self.off_x = (self.dst_w - self.inner_w) // 2
+            self.off_y = (self.dst_h - self.inner_h) // 2
+        else:
+            self.inner_w, self.inner_h, self.off_x, self.off_y = self.dst_w, self.dst_h, 0, 0
+        shrinking = self.inner_w < src_w or self.inner_h < src_h
+        self.interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        # Reused model-input buffer: no per-frame allocation for the network input.
+        self.buffer = np.full((self.dst_h, self.dst_w, 3), self.pad_value, np.uint8)
+        self._inner = self.buffer[self.off_y:self.off_y + self.inner_h, self.off_x:self.off_x + self.inner_w]
+
+    def to_model(self, image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Resize an HxWxC uint8 image into the model input buffer (or ``out``)."""
+        target = self._inner if out is None else out[self.off_y:self.off_y + self.inner_h,
+                                                     self.off_x:self.off_x + self.inner_w]
+        if image.shape[0] == self.inner_h and image.shape[1] == self.inner_w:
+            target[...] = image
+        else:
+            cv2.resize(image, (self.inner_w, self.inner_h), dst=target, interpolation=self.interp)
+        return self.buffer if out is None else out
+
+    def model_size_of_inner(self) -> Tuple[int, int]:
+        return self.inner_w, self.inner_h
+
+    def labels_to_source(self, labels: np.ndarray) -> np.ndarray:
+        """Class map at model size -> class map at the frame's size (nearest neighbour)."""
+        inner = labels[self.off_y:self.off_y + self.inner_h, self.off_x:self.off_x + self.inner_w]
+        if inner.shape == (self.src_h, self.src_w):
+            return np.ascontiguousarray(inner)
+        return cv2.resize(inner, (self.src_w, self.src_h), interpolation=cv2.INTER_NEAREST)
+
+    def labels_inner(self, labels: np.ndarray) -> np.ndarray:
+        """The part of a model-size class map that shows the frame (padding cut off)."""
+        return labels[self.off_y:self.off_y + self.inner_h, self.off_x:self.off_x + self.inner_w]
+
+
+class Segmenter:
+    """A loaded backend plus the frame fitting its model asks for."""
+
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        self.info: ModelInfo = backend.info
+        self._fits: Dict[Tuple[int, int], Fit] = {}
+
+    @classmethod
+    def from_file(cls, model_path: str, backend: str = "auto", **options: Any) -> "Segmenter":
+        return cls(create_backend(model_path, backend, **options))
+
+    def fit_for(self, height: int, width: int) -> Fit:
+        key = (height, width)
+        fit = self._fits.get(key)
+        if fit is None:
+            if len(self._fits) > 8:  # a camera that keeps changing size must not grow this
+                self._fits.clear()
+            fit = self._fits[key] = Fit(height, width, self.info)
+        return fit
+
+    def infer_model_input(self, model_input: np.ndarray) -> np.ndarray:
+        """One HxWx3 uint8 image already at the model size -> HxW uint8 class map."""
+        return self.backend.infer(model_input[None])[0]
+
+    def segment(self, rgb: np.ndarray) -> np.ndarray:
+        """HxWx3 uint8 RGB frame of any size -> HxW uint8 class map at the frame's size."""
+        fit = self.fit_for(rgb.shape[0], rgb.shape[1])
+        return fit.labels_to_source(self.infer_model_input(fit.to_model(rgb)))
+
+    def segment_batch(self, frames: List[np.ndarray]) -> List[np.ndarray]:
+        fits = [self.fit_for(f.shape[0], f.shape[1]) for f in frames]
+        batch = np.stack([fit.to_model(f, out=np.empty_like(fit.buffer)) for fit, f in zip(fits, frames)])
+        labels = self.backend.infer(batch)
+        return [fit.labels_to_source(lab) for fit, lab in zip(fits, labels)]
+
+    def release(self) -> None:
+        self.backend.release()
