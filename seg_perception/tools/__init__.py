@@ -1,0 +1,1 @@
+"""The seg-perception command line tools (one module per subcommand)."""
