@@ -8,13 +8,25 @@ pre- and post-processing, and only an HxW uint8 map leaves the device.
 
 from __future__ import annotations
 
+import dataclasses
+import glob
+import hashlib
+import logging
 import os
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
+import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
-from .model_info import METADATA_KEY, ModelInfo
+from .model_info import METADATA_KEY, ClassInfo, ModelInfo
+
+log = logging.getLogger(__name__)
+
+# The export refuses to report success below this pixel agreement with PyTorch.
+MIN_EXPORT_AGREEMENT = 0.999
+BATCH_DIM_NAME = "batch"
 
 ARCHITECTURES: Dict[str, Callable[[int], nn.Module]] = {}
 
@@ -39,6 +51,33 @@ def _deeplab_mnv3(num_classes: int) -> nn.Module:
 
     return deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None,
                                         num_classes=num_classes, aux_loss=False)
+
+
+class TinyFCN(nn.Module):
+    """A small fully convolutional network (a few thousand weights) for tests and smoke runs.
+
+    A colour path (1x1 convolution of the normalised pixel) plus a context path (two strided 3x3
+    convolutions, upsampled bilinearly) so that the exported graph has the same kinds of operators
+    as the real models (Conv, Relu, Resize, Add, ArgMax) at a fraction of the export time.
+    """
+
+    def __init__(self, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.colour = nn.Conv2d(3, num_classes, 1)
+        self.context = nn.Sequential(
+            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride=2, padding=1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        ctx = F.interpolate(self.context(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return {"out": self.colour(x) + ctx}
+
+
+@_register("tiny_fcn")
+def _tiny_fcn(num_classes: int) -> nn.Module:
+    return TinyFCN(num_classes)
 
 
 def build_model(architecture: str, num_classes: int) -> nn.Module:
@@ -90,7 +129,9 @@ def save_checkpoint(wrapped: ClassMapModel, info: ModelInfo, path: str, **extra)
 
 def export_onnx(wrapped: ClassMapModel, info: ModelInfo, path: str, opset: int = 18,
                 dynamic_batch: bool = True) -> str:
-    """Write ``path`` (.onnx) with the graph contract and the metadata embedded."""
+    """Write ``path`` (.onnx) with the graph contract and the metadata embedded; onnx.checker
+    passes on it. The batch dimension is named ``batch`` (dynamic) unless dynamic_batch is off.
+    This writes the file only: ``export_verified`` also checks it against PyTorch."""
     import onnx
 
     wrapped = wrapped.eval().cpu()
@@ -106,10 +147,26 @@ def export_onnx(wrapped: ClassMapModel, info: ModelInfo, path: str, opset: int =
                                 external_data=False, optimize=True, verbose=False, **kwargs)
     program.save(path)
     model = onnx.load(path)
+    if dynamic_batch:
+        _name_batch_dim(model, BATCH_DIM_NAME)
     set_onnx_metadata(model, info)
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
+
+
+def _name_batch_dim(model, name: str) -> None:
+    """The exporter names the dynamic batch dimension after an internal symbol (``s30``); give it a
+    name a reader (and TensorRT's optimisation profile log) understands."""
+    graph = model.graph
+    symbol = graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    if not symbol:
+        return
+    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+        dims = value.type.tensor_type.shape.dim
+        for dim in dims:
+            if dim.dim_param == symbol:
+                dim.dim_param = name
 
 
 def set_onnx_metadata(model, info: ModelInfo) -> None:
@@ -127,3 +184,212 @@ def load_checkpoint(path: str, map_location: Optional[str] = "cpu"):
     wrapped = build_wrapped_model(info)
     wrapped.model.load_state_dict(ckpt["state_dict"])
     return wrapped.eval(), info
+
+
+# --------------------------------------------------------------------------------------------
+# Fresh models, verification frames and the verified export used by `seg-perception export`.
+
+
+class ExportError(RuntimeError):
+    """The export cannot be made or does not agree with PyTorch."""
+
+
+def default_classes() -> Tuple[ClassInfo, ...]:
+    from .datasets import CAMVID_PARKING_CLASSES
+
+    return tuple(ClassInfo(name, color) for name, color in CAMVID_PARKING_CLASSES)
+
+
+def fresh_model(architecture: str, height: int = 360, width: int = 480, seed: int = 0,
+                classes: Optional[Sequence[ClassInfo]] = None) -> Tuple[ClassMapModel, ModelInfo]:
+    """A randomly initialised model of a named architecture (CamVid+Parking classes unless given):
+    for tests, benchmarks of a size, and engine builds before a model is trained."""
+    if architecture not in ARCHITECTURES:
+        raise ExportError(f"unknown architecture {architecture!r}; known: {sorted(ARCHITECTURES)}")
+    info = ModelInfo(classes=tuple(classes or default_classes()), input_height=int(height),
+                     input_width=int(width), architecture=architecture,
+                     source={"weights": f"random initialisation (seed {seed}), not trained"})
+    info.validate()
+    torch.manual_seed(seed)
+    return build_wrapped_model(info).eval(), info
+
+
+def sample_frames(count: int, height: int, width: int, first: int = 0, step: int = 7
+                  ) -> List[np.ndarray]:
+    """``count`` frames of the project's own sample drive, rendered at ``height`` x ``width``
+    (frames ``step`` apart so that the car and the pedestrian move between them)."""
+    from .sample import SampleCamera, render_frame
+
+    cam = SampleCamera(width=int(width), height=int(height))
+    return [render_frame(first + i * step, cam)[0] for i in range(count)]
+
+
+def sample_scene_reference_model(height: int = 64, width: int = 96, seed: int = 0
+                                 ) -> Tuple[ClassMapModel, ModelInfo]:
+    """A tiny_fcn whose colour path is set, not trained, to each class's mean colour in the sample
+    scene (nearest prototype in normalised colour space) and whose context path keeps small random
+    weights. Its class maps on the sample frames have several classes with noisy boundaries, unlike
+    a random network whose argmax is often one class everywhere (which agrees trivially). Used to
+    test export and backend agreement without a trained model."""
+    from .sample import SampleCamera, render_frame
+
+    wrapped, info = fresh_model("tiny_fcn", height, width, seed=seed)
+    info = info.with_source(weights="colour prototypes of the sample scene (not trained)")
+    cam = SampleCamera(width=width, height=height)
+    sums = np.zeros((info.num_classes, 3))
+    counts = np.zeros(info.num_classes)
+    for index in (0, 11, 23):
+        rgb, labels = render_frame(index, cam)
+        for c in np.unique(labels):
+            sel = labels == c
+            sums[c] += rgb[sel].sum(axis=0)
+            counts[c] += sel.sum()
+    mean = np.array(info.mean) * 255.0
+    std = np.array(info.std) * 255.0
+    weight = np.zeros((info.num_classes, 3))
+    bias = np.full(info.num_classes, -50.0)  # classes absent from the scene never win
+    for c in range(info.num_classes):
+        if counts[c]:
+            proto = (sums[c] / counts[c] - mean) / std
+            # argmax of -|x - p|^2 == argmax of 2 p.x - |p|^2
+            weight[c] = 2.0 * proto
+            bias[c] = -float(proto @ proto)
+    net = wrapped.model
+    with torch.no_grad():
+        net.colour.weight.copy_(torch.tensor(weight, dtype=torch.float32).view(-1, 3, 1, 1))
+        net.colour.bias.copy_(torch.tensor(bias, dtype=torch.float32))
+        for module in net.context.modules():
+            if isinstance(module, nn.Conv2d):
+                module.weight.mul_(0.5)
+    return wrapped.eval(), info
+
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+def list_images(folder: str, limit: int = 0) -> List[str]:
+    if not os.path.isdir(folder):
+        raise ExportError(f"image folder not found: {folder}")
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
+                   if p.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise ExportError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    if limit and len(paths) > limit:
+        # evenly spread over the folder rather than the first few (neighbours look alike)
+        idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
+        paths = [paths[i] for i in idx]
+    return paths
+
+
+def load_images(folder: str, limit: int = 0) -> List[np.ndarray]:
+    """RGB uint8 images of a folder (sorted; ``limit`` spread evenly over it)."""
+    import cv2
+
+    out = []
+    for p in list_images(folder, limit):
+        bgr = cv2.imread(p, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ExportError(f"cannot decode image {p}")
+        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return out
+
+
+def fit_to_model(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
+    """[N, H, W, 3] uint8 model inputs: each image fitted the way the node fits camera frames."""
+    from .segmenter import Fit
+
+    batch = np.empty((len(images), info.input_height, info.input_width, 3), np.uint8)
+    for i, img in enumerate(images):
+        fit = Fit(img.shape[0], img.shape[1], info)
+        fit.to_model(img, out=batch[i])
+    return batch
+
+
+def torch_class_maps(wrapped: ClassMapModel, inputs: np.ndarray, batch_size: int = 4) -> np.ndarray:
+    wrapped = wrapped.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(inputs), batch_size):
+            out.append(wrapped(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size]))).numpy())
+    return np.concatenate(out)
+
+
+def onnxruntime_class_maps(onnx_path: str, inputs: np.ndarray, batch_size: int = 4,
+                           num_threads: int = 0) -> np.ndarray:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if num_threads:
+        so.intra_op_num_threads = num_threads
+    sess = ort.InferenceSession(onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    out = []
+    for i in range(0, len(inputs), batch_size):
+        out.append(sess.run(None, {name: np.ascontiguousarray(inputs[i:i + batch_size])})[0])
+    return np.concatenate(out).astype(np.uint8, copy=False)
+
+
+def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
+    if a.shape != b.shape:
+        raise ValueError(f"class maps differ in shape: {a.shape} vs {b.shape}")
+    return float(np.mean(a == b)) if a.size else 1.0
+
+
+@dataclasses.dataclass
+class VerifyResult:
+    agreement: float
+    pixels: int
+    frames: int
+    classes_seen: int          # distinct classes in the reference maps (1 = a trivial model)
+    frames_source: str
+
+    def to_dict(self) -> Dict[str, object]:
+        return dataclasses.asdict(self)
+
+
+def verify_onnx(onnx_path: str, wrapped: ClassMapModel, inputs: np.ndarray,
+                frames_source: str = "") -> VerifyResult:
+    """Pixel agreement of the ONNX file (ONNX Runtime, CPU) with the PyTorch model on ``inputs``
+    (uint8 [N, H, W, 3] at the model size). Batches of 2 exercise the dynamic batch dimension."""
+    ref = torch_class_maps(wrapped, inputs, batch_size=2)
+    got = onnxruntime_class_maps(onnx_path, inputs, batch_size=2)
+    return VerifyResult(pixel_agreement(ref, got), int(ref.size), int(len(inputs)),
+                        int(len(np.unique(ref))), frames_source)
+
+
+def verification_inputs(info: ModelInfo, frames_dir: str = "", count: int = 8
+                        ) -> Tuple[np.ndarray, str]:
+    """Model inputs for verification: images of ``frames_dir`` when given, else the project's
+    sample frames rendered at the model's input size."""
+    if frames_dir:
+        return fit_to_model(load_images(frames_dir, count), info), frames_dir
+    return (np.stack(sample_frames(count, info.input_height, info.input_width)),
+            "seg_perception sample frames")
+
+
+def file_sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def export_verified(wrapped: ClassMapModel, info: ModelInfo, out_path: str,
+                    frames_dir: str = "", num_frames: int = 8, opset: int = 18,
+                    min_agreement: float = MIN_EXPORT_AGREEMENT) -> VerifyResult:
+    """Export, then check the file against PyTorch; a file that agrees less than
+    ``min_agreement`` is removed and ExportError raised, so a bad export never stays behind."""
+    export_onnx(wrapped, info, out_path, opset=opset)
+    inputs, source = verification_inputs(info, frames_dir, num_frames)
+    result = verify_onnx(out_path, wrapped, inputs, source)
+    if result.agreement < min_agreement:
+        os.remove(out_path)
+        raise ExportError(
+            f"exported ONNX agrees with PyTorch on only {result.agreement:.4%} of "
+            f"{result.pixels} pixels ({result.frames} frames from {source}); at least "
+            f"{min_agreement:.2%} is required. The file was removed.")
+    if result.classes_seen <= 1:
+        log.warning("the model predicts a single class on every verification pixel: the "
+                    "agreement check is trivial for this model (untrained weights?)")
+    return result
