@@ -9,7 +9,6 @@ pre- and post-processing, and only an HxW uint8 map leaves the device.
 from __future__ import annotations
 
 import dataclasses
-import glob
 import hashlib
 import logging
 import os
@@ -21,6 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from .model_info import METADATA_KEY, ClassInfo, ModelInfo
+# torch-free helpers shared with compare and the engine builder (re-exported here)
+from .quantize import (fit_to_model, load_images, onnxruntime_class_maps,  # noqa: F401
+                       pixel_agreement, sample_frames)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,8 @@ def export_onnx(wrapped: ClassMapModel, info: ModelInfo, path: str, opset: int =
     if dynamic_batch:
         kwargs["dynamic_shapes"] = {"images_u8": {0: torch.export.Dim.DYNAMIC}}
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    for noisy in ("onnx_ir", "onnxscript"):  # per-pass INFO lines drown the export's own report
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     program = torch.onnx.export(wrapped, (example,), dynamo=True, opset_version=opset,
                                 input_names=[info.input_name], output_names=[info.output_name],
                                 external_data=False, optimize=True, verbose=False, **kwargs)
@@ -214,16 +218,6 @@ def fresh_model(architecture: str, height: int = 360, width: int = 480, seed: in
     return build_wrapped_model(info).eval(), info
 
 
-def sample_frames(count: int, height: int, width: int, first: int = 0, step: int = 7
-                  ) -> List[np.ndarray]:
-    """``count`` frames of the project's own sample drive, rendered at ``height`` x ``width``
-    (frames ``step`` apart so that the car and the pedestrian move between them)."""
-    from .sample import SampleCamera, render_frame
-
-    cam = SampleCamera(width=int(width), height=int(height))
-    return [render_frame(first + i * step, cam)[0] for i in range(count)]
-
-
 def sample_scene_reference_model(height: int = 64, width: int = 96, seed: int = 0
                                  ) -> Tuple[ClassMapModel, ModelInfo]:
     """A tiny_fcn whose colour path is set, not trained, to each class's mean colour in the sample
@@ -264,47 +258,6 @@ def sample_scene_reference_model(height: int = 64, width: int = 96, seed: int = 
     return wrapped.eval(), info
 
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def list_images(folder: str, limit: int = 0) -> List[str]:
-    if not os.path.isdir(folder):
-        raise ExportError(f"image folder not found: {folder}")
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
-                   if p.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise ExportError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
-    if limit and len(paths) > limit:
-        # evenly spread over the folder rather than the first few (neighbours look alike)
-        idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
-        paths = [paths[i] for i in idx]
-    return paths
-
-
-def load_images(folder: str, limit: int = 0) -> List[np.ndarray]:
-    """RGB uint8 images of a folder (sorted; ``limit`` spread evenly over it)."""
-    import cv2
-
-    out = []
-    for p in list_images(folder, limit):
-        bgr = cv2.imread(p, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ExportError(f"cannot decode image {p}")
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return out
-
-
-def fit_to_model(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
-    """[N, H, W, 3] uint8 model inputs: each image fitted the way the node fits camera frames."""
-    from .segmenter import Fit
-
-    batch = np.empty((len(images), info.input_height, info.input_width, 3), np.uint8)
-    for i, img in enumerate(images):
-        fit = Fit(img.shape[0], img.shape[1], info)
-        fit.to_model(img, out=batch[i])
-    return batch
-
-
 def torch_class_maps(wrapped: ClassMapModel, inputs: np.ndarray, batch_size: int = 4) -> np.ndarray:
     wrapped = wrapped.eval()
     out = []
@@ -312,27 +265,6 @@ def torch_class_maps(wrapped: ClassMapModel, inputs: np.ndarray, batch_size: int
         for i in range(0, len(inputs), batch_size):
             out.append(wrapped(torch.from_numpy(np.ascontiguousarray(inputs[i:i + batch_size]))).numpy())
     return np.concatenate(out)
-
-
-def onnxruntime_class_maps(onnx_path: str, inputs: np.ndarray, batch_size: int = 4,
-                           num_threads: int = 0) -> np.ndarray:
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    if num_threads:
-        so.intra_op_num_threads = num_threads
-    sess = ort.InferenceSession(onnx_path, sess_options=so, providers=["CPUExecutionProvider"])
-    name = sess.get_inputs()[0].name
-    out = []
-    for i in range(0, len(inputs), batch_size):
-        out.append(sess.run(None, {name: np.ascontiguousarray(inputs[i:i + batch_size])})[0])
-    return np.concatenate(out).astype(np.uint8, copy=False)
-
-
-def pixel_agreement(a: np.ndarray, b: np.ndarray) -> float:
-    if a.shape != b.shape:
-        raise ValueError(f"class maps differ in shape: {a.shape} vs {b.shape}")
-    return float(np.mean(a == b)) if a.size else 1.0
 
 
 @dataclasses.dataclass
@@ -393,3 +325,80 @@ def export_verified(wrapped: ClassMapModel, info: ModelInfo, out_path: str,
         log.warning("the model predicts a single class on every verification pixel: the "
                     "agreement check is trivial for this model (untrained weights?)")
     return result
+
+
+@dataclasses.dataclass
+class ExportReport:
+    onnx_path: str
+    verify: VerifyResult
+    variants: Dict[str, Dict[str, object]] = dataclasses.field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, object]:
+        return {"onnx": self.onnx_path, "verify": self.verify.to_dict(), "variants": self.variants}
+
+
+def export_model(out_path: str, checkpoint: str = "", architecture: str = "",
+                 height: int = 0, width: int = 0, frames_dir: str = "", num_frames: int = 8,
+                 fp16: bool = False, int8: bool = False, calib_dir: str = "",
+                 calib_images: int = 64, calib_method: str = "minmax", opset: int = 18,
+                 min_agreement: float = MIN_EXPORT_AGREEMENT,
+                 min_variant_agreement: Optional[Dict[str, float]] = None) -> ExportReport:
+    """What `seg-perception export` does: load a checkpoint (or make a fresh model of a named
+    architecture), export the FP32 ONNX verified against PyTorch, then derive the FP16 and/or
+    INT8 Q/DQ variants next to it and measure their agreement with the FP32 file.
+
+    A variant agreeing less than ``min_variant_agreement[precision]`` is removed and raises."""
+    from . import quantize
+
+    if checkpoint:
+        wrapped, info = load_checkpoint(checkpoint)
+        if architecture and architecture != info.architecture:
+            raise ExportError(f"{checkpoint} holds a {info.architecture!r} model, not {architecture!r}")
+        if height or width:
+            raise ExportError("--height/--width apply to a fresh model only: a checkpoint carries "
+                              "the input size it was trained for")
+        info = info.with_source(checkpoint=os.path.basename(checkpoint),
+                                checkpoint_sha256=file_sha256(checkpoint))
+    elif architecture:
+        wrapped, info = fresh_model(architecture, height or 360, width or 480)
+    else:
+        raise ExportError("give a checkpoint to export, or --arch NAME for a fresh model")
+    info = info.with_source(exported_with=f"torch {torch.__version__}, opset {opset}")
+    if int8 and not calib_dir:
+        raise ExportError("INT8 needs calibration images: --calib-dir DIR (a folder of camera "
+                          "images like those the model will see)")
+    if int8 and not os.path.isdir(calib_dir):
+        raise ExportError(f"calibration folder not found: {calib_dir}")
+
+    verify = export_verified(wrapped, info, out_path, frames_dir, num_frames, opset, min_agreement)
+    report = ExportReport(out_path, verify)
+    if not (fp16 or int8):
+        return report
+    inputs, source = verification_inputs(info, frames_dir, num_frames)
+    reference = torch_class_maps(wrapped, inputs)
+    thresholds = dict(DEFAULT_VARIANT_AGREEMENT)
+    thresholds.update(min_variant_agreement or {})
+    made = []
+    if fp16:
+        made.append(("fp16", quantize.convert_fp16(out_path, quantize.variant_path(out_path, "fp16"))))
+    if int8:
+        calib = fit_to_model(load_images(calib_dir, calib_images), info)
+        made.append(("int8", quantize.quantize_int8(
+            out_path, quantize.variant_path(out_path, "int8"), calib, method=calib_method,
+            calibration_source=calib_dir)))
+    for precision, path in made:
+        got = onnxruntime_class_maps(path, inputs)
+        entry = {"path": path, "agreement_vs_torch": pixel_agreement(reference, got),
+                 "frames_source": source, "min_agreement": thresholds[precision]}
+        report.variants[precision] = entry
+        if entry["agreement_vs_torch"] < thresholds[precision]:
+            os.remove(path)
+            raise ExportError(f"{precision} variant agrees with PyTorch on only "
+                              f"{entry['agreement_vs_torch']:.4%} of pixels (< "
+                              f"{thresholds[precision]:.2%}); removed {path}")
+    return report
+
+
+# Reduced precision changes some pixels near class boundaries; these floors catch a broken
+# conversion (a wrong scale, a saturated activation), not the usual small drift.
+DEFAULT_VARIANT_AGREEMENT = {"fp16": 0.99, "int8": 0.90}
