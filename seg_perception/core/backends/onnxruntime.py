@@ -1,8 +1,16 @@
-"""ONNX Runtime backend: CUDA execution provider when present, else CPU."""
+"""ONNX Runtime backend: CUDA execution provider when present, else CPU.
+
+Threads: ``num_threads`` sets intra-op threads (0 = ONNX Runtime's default, one per core);
+``inter_op_threads`` the inter-op pool (1: the graph is one chain, sequential execution).
+
+IOBinding (default on with CUDA, optional on CPU): the input is bound from host memory (ONNX
+Runtime copies it to the device once) and the output to a preallocated host OrtValue per batch
+size, so only the uint8 class map comes back and no output array is allocated per frame.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Dict, Optional
 
 import numpy as np
 import onnxruntime as ort
@@ -15,22 +23,37 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
     def __init__(self, model_path: str, num_threads: int = 0, providers: Any = None,
-                 **options: Any) -> None:
+                 inter_op_threads: int = 1, io_binding: Optional[bool] = None,
+                 device_id: int = 0, **options: Any) -> None:
         super().__init__(model_path, **options)
         self.num_threads = int(num_threads)
+        self.inter_op_threads = int(inter_op_threads)
         self.providers = providers
+        self.io_binding = io_binding   # None: on with CUDA, off on CPU
+        self.device_id = int(device_id)
         self.session = None
+        self._binding = None
+        self._outputs: Dict[int, Any] = {}
 
     def load(self) -> None:
         so = ort.SessionOptions()
         if self.num_threads > 0:
             so.intra_op_num_threads = self.num_threads
-            so.inter_op_num_threads = 1
+        if self.inter_op_threads > 0:
+            so.inter_op_num_threads = self.inter_op_threads
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         available = ort.get_available_providers()
-        providers = self.providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-                                       if p in available]
+        if self.providers:
+            providers = list(self.providers)
+            missing = [p if isinstance(p, str) else p[0] for p in providers
+                       if (p if isinstance(p, str) else p[0]) not in available]
+            if missing:
+                raise SegmenterError(f"ONNX Runtime here lacks {missing}; available: {available}")
+        else:
+            providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+            if "CUDAExecutionProvider" in providers:
+                providers[0] = ("CUDAExecutionProvider", {"device_id": self.device_id})
         try:
             self.session = ort.InferenceSession(self.model_path, sess_options=so, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for corrupt files
@@ -39,19 +62,51 @@ class OnnxRuntimeBackend(Backend):
         if meta is None:
             raise SegmenterError(f"{self.model_path} carries no '{METADATA_KEY}' metadata")
         self.info = ModelInfo.from_json(meta)
-        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
+        self.device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         self._input = self.session.get_inputs()[0].name
         self._output = self.session.get_outputs()[0].name
+        use_binding = on_cuda if self.io_binding is None else bool(self.io_binding)
+        self._binding = self.session.io_binding() if use_binding else None
+        self._outputs.clear()
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def _check(self, images: np.ndarray) -> None:
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise SegmenterError(f"expected uint8 [N,H,W,3], got {images.dtype} {images.shape}")
+        if self.session is None:
+            raise SegmenterError("ONNX Runtime backend is not loaded (or was released)")
+
+    def infer(self, images: np.ndarray) -> np.ndarray:
+        self._check(images)
+        if self._binding is not None:
+            return self._infer_bound(np.ascontiguousarray(images))
         out = self.session.run([self._output], {self._input: images})[0]
         return out if out.dtype == np.uint8 else out.astype(np.uint8)
 
+    def _infer_bound(self, images: np.ndarray) -> np.ndarray:
+        n = images.shape[0]
+        out = self._outputs.get(n)
+        if out is None:
+            if len(self._outputs) > 8:  # batch sizes that keep changing must not grow this
+                self._outputs.clear()
+            out = self._outputs[n] = ort.OrtValue.ortvalue_from_shape_and_type(
+                [n, images.shape[1], images.shape[2]], np.uint8, "cpu", 0)
+        binding = self._binding
+        binding.bind_cpu_input(self._input, images)
+        binding.bind_ortvalue_output(self._output, out)
+        self.session.run_with_iobinding(binding)
+        # The OrtValue is reused by the next call of this batch size: hand out a copy.
+        return np.array(out.numpy(), copy=True)
+
     def release(self) -> None:
+        if self._binding is not None:
+            self._binding.clear_binding_inputs()
+            self._binding.clear_binding_outputs()
+        self._binding = None
+        self._outputs.clear()
         self.session = None
 
     def describe(self) -> str:
         threads = self.num_threads or "default"
-        return f"onnxruntime {ort.__version__} on {self.device} (threads: {threads})"
+        binding = ", IOBinding" if self._binding is not None else ""
+        return f"onnxruntime {ort.__version__} on {self.device} (threads: {threads}{binding})"
