@@ -90,22 +90,55 @@ def backend_class(name: str):
     return getattr(module, cls_name)
 
 
+# Which backends can open which model files.
+_ACCEPTS = {
+    "tensorrt": (".onnx", ".engine", ".plan"),
+    "onnxruntime": (".onnx",),
+    "torch": (".pt", ".pth"),
+}
+
+
 def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
-    """(backend name, why) for a model file. 'auto' follows the file type; an .onnx file prefers
-    TensorRT where it and a GPU are present (#3 builds and caches the engine), else ONNX Runtime."""
+    """(backend name, why) for a model file.
+
+    auto: TensorRT when it, cuda-python and a CUDA GPU are present (an .onnx file is built into
+    a cached engine); else ONNX Runtime with its CUDA provider, else ONNX Runtime on the CPU;
+    PyTorch for a checkpoint (.pt). An explicit request is checked against the file type."""
     if requested not in BACKENDS:
         raise SegmenterError(f"unknown backend {requested!r}; choose one of {list(BACKENDS)}")
+    ext = os.path.splitext(model_path)[1].lower()
     by_file = backend_for_file(model_path)
     if requested != "auto":
+        if ext not in _ACCEPTS[requested]:
+            raise SegmenterError(f"backend '{requested}' cannot run a {ext} file ({model_path}); "
+                                 f"it takes {', '.join(_ACCEPTS[requested])}")
         return requested, f"backend '{requested}' requested"
-    if by_file == "onnxruntime":
-        from .backends import tensorrt as trt_backend
+    if by_file == "torch":
+        import importlib.util
 
-        usable, why_not = trt_backend.tensorrt_usable()
-        if usable:
-            return "tensorrt", "auto: TensorRT and a CUDA GPU are present"
-        return "onnxruntime", f"auto: ONNX file, TensorRT not used ({why_not})"
-    return by_file, f"auto: chosen by file type {os.path.splitext(model_path)[1]}"
+        if importlib.util.find_spec("torch") is None:
+            raise SegmenterError(f"{model_path} is a PyTorch checkpoint and torch is not installed; "
+                                 "export it to ONNX (seg-perception export) to run without torch")
+        return "torch", "auto: PyTorch checkpoint (.pt)"
+    from .backends import tensorrt as trt_backend
+
+    usable, why_not = trt_backend.tensorrt_usable()
+    if by_file == "tensorrt":
+        if not usable:
+            raise BackendUnavailable(f"{model_path} is a TensorRT engine and TensorRT cannot run "
+                                     f"here ({why_not}); use the .onnx file instead")
+        return "tensorrt", f"auto: TensorRT engine file ({why_not})"
+    if usable:
+        return "tensorrt", f"auto: TensorRT preferred on a GPU ({why_not})"
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise BackendUnavailable(f"no runtime can run {model_path}: TensorRT not used "
+                                 f"({why_not}) and onnxruntime is not installed ({exc})") from exc
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return "onnxruntime", f"auto: ONNX Runtime with CUDA (TensorRT not used: {why_not})"
+    return "onnxruntime", f"auto: ONNX Runtime on the CPU (TensorRT not used: {why_not}; " \
+                          "no CUDA provider in this onnxruntime)"
 
 
 def create_backend(model_path: str, backend: str = "auto", **options: Any) -> Backend:
