@@ -1,0 +1,493 @@
+"""Drivable-area occupancy grid: the ground plane z=0 of ``grid_frame`` seen through the camera.
+
+A cell-to-pixel lookup table is built once per (CameraInfo, camera pose, label map size) by
+projecting ground points forward through the real camera model (cv2.projectPoints for plumb_bob
+and rational_polynomial, cv2.fisheye.projectPoints for equidistant), honouring binning and ROI.
+Per frame, the grid is three nearest-pixel gathers (cv2.remap) and a few 256-entry table lookups.
+
+Cell values (nav_msgs/OccupancyGrid): 0 drivable, 100 not drivable (ground classes that are not
+drivable, and the ground contact of obstacles), -1 unknown.
+
+Occlusion. A cell's pixel shows whatever the camera ray towards the cell hits first. Under the
+flat-ground model, a ground label there means the cell itself is seen; an obstacle label means
+the ray is blocked: the cell is hidden (-1), unless the obstacle stands on that very cell. To find
+that contact, each cell is sampled at two points on the vertical plane through the camera: its
+near edge n and far edge f (half a cell towards / away from the camera's ground point). An
+obstacle that blocks the shallower ray to f but not the steeper ray to n stands between n and f:
+its foot is in the cell (100). Both blocked: hidden (-1). Ground seen over a low obstacle stays
+known. docs/grid.md explains the geometry, the conventions and the limits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Optional, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from .labels import LabelGroups
+
+
+class GridError(ValueError):
+    """Invalid CameraInfo or pose, a label map the grid cannot use, or a camera that sees no ground."""
+
+
+DISTORTION_MODELS = ("plumb_bob", "rational_polynomial", "equidistant")
+# Accepted numbers of distortion coefficients (0 = an undistorted image).
+_D_LENGTHS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 8), "equidistant": (0, 4)}
+
+# OccupancyGrid values
+FREE, OCCUPIED, UNKNOWN = 0, 100, -1
+
+# What one label pixel tells about the ground (2 bits per sample)
+_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE = 0, 1, 2, 3
+_OUTSIDE_ID = 255  # class id remap writes for samples outside the label map
+
+# Fixed rotation body (x fwd, y left, z up) -> optical (z fwd, x right, y down): its columns are
+# the optical axes written in the body frame.
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0],
+                           [-1.0, 0.0, 0.0],
+                           [0.0, -1.0, 0.0]])
+
+
+@dataclasses.dataclass(frozen=True)
+class GridSpec:
+    resolution: float = 0.1   # m per cell
+    x_min: float = 0.0        # m, extent in grid_frame (x forward)
+    x_max: float = 40.0
+    y_min: float = -20.0      # m (y left)
+    y_max: float = 20.0
+    max_range: float = 40.0   # m from the camera's ground point; farther cells are unknown
+
+    @property
+    def width(self) -> int:
+        """Cells along x (columns). The grid covers the whole extent (last cell may overhang)."""
+        return max(1, int(math.ceil((self.x_max - self.x_min) / self.resolution - 1e-6)))
+
+    @property
+    def height(self) -> int:
+        """Cells along y (rows)."""
+        return max(1, int(math.ceil((self.y_max - self.y_min) / self.resolution - 1e-6)))
+
+    def validate(self) -> None:
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise GridError(f"grid {f.name} must be a finite number, got {v!r}")
+        if self.resolution <= 0:
+            raise GridError(f"grid resolution must be > 0 m, got {self.resolution}")
+        if self.x_max <= self.x_min or self.y_max <= self.y_min:
+            raise GridError(f"grid extent is empty: x [{self.x_min}, {self.x_max}], "
+                            f"y [{self.y_min}, {self.y_max}] m")
+        if self.max_range <= 0:
+            raise GridError(f"grid max_range must be > 0 m, got {self.max_range}")
+        # cv2.remap output sizes are limited to 32767 (two stacked sample planes)
+        if 2 * self.height >= 32767 or self.width >= 32767 or self.width * self.height > 25_000_000:
+            raise GridError(f"grid of {self.width}x{self.height} cells is too large; "
+                            "use a coarser resolution or a smaller extent")
+
+    def cell_centres(self) -> Tuple[np.ndarray, np.ndarray]:
+        """(x of each column, y of each row) of the cell centres in grid_frame, metres."""
+        xs = self.x_min + (np.arange(self.width) + 0.5) * self.resolution
+        ys = self.y_min + (np.arange(self.height) + 0.5) * self.resolution
+        return xs, ys
+
+
+@dataclasses.dataclass(frozen=True)
+class CameraModel:
+    """The fields of a sensor_msgs/CameraInfo the grid needs (no ROS types)."""
+
+    width: int                     # calibrated (full sensor) resolution
+    height: int
+    K: Tuple[float, ...]           # 3x3 row-major, full-resolution pixels
+    D: Tuple[float, ...] = ()
+    distortion_model: str = "plumb_bob"
+    binning_x: int = 0             # 0 is the same as 1
+    binning_y: int = 0
+    roi: Tuple[int, int, int, int, bool] = (0, 0, 0, 0, False)  # x_offset, y_offset, width, height, do_rectify
+
+    @classmethod
+    def from_fields(cls, width: int, height: int, k: Sequence[float], d: Sequence[float] = (),
+                    distortion_model: str = "plumb_bob", binning_x: int = 0, binning_y: int = 0,
+                    roi: Optional[Any] = None) -> "CameraModel":
+        """Build from plain values; ``k`` may be 9 numbers or a 3x3 array, ``roi`` a 4/5-tuple or
+        an object with x_offset, y_offset, width, height (do_rectify) attributes."""
+        try:
+            K = tuple(float(v) for v in np.asarray(k, dtype=np.float64).reshape(-1))
+            D = tuple(float(v) for v in np.asarray(d, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"CameraInfo K/D are not numbers: {exc}") from exc
+        if roi is None:
+            r: Tuple[int, int, int, int, bool] = (0, 0, 0, 0, False)
+        elif hasattr(roi, "x_offset"):
+            r = (int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height),
+                 bool(getattr(roi, "do_rectify", False)))
+        else:
+            vals = tuple(roi)
+            if len(vals) not in (4, 5):
+                raise GridError(f"CameraInfo roi must have 4 or 5 values, got {vals!r}")
+            r = (int(vals[0]), int(vals[1]), int(vals[2]), int(vals[3]),
+                 bool(vals[4]) if len(vals) == 5 else False)
+        return cls(int(width), int(height), K, D, str(distortion_model), int(binning_x), int(binning_y), r)
+
+    @classmethod
+    def from_camera_info(cls, msg: Any) -> "CameraModel":
+        """From a sensor_msgs/msg/CameraInfo (duck-typed: no ROS import here)."""
+        return cls.from_fields(msg.width, msg.height, msg.k, msg.d, msg.distortion_model,
+                               msg.binning_x, msg.binning_y, msg.roi)
+
+    def _bin(self) -> Tuple[int, int]:
+        return max(1, self.binning_x), max(1, self.binning_y)
+
+    def _roi(self) -> Tuple[int, int, int, int]:
+        x0, y0, w, h = self.roi[:4]
+        if x0 == 0 and y0 == 0 and w == 0 and h == 0:  # all zeros = full resolution
+            return 0, 0, self.width, self.height
+        return x0, y0, w, h
+
+    def validate(self) -> None:
+        if self.width <= 0 or self.height <= 0:
+            raise GridError(f"CameraInfo size {self.width}x{self.height} is invalid (camera not calibrated?)")
+        if len(self.K) != 9:
+            raise GridError(f"CameraInfo K must have 9 values, got {len(self.K)}")
+        if not all(math.isfinite(v) for v in self.K):
+            raise GridError(f"CameraInfo K contains NaN or infinity: {list(self.K)}")
+        fx, fy = self.K[0], self.K[4]
+        if fx <= 0 or fy <= 0:
+            raise GridError(f"CameraInfo K has focal lengths fx={fx}, fy={fy}; they must be > 0 "
+                            "(an all-zero K means the camera is not calibrated)")
+        if abs(self.K[3]) > 0 or abs(self.K[6]) > 0 or abs(self.K[7]) > 0 or abs(self.K[8] - 1.0) > 1e-9:
+            raise GridError(f"CameraInfo K is not an intrinsic matrix [fx s cx; 0 fy cy; 0 0 1]: {list(self.K)}")
+        if self.distortion_model not in DISTORTION_MODELS:
+            raise GridError(f"unknown CameraInfo distortion_model {self.distortion_model!r}; supported: "
+                            f"{list(DISTORTION_MODELS)} (plumb_bob with D all zero for an undistorted image)")
+        if len(self.D) not in _D_LENGTHS[self.distortion_model]:
+            raise GridError(f"CameraInfo D has {len(self.D)} values; {self.distortion_model} takes "
+                            f"{' or '.join(str(n) for n in _D_LENGTHS[self.distortion_model])}")
+        if not all(math.isfinite(v) for v in self.D):
+            raise GridError(f"CameraInfo D contains NaN or infinity: {list(self.D)}")
+        if self.binning_x < 0 or self.binning_y < 0:
+            raise GridError(f"CameraInfo binning {self.binning_x}x{self.binning_y} is negative")
+        x0, y0, w, h = self._roi()
+        if x0 < 0 or y0 < 0 or w <= 0 or h <= 0 or x0 + w > self.width or y0 + h > self.height:
+            raise GridError(f"CameraInfo roi (x_offset={x0}, y_offset={y0}, width={w}, height={h}) "
+                            f"does not lie inside the {self.width}x{self.height} sensor")
+        bx, by = self._bin()
+        if w // bx < 1 or h // by < 1:
+            raise GridError(f"CameraInfo binning {bx}x{by} leaves no pixel of the {w}x{h} roi")
+
+    def image_size(self) -> Tuple[int, int]:
+        """(width, height) of the images this CameraInfo describes: the ROI, then binning."""
+        _, _, w, h = self._roi()
+        bx, by = self._bin()
+        return w // bx, h // by
+
+    def label_intrinsics(self, label_width: int, label_height: int) -> np.ndarray:
+        """K in the pixels of a label map of that size covering the whole image.
+
+        Pixel centres are at integer coordinates at every stage. Full-res sensor u maps to
+        label u_l = (u + 0.5 - x_offset) * s - 0.5 with s = (label_width / image_width) / binning_x.
+        (image_geometry drops the two half-pixel terms; that differs by under half a pixel.)
+        """
+        x0, y0, _, _ = self._roi()
+        bx, by = self._bin()
+        iw, ih = self.image_size()
+        su = label_width / iw / bx
+        sv = label_height / ih / by
+        K = np.array(self.K, dtype=np.float64).reshape(3, 3)
+        return np.array([[K[0, 0] * su, K[0, 1] * su, (K[0, 2] + 0.5 - x0) * su - 0.5],
+                         [0.0, K[1, 1] * sv, (K[1, 2] + 0.5 - y0) * sv - 0.5],
+                         [0.0, 0.0, 1.0]])
+
+
+def _rotation_rpy(roll: float, pitch: float, yaw: float) -> np.ndarray:
+    """Fixed-axis X, then Y, then Z (tf2 setRPY / URDF rpy): R = Rz(yaw) Ry(pitch) Rx(roll)."""
+    cr, sr = math.cos(roll), math.sin(roll)
+    cp, sp = math.cos(pitch), math.sin(pitch)
+    cy, sy = math.cos(yaw), math.sin(yaw)
+    return np.array([[cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+                     [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+                     [-sp, cp * sr, cp * cr]])
+
+
+def camera_pose(xyz: Sequence[float], rpy: Sequence[float]) -> np.ndarray:
+    """4x4 transform grid_frame <- camera body frame (REP 103: x forward, y left, z up).
+
+    rpy in radians, fixed-axis XYZ as tf2 and URDF use it; positive pitch points the camera down.
+    """
+    try:
+        p = [float(v) for v in xyz]
+        a = [float(v) for v in rpy]
+    except (TypeError, ValueError) as exc:
+        raise GridError(f"camera pose must be numbers: xyz={xyz!r} rpy={rpy!r}") from exc
+    if len(p) != 3 or len(a) != 3 or not all(math.isfinite(v) for v in p + a):
+        raise GridError(f"camera pose needs 3 finite xyz and 3 finite rpy values, got xyz={xyz!r} rpy={rpy!r}")
+    T = np.eye(4)
+    T[:3, :3] = _rotation_rpy(*a)
+    T[:3, 3] = p
+    return T
+
+
+def _check_transform(T: Any) -> np.ndarray:
+    T = np.asarray(T, dtype=np.float64)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        raise GridError(f"camera pose must be a finite 4x4 transform, got shape {T.shape}")
+    R = T[:3, :3]
+    if not np.allclose(R @ R.T, np.eye(3), atol=1e-6) or np.linalg.det(R) < 0 or \
+            not np.allclose(T[3], [0, 0, 0, 1]):
+        raise GridError("camera pose is not a rigid transform (rotation not orthonormal)")
+    return T
+
+
+def _radial_limit(values: np.ndarray, grid: np.ndarray, cap: float) -> float:
+    """Largest grid value up to which ``values`` (the distorted radius) keeps increasing.
+
+    Beyond it a distortion polynomial folds back and would map far-off points into the image.
+    """
+    bad = np.nonzero((np.diff(values) <= 0) | ~np.isfinite(values[1:]))[0]
+    return float(grid[bad[0]]) if bad.size else cap
+
+
+def _valid_undistorted_radius(camera: CameraModel) -> float:
+    """Normalised radius r = |(x/z, y/z)| (or angle for equidistant) where the model is usable."""
+    D = np.zeros(8)
+    D[:len(camera.D)] = camera.D
+    if camera.distortion_model == "equidistant":
+        theta = np.linspace(0.0, math.pi / 2 - 1e-3, 20000)
+        t2 = theta * theta
+        theta_d = theta * (1 + D[0] * t2 + D[1] * t2 ** 2 + D[2] * t2 ** 3 + D[3] * t2 ** 4)
+        return _radial_limit(theta_d, theta, theta[-1])
+    r = np.tan(np.linspace(0.0, math.radians(89.5), 20000))
+    r2 = r * r
+    num = 1 + D[0] * r2 + D[1] * r2 ** 2 + D[4] * r2 ** 3
+    den = 1 + D[5] * r2 + D[6] * r2 ** 2 + D[7] * r2 ** 3  # rational_polynomial only (else zeros)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rd = np.where(den > 1e-9, r * num / den, np.nan)
+    return _radial_limit(rd, r, r[-1])
+
+
+def project_to_labels(camera: CameraModel, K_label: np.ndarray, points_optical: np.ndarray
+                      ) -> Tuple[np.ndarray, np.ndarray]:
+    """(Nx2 label-pixel coordinates, N bool valid) of points in the optical frame.
+
+    Invalid: behind the camera, or outside the radius where the distortion model is monotonic.
+    """
+    P = np.asarray(points_optical, dtype=np.float64).reshape(-1, 3)
+    uv = np.full((len(P), 2), np.nan)
+    z = P[:, 2]
+    front = z > 1e-6
+    with np.errstate(divide="ignore", invalid="ignore"):
+        x = np.where(front, P[:, 0] / z, 0.0)
+        y = np.where(front, P[:, 1] / z, 0.0)
+    r = np.hypot(x, y)
+    limit = _valid_undistorted_radius(camera)
+    if camera.distortion_model == "equidistant":
+        valid = front & (np.arctan(r) <= limit)
+    else:
+        valid = front & (r <= limit)
+    if not np.any(valid):
+        return uv, valid
+    norm = np.stack([x[valid], y[valid], np.ones(int(valid.sum()))], axis=1).reshape(-1, 1, 3)
+    zero = np.zeros(3)
+    fx, skew, fy = K_label[0, 0], K_label[0, 1], K_label[1, 1]
+    if camera.distortion_model == "equidistant":
+        D = np.array(camera.D if camera.D else (0.0,) * 4, dtype=np.float64).reshape(4, 1)
+        K0 = K_label.copy()
+        K0[0, 1] = 0.0
+        img, _ = cv2.fisheye.projectPoints(norm, zero, zero, K0, D, alpha=skew / fx)
+        img = img.reshape(-1, 2)
+    else:
+        D = np.array(camera.D, dtype=np.float64) if camera.D else np.zeros(5)
+        K0 = K_label.copy()
+        K0[0, 1] = 0.0  # cv2.projectPoints ignores skew: add it from the distorted y below
+        img, _ = cv2.projectPoints(norm, zero, zero, K0, D)
+        img = img.reshape(-1, 2)
+        if skew != 0.0:
+            img[:, 0] += skew * (img[:, 1] - K_label[1, 2]) / fy
+    uv[valid] = img
+    valid &= np.all(np.isfinite(uv), axis=1)
+    return uv, valid
+
+
+def _rule_table() -> np.ndarray:
+    """256-entry uint8 table: (near << 2 | far) sample codes -> cell value."""
+    ground = (_SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE)
+
+    def value(near: int, far: int) -> int:
+        if near in ground and far in ground:
+            # drivable only if the whole cell is: an edge inside it makes it not drivable
+            return FREE if near == far == _SEEN_DRIVABLE else OCCUPIED
+        if near in ground and far == _SEEN_OBSTACLE:
+            return OCCUPIED  # the obstacle's foot lies between the two edges
+        if near in ground:
+            return FREE if near == _SEEN_DRIVABLE else OCCUPIED  # far edge out of view
+        if far in ground:
+            # near edge out of view, or hidden by a low obstacle that the far ray passes over
+            return FREE if far == _SEEN_DRIVABLE else OCCUPIED
+        return UNKNOWN  # hidden behind an obstacle (foot nearer than the cell), or not seen
+
+    table = np.full(256, UNKNOWN & 0xFF, np.uint8)
+    for near in range(4):
+        for far in range(4):
+            table[(near << 2) | far] = value(near, far) & 0xFF
+    return table
+
+
+class GroundGrid:
+    """Occupancy grid of the ground plane from a class map; see the module docstring."""
+
+    def __init__(self, spec: GridSpec, groups: LabelGroups) -> None:
+        spec.validate()
+        if len(groups.class_names) > _OUTSIDE_ID:
+            raise GridError(f"the grid supports at most {_OUTSIDE_ID} classes, the model has "
+                            f"{len(groups.class_names)}")
+        self.spec = spec
+        self.groups = groups
+        codes = np.full(256, _SEEN_NOTHING, np.uint8)
+        codes[groups.member("obstacle")] = _SEEN_OBSTACLE
+        codes[groups.member("ground")] = _SEEN_NOT_DRIVABLE
+        codes[groups.member("drivable")] = _SEEN_DRIVABLE
+        codes[_OUTSIDE_ID] = _SEEN_NOTHING
+        self._code_near = codes << 2
+        self._code_far = codes
+        self._rule = _rule_table()
+        self._key: Optional[tuple] = None
+        self._failed: Optional[Tuple[tuple, GridError]] = None
+        self._maps: Optional[np.ndarray] = None   # (2*H, W, 2) int16: near, far edge pixel
+        self._label_shape: Tuple[int, int] = (0, 0)
+        self.visible_cells = 0                     # cells in view and within max_range
+
+    @property
+    def origin(self) -> Tuple[float, float]:
+        """(x, y) in grid_frame of the grid's corner cell's outer corner (OccupancyGrid origin)."""
+        return self.spec.x_min, self.spec.y_min
+
+    @property
+    def resolution(self) -> float:
+        return self.spec.resolution
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        """(rows along y, columns along x) of compute()'s output."""
+        return self.spec.height, self.spec.width
+
+    @property
+    def configured(self) -> bool:
+        return self._maps is not None
+
+    def _invalidate(self) -> None:
+        self._key = None
+        self._maps = None
+        self.visible_cells = 0
+
+    def configure(self, camera: CameraModel, T_grid_body: np.ndarray, label_height: int,
+                  label_width: int, image_size: Optional[Tuple[int, int]] = None) -> bool:
+        """Build the cell -> pixel table; True if it was (re)built, False if nothing changed.
+
+        ``image_size`` (width, height), when given, is checked against the size the CameraInfo
+        describes. Raises GridError (and forgets the old table) for an invalid CameraInfo or
+        pose, a label map it cannot use, or a camera that sees no cell of the grid.
+        """
+        try:
+            camera.validate()
+            T = _check_transform(T_grid_body)
+            label_height, label_width = int(label_height), int(label_width)
+            if not (1 <= label_height < 32767 and 1 <= label_width < 32767):
+                raise GridError(f"label map size {label_width}x{label_height} is invalid")
+            if image_size is not None and tuple(int(v) for v in image_size) != camera.image_size():
+                w, h = camera.image_size()
+                raise GridError(f"image is {image_size[0]}x{image_size[1]} but its CameraInfo describes "
+                                f"{w}x{h} (size {camera.width}x{camera.height}, binning "
+                                f"{camera.binning_x}x{camera.binning_y}, roi {camera.roi[:4]})")
+        except GridError:
+            self._invalidate()
+            raise
+        key = (camera, T.tobytes(), label_height, label_width)
+        if self._maps is not None and key == self._key:
+            return False
+        if self._failed is not None and self._failed[0] == key:
+            self._invalidate()
+            raise self._failed[1]  # same inputs as a failed build: do not rebuild every frame
+        self._invalidate()
+        try:
+            maps, visible = self._build(camera, T, label_height, label_width)
+        except GridError as exc:
+            self._failed = (key, exc)
+            raise
+        self._failed = None
+        self._maps, self.visible_cells = maps, visible
+        self._label_shape = (label_height, label_width)
+        self._key = key
+        return True
+
+    def _build(self, camera: CameraModel, T_grid_body: np.ndarray, label_height: int,
+               label_width: int) -> Tuple[np.ndarray, int]:
+        spec = self.spec
+        cam_x, cam_y, cam_z = T_grid_body[:3, 3]
+        if cam_z <= 0:
+            raise GridError(f"camera is at z={cam_z:.3f} m in grid_frame; it must be above the "
+                            "ground plane z=0 (check camera_pose.xyz)")
+        xs, ys = spec.cell_centres()
+        X, Y = np.meshgrid(xs, ys)  # (H, W): row = y index, column = x index
+        dx, dy = X - cam_x, Y - cam_y
+        dist = np.hypot(dx, dy)
+        in_range = dist <= spec.max_range
+        # unit vector from the camera's ground point to the cell (any direction right under it)
+        safe = np.where(dist > 1e-9, dist, 1.0)
+        ux, uy = np.where(dist > 1e-9, dx / safe, 1.0), np.where(dist > 1e-9, dy / safe, 0.0)
+        half = 0.5 * spec.resolution
+        sx = np.stack([X, X - half * ux, X + half * ux])  # centre, near edge, far edge
+        sy = np.stack([Y, Y - half * uy, Y + half * uy])
+        points = np.stack([sx, sy, np.zeros_like(sx)], axis=-1).reshape(-1, 3)
+
+        T_grid_optical = T_grid_body.copy()
+        T_grid_optical[:3, :3] = T_grid_body[:3, :3] @ R_BODY_OPTICAL
+        R, t = T_grid_optical[:3, :3], T_grid_optical[:3, 3]
+        optical = (points - t) @ R  # R^T (p - t), row-wise
+        K_label = camera.label_intrinsics(label_width, label_height)
+        uv, valid = project_to_labels(camera, K_label, optical)
+        with np.errstate(invalid="ignore"):
+            ui = np.rint(uv[:, 0])
+            vi = np.rint(uv[:, 1])
+            valid &= (ui >= 0) & (ui < label_width) & (vi >= 0) & (vi < label_height)
+        H, W = spec.height, spec.width
+        valid = valid.reshape(3, H, W)
+        valid[0] &= in_range
+        visible = int(valid[0].sum())
+        if visible == 0:
+            pitch_down = math.degrees(math.asin(max(-1.0, min(1.0, -T_grid_optical[2, 2]))))
+            raise GridError(
+                f"camera sees no ground cell of the grid (camera at x={cam_x:.2f} y={cam_y:.2f} "
+                f"z={cam_z:.2f} m, optical axis {pitch_down:.1f} deg below the horizon; grid x "
+                f"[{spec.x_min}, {spec.x_max}] y [{spec.y_min}, {spec.y_max}] m, max_range "
+                f"{spec.max_range} m): check camera_pose")
+        # The centre decides whether a cell is in view and in range; its edges carry the values.
+        edges = valid[1:] & valid[0][None]
+        maps = np.full((2 * H, W, 2), -1, np.int16)  # -1: outside the label map -> remap border
+        ok = edges.reshape(2 * H, W)
+        maps[..., 0][ok] = ui.reshape(3, H, W)[1:].reshape(2 * H, W)[ok].astype(np.int16)
+        maps[..., 1][ok] = vi.reshape(3, H, W)[1:].reshape(2 * H, W)[ok].astype(np.int16)
+        return maps, visible
+
+    def compute(self, labels: np.ndarray) -> np.ndarray:
+        """int8 [height, width] grid from a uint8 class map covering the whole camera image.
+
+        Row j is y = y_min + (j + 0.5) * resolution, column i is x = x_min + (i + 0.5) *
+        resolution, so ``grid.ravel()`` is OccupancyGrid.data with origin (x_min, y_min).
+        """
+        if self._maps is None:
+            raise GridError("grid is not configured (no valid CameraInfo and pose yet)")
+        if not isinstance(labels, np.ndarray) or labels.dtype != np.uint8 or labels.ndim != 2:
+            raise GridError(f"labels must be a 2-D uint8 class map, got "
+                            f"{getattr(labels, 'dtype', type(labels))} {getattr(labels, 'shape', '')}")
+        if labels.shape != self._label_shape:
+            raise GridError(f"label map is {labels.shape[1]}x{labels.shape[0]} but the grid was "
+                            f"configured for {self._label_shape[1]}x{self._label_shape[0]}")
+        H = self.spec.height
+        samples = cv2.remap(labels, self._maps, None, cv2.INTER_NEAREST,
+                            borderMode=cv2.BORDER_CONSTANT, borderValue=_OUTSIDE_ID)
+        code = cv2.LUT(samples[:H], self._code_near)
+        cv2.bitwise_or(code, cv2.LUT(samples[H:], self._code_far), dst=code)
+        return cv2.LUT(code, self._rule).view(np.int8)
