@@ -1,0 +1,150 @@
+"""Export: the ONNX graph contract, embedded metadata, dynamic batch and the verification that
+makes an export fail when it does not agree with PyTorch."""
+
+import json
+import os
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from seg_perception.core import export as ex
+from seg_perception.core.model_info import METADATA_KEY, ModelInfo, read_onnx_metadata
+from seg_perception.tools import cli
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """(onnx path, checkpoint path, wrapped model, info) of the sample-scene reference model."""
+    d = tmp_path_factory.mktemp("export")
+    wrapped, info = ex.sample_scene_reference_model(H, W)
+    ckpt = str(d / "ref.pt")
+    ex.save_checkpoint(wrapped, info, ckpt)
+    path = str(d / "ref.onnx")
+    result = ex.export_verified(wrapped, info, path, num_frames=6)
+    return path, ckpt, wrapped, info, result
+
+
+def test_graph_contract_uint8_in_class_map_out_dynamic_batch(reference):
+    path, _, _, info, _ = reference
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)
+    (inp,), (out,) = model.graph.input, model.graph.output
+    assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+    out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
+    assert in_dims == ["batch", H, W, 3] and out_dims == ["batch", H, W]
+    ops = {n.op_type for n in model.graph.node}
+    assert "ArgMax" in ops and "Sub" in ops and "Mul" in ops  # argmax and normalisation in graph
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    frames = np.stack(ex.sample_frames(3, H, W))
+    for n in (1, 3):
+        labels = sess.run(None, {info.input_name: frames[:n]})[0]
+        assert labels.shape == (n, H, W) and labels.dtype == np.uint8
+
+
+def test_metadata_embedded_and_readable_without_torch(reference):
+    path, _, _, info, _ = reference
+    # ONNX Runtime alone (no onnx, no torch) reads it as the node does
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map[METADATA_KEY]
+    read = ModelInfo.from_json(meta)
+    assert read == info
+    assert read.class_names[3] == "Road" and read.input_height == H
+    assert ModelInfo.from_json(read_onnx_metadata(path)) == info
+    assert json.loads(meta)["normalization"]["in_graph"] is True
+
+
+def test_export_agrees_with_pytorch_on_a_model_that_is_not_trivial(reference):
+    path, _, wrapped, info, result = reference
+    assert result.agreement >= 0.999
+    assert result.classes_seen >= 4          # the check is not the trivial one-class case
+    frames = np.stack(ex.sample_frames(4, H, W, first=40))
+    ref = ex.torch_class_maps(wrapped, frames)
+    assert len(np.unique(ref)) >= 4
+    assert ex.pixel_agreement(ref, ex.onnxruntime_class_maps(path, frames)) >= 0.999
+
+
+def test_verification_detects_a_different_model(reference):
+    path, _, wrapped, info, _ = reference
+    other, _ = ex.sample_scene_reference_model(H, W, seed=1)
+    with torch.no_grad():  # a network the file was not exported from
+        other.model.colour.bias.add_(torch.linspace(-3, 3, info.num_classes))
+    frames = np.stack(ex.sample_frames(4, H, W))
+    result = ex.verify_onnx(path, other, frames, "sample")
+    assert result.agreement < 0.999
+
+
+def test_failed_verification_removes_the_file_and_raises(tmp_path):
+    wrapped, info = ex.sample_scene_reference_model(H, W)
+    out = tmp_path / "bad.onnx"
+    with pytest.raises(ex.ExportError, match="agrees with PyTorch on only"):
+        # no file can agree on more than 100% of pixels: the failure path, end to end
+        ex.export_verified(wrapped, info, str(out), num_frames=2, min_agreement=1.01)
+    assert not out.exists()
+
+
+def test_verification_on_an_image_folder(reference, tmp_path):
+    import cv2
+
+    path, _, wrapped, info, _ = reference
+    for i, f in enumerate(ex.sample_frames(3, 120, 200, first=9)):  # another size: fitted
+        cv2.imwrite(str(tmp_path / f"{i}.png"), f[:, :, ::-1])
+    inputs, source = ex.verification_inputs(info, str(tmp_path), 3)
+    assert inputs.shape == (3, H, W, 3) and source == str(tmp_path)
+    assert ex.verify_onnx(path, wrapped, inputs).agreement >= 0.999
+
+
+def test_checkpoint_round_trip(reference):
+    _, ckpt, wrapped, info, _ = reference
+    loaded, info2 = ex.load_checkpoint(ckpt)
+    assert info2 == info
+    frames = np.stack(ex.sample_frames(2, H, W))
+    assert np.array_equal(ex.torch_class_maps(loaded, frames), ex.torch_class_maps(wrapped, frames))
+
+
+def test_fresh_model_unknown_architecture():
+    with pytest.raises(ex.ExportError, match="unknown architecture"):
+        ex.fresh_model("no_such_net")
+    assert {"lraspp_mobilenet_v3_large", "deeplabv3_mobilenet_v3_large", "tiny_fcn"} <= set(ex.ARCHITECTURES)
+
+
+def test_cli_export_checkpoint_with_fp16(reference, tmp_path, capsys):
+    _, ckpt, _, info, _ = reference
+    out = tmp_path / "m.onnx"
+    report = tmp_path / "r.json"
+    rc = cli.main(["export", ckpt, "--out", str(out), "--fp16", "--num-frames", "4",
+                   "--json", str(report)])
+    assert rc == 0
+    assert out.exists() and (tmp_path / "m_fp16.onnx").exists()
+    data = json.loads(report.read_text())
+    assert data["verify"]["agreement"] >= 0.999
+    assert data["variants"]["fp16"]["agreement_vs_torch"] >= 0.99
+    meta = ModelInfo.from_json(read_onnx_metadata(str(out)))
+    assert meta.source["checkpoint"] == "ref.pt" and len(meta.source["checkpoint_sha256"]) == 64
+    assert "verified against PyTorch" in capsys.readouterr().out
+
+
+def test_cli_export_errors(reference, tmp_path, capsys):
+    _, ckpt, _, _, _ = reference
+    assert cli.main(["export", ckpt, "--arch", "lraspp_mobilenet_v3_large",
+                     "--out", str(tmp_path / "x.onnx")]) == 1
+    assert "holds a 'tiny_fcn' model" in capsys.readouterr().err
+    assert cli.main(["export", ckpt, "--int8", "--out", str(tmp_path / "y.onnx")]) == 1
+    assert "--calib-dir" in capsys.readouterr().err
+    assert cli.main(["export", "--out", str(tmp_path / "z.onnx")]) == 1
+    assert not os.path.exists(tmp_path / "z.onnx")
+
+
+def test_cli_export_fresh_architecture(tmp_path):
+    out = tmp_path / "fresh.onnx"
+    assert cli.main(["export", "--arch", "tiny_fcn", "--height", "48", "--width", "64",
+                     "--out", str(out), "--num-frames", "2"]) == 0
+    info = ModelInfo.from_json(read_onnx_metadata(str(out)))
+    assert (info.input_height, info.input_width, info.architecture) == (48, 64, "tiny_fcn")
+    assert "random initialisation" in info.source["weights"]
