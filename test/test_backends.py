@@ -1,0 +1,130 @@
+"""Backends on a model whose output is not trivial: ONNX Runtime (plain and IOBinding) and
+PyTorch agree; auto selection explains itself; the backend benchmark measures what it says."""
+
+import numpy as np
+import pytest
+
+from seg_perception.core import export as ex
+from seg_perception.core.backends.onnxruntime import OnnxRuntimeBackend
+from seg_perception.core.segmenter import Segmenter, SegmenterError, choose_backend, create_backend
+from seg_perception.tools.bench_backends import bench_backends, format_table, parse_size
+
+H, W = 64, 96
+
+
+@pytest.fixture(scope="module")
+def model_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("backends")
+    wrapped, info = ex.sample_scene_reference_model(H, W)
+    ckpt, onnx_path = str(d / "ref.pt"), str(d / "ref.onnx")
+    ex.save_checkpoint(wrapped, info, ckpt)
+    ex.export_onnx(wrapped, info, onnx_path)
+    return onnx_path, ckpt
+
+
+@pytest.fixture(scope="module")
+def frames():
+    return np.stack(ex.sample_frames(5, H, W, first=30))
+
+
+def test_onnxruntime_and_torch_agree(model_files, frames):
+    onnx_path, ckpt = model_files
+    ort_b = create_backend(onnx_path, "onnxruntime", num_threads=1)
+    torch_b = create_backend(ckpt, "torch", num_threads=1)
+    try:
+        a, b = ort_b.infer(frames), torch_b.infer(frames)
+        assert a.shape == b.shape == (5, H, W) and a.dtype == b.dtype == np.uint8
+        assert len(np.unique(b)) >= 4                     # not a trivial one-class model
+        assert np.mean(a == b) >= 0.999
+        assert ort_b.info == torch_b.info
+        assert "channels_last" in torch_b.describe() and torch_b.device == "cpu"
+    finally:
+        ort_b.release()
+        torch_b.release()
+
+
+def test_iobinding_matches_plain_run_across_batch_sizes(model_files, frames):
+    onnx_path, _ = model_files
+    bound = OnnxRuntimeBackend(onnx_path, io_binding=True, num_threads=1)
+    plain = OnnxRuntimeBackend(onnx_path, io_binding=False, num_threads=1)
+    bound.load()
+    plain.load()
+    try:
+        assert "IOBinding" in bound.describe() and "IOBinding" not in plain.describe()
+        first = bound.infer(frames[:2])
+        for n in (2, 1, 5, 2):
+            assert np.array_equal(bound.infer(frames[:n]), plain.infer(frames[:n]))
+        # results handed out earlier are not overwritten by later calls (buffers are reused)
+        assert np.array_equal(first, plain.infer(frames[:2]))
+    finally:
+        bound.release()
+        bound.release()  # twice is safe
+        plain.release()
+    with pytest.raises(SegmenterError, match="not loaded"):
+        bound.infer(frames)
+
+
+def test_onnxruntime_provider_and_input_errors(model_files, frames):
+    onnx_path, _ = model_files
+    with pytest.raises(SegmenterError, match="lacks"):
+        OnnxRuntimeBackend(onnx_path, providers=["NoSuchExecutionProvider"]).load()
+    b = create_backend(onnx_path, "onnxruntime")
+    with pytest.raises(SegmenterError, match="uint8"):
+        b.infer(frames.astype(np.float32))
+
+
+def test_torch_backend_rejects_what_it_cannot_run(model_files, tmp_path):
+    _, ckpt = model_files
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(SegmenterError):
+        create_backend(str(bad), "torch")
+    import torch
+    ck = torch.load(ckpt, weights_only=True)
+    ck["metadata"]["architecture"] = "lraspp_mobilenet_v3_large"
+    wrong = tmp_path / "wrong.pt"
+    torch.save(ck, wrong)
+    with pytest.raises(SegmenterError, match="do not fit"):
+        create_backend(str(wrong), "torch")
+
+
+def test_auto_selection_explains_itself(model_files):
+    onnx_path, ckpt = model_files
+    name, why = choose_backend(onnx_path, "auto")
+    import importlib.util
+    if importlib.util.find_spec("tensorrt") is None:
+        assert name == "onnxruntime" and "TensorRT not used: tensorrt is not installed" in why
+    assert choose_backend(ckpt, "auto")[0] == "torch"
+    assert choose_backend(onnx_path, "onnxruntime") == \
+        ("onnxruntime", "backend 'onnxruntime' requested")
+    with pytest.raises(SegmenterError, match="cannot run a .pt file"):
+        choose_backend(ckpt, "onnxruntime")
+    with pytest.raises(SegmenterError, match="cannot run a .onnx file"):
+        choose_backend(onnx_path, "torch")
+    with pytest.raises(SegmenterError, match="unknown backend"):
+        choose_backend(onnx_path, "openvino")
+    seg = Segmenter.from_file(onnx_path)
+    assert seg.backend.selection_reason == why
+    seg.release()
+
+
+def test_bench_backends_reports_stages_and_skips(model_files):
+    onnx_path, ckpt = model_files
+    result = bench_backends([onnx_path, ckpt], ["onnxruntime", "torch", "tensorrt/fp16"],
+                            sizes=["160x120"], batch_sizes=[1, 2], threads=1, iters=3)
+    runs = result["runs"]
+    assert {(r["backend"], r["batch"]) for r in runs} == {
+        ("onnxruntime", 1), ("onnxruntime", 2), ("torch", 1), ("torch", 2)}
+    for r in runs:
+        for stage in ("preprocess_ms", "inference_ms", "postprocess_ms", "total_ms"):
+            s = r[stage]
+            assert 0 < s["median"] <= s["p90"] <= s["p99"]
+        assert r["fps"] == pytest.approx(r["batch"] * 1000.0 / r["total_ms"]["median"])
+        assert r["frame"] == "160x120" and r["model_input"] == f"{W}x{H}" and r["precision"] == "fp32"
+    reasons = " ".join(s["reason"] for s in result["skipped"])
+    assert "torch cannot run ref.onnx" in reasons and "onnxruntime cannot run ref.pt" in reasons
+    table = format_table(result)
+    assert "onnxruntime" in table and "fps" in table
+    assert parse_size("1920x1080") == (1920, 1080)
+    with pytest.raises(ValueError):
+        parse_size("1920")
