@@ -1,0 +1,380 @@
+"""The training loop: resumable checkpoints in a run directory, progress lines with loss and
+validation mIoU, best checkpoint kept by validation mIoU, export through core.export."""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import logging
+import math
+import os
+import time
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..datasets import CAMVID_CLASSES, CAMVID_PARKING_CLASSES
+from ..export import build_wrapped_model, export_onnx, save_checkpoint
+from ..metrics import ConfusionMatrix
+from ..model_info import ClassInfo, ModelInfo
+from .augment import SegmentationTrainSet, train_transforms
+from .data import (IGNORE, NUM_CAMVID, PARKING, ROAD, LabelledSet, class_frequencies, has_split,
+                   load_split)
+from .loss import class_weights
+from .parking import paint_parking
+
+log = logging.getLogger("seg_perception.train")
+
+CAMVID_NAMES = [name for name, _ in CAMVID_CLASSES]
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_root: str
+    run_dir: str
+    layout: str = "camvid"
+    architecture: str = "lraspp_mobilenet_v3_large"
+    train_splits: Tuple[str, ...] = ("train",)
+    val_split: Optional[str] = "val"
+    test_split: Optional[str] = "test"
+    input_size: Tuple[int, int] = (360, 480)     # model input (h, w); frames stretched to it
+    crop: Tuple[int, int] = (240, 320)
+    scale: Tuple[float, float] = (0.6, 1.5)
+    color_jitter: float = 0.3
+    epochs: int = 150
+    batch_size: int = 8
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    warmup_epochs: float = 2.0
+    class_weighting: str = "isqrt"
+    paint_parking: float = 0.3
+    threads: int = 1
+    val_every: int = 5
+    log_every: int = 20
+    max_steps: Optional[int] = None
+    # Wall-clock budget for the optimisation steps (0 = none). When set, the schedule follows
+    # whichever is further along, steps or time, so a run on a busy shared machine still decays
+    # its learning rate to zero and ends on time (accumulated across --resume).
+    time_budget_s: float = 0.0
+    limit: Optional[int] = None                  # images per split (tests, quick trials)
+    seed: int = 0
+
+    def to_dict(self) -> Dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+def camvid_parking_info(architecture: str, input_size: Tuple[int, int],
+                        source: Optional[Dict[str, Any]] = None) -> ModelInfo:
+    return ModelInfo(
+        classes=tuple(ClassInfo(name, color) for name, color in CAMVID_PARKING_CLASSES),
+        input_height=int(input_size[0]), input_width=int(input_size[1]), fit="stretch",
+        architecture=architecture, source=dict(source or {}))
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def to_camvid_ids(ids: np.ndarray) -> np.ndarray:
+    """Model class ids -> the 11 CamVid classes: Parking counts as Road, IGNORE stays."""
+    out = ids.copy()
+    out[out == PARKING] = ROAD
+    return out
+
+
+def evaluate_predictions(predict: Callable[[np.ndarray], np.ndarray], data: LabelledSet,
+                         batch_size: int = 4) -> Dict[str, Any]:
+    """Run ``predict`` (uint8 [N, H, W, 3] -> class ids [N, H, W]) over ``data`` and score it on
+    the 11 CamVid classes with Parking counted as Road (in predictions and in truth)."""
+    cm = ConfusionMatrix(NUM_CAMVID)
+    for start in range(0, len(data), batch_size):
+        images = np.stack(data.images[start:start + batch_size])
+        preds = predict(images)
+        for pred, truth in zip(preds, data.labels[start:start + batch_size]):
+            cm.update(to_camvid_ids(truth), to_camvid_ids(np.asarray(pred)))
+    summary = cm.summary(CAMVID_NAMES)
+    summary["road_iou"] = summary["per_class_iou"]["Road"]
+    summary["pedestrian_iou"] = summary["per_class_iou"]["Pedestrian"]
+    summary["frames"] = len(data)
+    return summary
+
+
+def torch_predictor(wrapped: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+    def predict(images: np.ndarray) -> np.ndarray:
+        wrapped.eval()
+        with torch.inference_mode():
+            return wrapped(torch.from_numpy(images)).numpy()
+    return predict
+
+
+def format_summary(s: Dict[str, Any]) -> str:
+    pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    return f"mIoU {pct(s['miou'])} road {pct(s['road_iou'])} pedestrian {pct(s['pedestrian_iou'])}"
+
+
+# ----------------------------------------------------------------------------- schedule
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int, progress: Optional[float] = None
+              ) -> float:
+    """Linear warm-up from 10%, then polynomial (power 0.9) decay to 0 at total_steps (or at
+    ``progress`` = 1 when the caller measures progress another way, e.g. by time)."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return 0.1 + 0.9 * step / warmup_steps
+    if progress is None:
+        progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return max(0.0, 1.0 - progress) ** 0.9
+
+
+def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; known: adamw, sgd")
+
+
+# ----------------------------------------------------------------------------- loop
+
+class Trainer:
+    """Owns the model, optimizer and run directory. ``run()`` trains (resuming from
+    ``<run_dir>/last.pt`` when asked) and returns a result dict."""
+
+    def __init__(self, config: TrainConfig, resume: bool = False,
+                 log_line: Optional[Callable[[str], None]] = None) -> None:
+        self.cfg = config
+        self.resume = resume
+        os.makedirs(config.run_dir, exist_ok=True)
+        self.log_path = os.path.join(config.run_dir, "train.log")
+        self._print = log_line or (lambda line: print(line, flush=True))
+        self.last_path = os.path.join(config.run_dir, "last.pt")
+        self.best_path = os.path.join(config.run_dir, "best.pt")
+
+    def log(self, line: str) -> None:
+        stamp = datetime.datetime.now().strftime("%H:%M:%S")
+        self._print(f"{stamp} {line}")
+        with open(self.log_path, "a") as f:
+            f.write(f"{stamp} {line}\n")
+
+    # -- data
+    def load_data(self) -> None:
+        c = self.cfg
+        size = tuple(c.input_size)
+        t0 = time.perf_counter()
+        sets = [load_split(c.data_root, c.layout, s, size, c.limit) for s in c.train_splits]
+        self.train_data = sets[0]
+        for extra in sets[1:]:
+            self.train_data = self.train_data + extra
+        self.val_data = (load_split(c.data_root, c.layout, c.val_split, size, c.limit)
+                         if c.val_split and has_split(c.data_root, c.layout, c.val_split) else None)
+        self.log(f"data: {len(self.train_data)} training frames ({'+'.join(c.train_splits)}), "
+                 f"{len(self.val_data) if self.val_data else 0} validation frames "
+                 f"({c.layout} layout, {size[1]}x{size[0]}) in {time.perf_counter() - t0:.1f} s")
+
+    def estimate_frequencies(self, sample: int = 40) -> np.ndarray:
+        """Class pixel shares of the training stream, Parking included: the painted share is
+        estimated by painting a sample of frames once."""
+        n = len(CAMVID_PARKING_CLASSES)
+        freq = class_frequencies(self.train_data.labels, n)
+        p = self.cfg.paint_parking
+        if p > 0:
+            rng = np.random.default_rng(self.cfg.seed + 7)
+            idx = rng.choice(len(self.train_data), min(sample, len(self.train_data)), replace=False)
+            before = class_frequencies([self.train_data.labels[i] for i in idx], n)
+            after = class_frequencies([paint_parking(self.train_data.images[i],
+                                                     self.train_data.labels[i], rng)[1]
+                                       for i in idx], n)
+            freq = np.clip(freq + p * (after - before), 0.0, None)
+            freq = freq / freq.sum()
+        return freq
+
+    # -- checkpoints
+    def _save(self, path: str, epoch: int, step: int) -> None:
+        tmp = path + ".tmp"
+        save_checkpoint(self.wrapped, self.info, tmp, optimizer=self.optimizer.state_dict(),
+                        epoch=epoch, step=step, train_seconds=self.train_seconds,
+                        best_miou=self.best_miou, best_epoch=self.best_epoch,
+                        history=json.dumps(self.history), config=json.dumps(self.cfg.to_dict()),
+                        torch_rng=torch.get_rng_state())
+        os.replace(tmp, path)  # a crash mid-write never leaves a broken checkpoint
+
+    def _restore(self, path: str) -> Tuple[int, int]:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.wrapped.model.load_state_dict(ckpt["state_dict"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.best_miou = float(ckpt["best_miou"])
+        self.best_epoch = int(ckpt["best_epoch"])
+        self.train_seconds = float(ckpt.get("train_seconds", 0.0))
+        self.history = json.loads(ckpt["history"])
+        torch.set_rng_state(ckpt["torch_rng"])
+        saved = json.loads(ckpt["config"])
+        changed = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items()
+                   if saved.get(k) != v
+                   and k not in ("max_steps", "threads", "log_every", "val_every", "time_budget_s")}
+        if changed:
+            self.log(f"resume: settings differ from the checkpoint's: {changed}")
+        return int(ckpt["epoch"]), int(ckpt["step"])
+
+    # -- main
+    def run(self) -> Dict[str, Any]:
+        c = self.cfg
+        torch.set_num_threads(max(1, c.threads))
+        torch.manual_seed(c.seed)
+        self.load_data()
+        self.info = camvid_parking_info(c.architecture, c.input_size)
+        self.wrapped = build_wrapped_model(self.info)
+        freq = self.estimate_frequencies()
+        weights = class_weights(freq, c.class_weighting)
+        names = [n for n, _ in CAMVID_PARKING_CLASSES]
+        self.log("class weights (" + c.class_weighting + "): " +
+                 ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+        criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
+                                        ignore_index=IGNORE)
+        self.optimizer = make_optimizer(c.optimizer, self.wrapped.model.parameters(), c.lr,
+                                        c.weight_decay)
+        dataset = SegmentationTrainSet(
+            self.train_data, train_transforms(tuple(c.crop), c.input_size[0], tuple(c.scale),
+                                              c.color_jitter),
+            c.paint_parking, c.seed)
+        steps_per_epoch = len(dataset) // c.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch size {c.batch_size} exceeds the {len(dataset)} training frames")
+        total_steps = steps_per_epoch * c.epochs
+        warmup_steps = int(round(c.warmup_epochs * steps_per_epoch))
+        self.best_miou, self.best_epoch, self.history = -1.0, -1, []
+        self.train_seconds = 0.0
+        self.step_losses: List[float] = []  # this process's steps only (not checkpointed)
+        start_epoch, step = 0, 0
+        if self.resume and os.path.isfile(self.last_path):
+            start_epoch, step = self._restore(self.last_path)
+            self.log(f"resumed from {self.last_path}: epoch {start_epoch}, step {step}, "
+                     f"best val mIoU {100 * max(self.best_miou, 0):.1f}")
+        elif self.resume:
+            self.log(f"resume: no checkpoint at {self.last_path}, starting fresh")
+        self.log(f"training {c.architecture} for {c.epochs} epochs x {steps_per_epoch} steps "
+                 f"(batch {c.batch_size}, crop {c.crop[1]}x{c.crop[0]}, {c.optimizer} lr {c.lr}, "
+                 f"paint parking p={c.paint_parking}, {torch.get_num_threads()} threads)")
+        stop = False
+        for epoch in range(start_epoch, c.epochs):
+            dataset.set_epoch(epoch)
+            order = np.random.default_rng([c.seed, epoch, 1]).permutation(len(dataset))
+            self.wrapped.train()
+            t_epoch, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+            for b in range(steps_per_epoch):
+                t_step = time.perf_counter()
+                batch = [dataset[int(i)] for i in order[b * c.batch_size:(b + 1) * c.batch_size]]
+                images = torch.stack([im for im, _ in batch]).permute(0, 2, 3, 1)
+                labels = torch.stack([lab for _, lab in batch])
+                progress = self.progress(step, total_steps, warmup_steps)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = c.lr * lr_factor(step, total_steps, warmup_steps, progress)
+                logits = self.wrapped.logits(images)
+                loss = criterion(logits, labels)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
+                                             "lower --lr")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                step += 1
+                loss_sum += loss.item()
+                loss_n += 1
+                self.step_losses.append(loss.item())
+                self.train_seconds += time.perf_counter() - t_step
+                if step % c.log_every == 0:
+                    self.log(f"epoch {epoch + 1}/{c.epochs} step {step} loss {loss.item():.4f} "
+                             f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
+                if c.max_steps and step >= c.max_steps:
+                    stop = True
+                    break
+                if c.time_budget_s > 0 and self.train_seconds >= c.time_budget_s:
+                    stop = True
+                    break
+            seconds = time.perf_counter() - t_epoch
+            entry: Dict[str, Any] = {"epoch": epoch + 1, "mean_loss": loss_sum / max(1, loss_n),
+                                     "seconds": round(seconds, 1)}
+            line = (f"epoch {epoch + 1}/{c.epochs} done: mean loss {entry['mean_loss']:.4f} "
+                    f"({seconds:.0f} s, {loss_n * c.batch_size / seconds:.1f} img/s)")
+            last_epoch = stop or epoch + 1 == c.epochs
+            if self.val_data is not None and ((epoch + 1) % c.val_every == 0 or last_epoch):
+                summary = evaluate_predictions(torch_predictor(self.wrapped), self.val_data)
+                entry["val"] = {k: summary[k] for k in ("miou", "road_iou", "pedestrian_iou")}
+                line += f"; val {format_summary(summary)}"
+                if summary["miou"] > self.best_miou:
+                    self.best_miou, self.best_epoch = summary["miou"], epoch + 1
+                    self.history.append(entry)
+                    self._save(self.best_path, epoch + 1, step)
+                    line += " (best)"
+                else:
+                    self.history.append(entry)
+            else:
+                self.history.append(entry)
+            self._save(self.last_path, epoch + 1, step)
+            self.log(line)
+            if stop:
+                self.log(f"stopped after {step} steps ({self.train_seconds / 60:.1f} min of "
+                         f"training; --max-steps {c.max_steps}, time budget "
+                         f"{c.time_budget_s / 60:.0f} min)")
+                break
+        return self.finish()
+
+    def progress(self, step: int, total_steps: int, warmup_steps: int) -> float:
+        by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+        if self.cfg.time_budget_s <= 0:
+            return by_steps
+        return max(by_steps, self.train_seconds / self.cfg.time_budget_s)
+
+    def finish(self) -> Dict[str, Any]:
+        """Load the best checkpoint (the last one when there is no validation set)."""
+        path = self.best_path if os.path.isfile(self.best_path) else self.last_path
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        self.wrapped.model.load_state_dict(ckpt["state_dict"])
+        self.wrapped.eval()
+        result = {"checkpoint": path, "epoch": int(ckpt["epoch"]), "steps": int(ckpt["step"]),
+                  "train_minutes": round(float(ckpt.get("train_seconds", 0.0)) / 60, 1),
+                  "best_val_miou": self.best_miou if self.best_miou >= 0 else None,
+                  "history": self.history, "step_losses": self.step_losses}
+        self.log(f"using {path} (epoch {result['epoch']})")
+        return result
+
+    def evaluate_test(self) -> Optional[Dict[str, Any]]:
+        c = self.cfg
+        if not c.test_split or not has_split(c.data_root, c.layout, c.test_split):
+            return None
+        data = load_split(c.data_root, c.layout, c.test_split, tuple(c.input_size), c.limit)
+        summary = evaluate_predictions(torch_predictor(self.wrapped), data)
+        self.log(f"test ({c.test_split}, {len(data)} frames): {format_summary(summary)}; per class: "
+                 + ", ".join(f"{k} {100 * v:.1f}" for k, v in summary["per_class_iou"].items()
+                             if v is not None))
+        return summary
+
+    def export(self, onnx_path: str, result: Dict[str, Any],
+               test: Optional[Dict[str, Any]] = None) -> Tuple[str, str]:
+        """Write ``onnx_path`` and a weights-only checkpoint beside it (same name, .pt), both
+        carrying the metadata with the recipe and the measured numbers."""
+        c = self.cfg
+        measured: Dict[str, Any] = {}
+        if result.get("best_val_miou") is not None:
+            measured["val_miou"] = round(result["best_val_miou"], 4)
+        if test is not None:
+            measured[f"{c.test_split}_miou"] = round(test["miou"], 4)
+            measured[f"{c.test_split}_road_iou"] = round(test["road_iou"], 4)
+            measured[f"{c.test_split}_pedestrian_iou"] = round(test["pedestrian_iou"], 4)
+            measured[f"{c.test_split}_frames"] = test["frames"]
+            measured["note"] = "11 CamVid classes, Parking counted as Road"
+        recipe = {k: v for k, v in c.to_dict().items()
+                  if k not in ("data_root", "run_dir", "max_steps", "log_every", "limit")}
+        info = self.info.with_source(
+            dataset=f"{c.layout}: {os.path.basename(os.path.normpath(c.data_root))} "
+                    f"({'+'.join(c.train_splits)}), parking bays painted",
+            recipe=recipe, epochs=result["epoch"], steps=result["steps"],
+            train_minutes=result["train_minutes"],
+            date=datetime.date.today().isoformat(), measured=measured, weights="trained from scratch")
+        export_onnx(self.wrapped, info, onnx_path)
+        pt_path = os.path.splitext(onnx_path)[0] + ".pt"
+        save_checkpoint(self.wrapped, info, pt_path)
+        self.log(f"exported {onnx_path} ({os.path.getsize(onnx_path) / 1e6:.1f} MB) and {pt_path} "
+                 f"({os.path.getsize(pt_path) / 1e6:.1f} MB)")
+        return onnx_path, pt_path

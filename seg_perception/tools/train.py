@@ -1,0 +1,122 @@
+"""`seg-perception train`: train a segmentation model on a labelled folder (issue #6).
+
+Example (the shipped default model; see docs/model_card.md for the exact recipe):
+    seg-perception train --data ../shared/data/camvid --name camvid_parking --epochs 150 \\
+        --export runs/camvid_parking/camvid_parking_lraspp.onnx
+Checkpoints, log and exports go to ./runs/<name>/ (gitignored); --resume continues from
+runs/<name>/last.pt after an interruption.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+
+def _size(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 240x320, got {text!r}")
+    return h, w
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset root (e.g. ../shared/data/camvid)")
+    p.add_argument("--layout", choices=["camvid", "cityscapes"], default="camvid",
+                   help="folder layout: camvid (train/ trainannot/ ...) or cityscapes "
+                        "(leftImg8bit/<split>/<city>/, gtFine/<split>/<city>/)")
+    p.add_argument("--architecture", default="lraspp_mobilenet_v3_large",
+                   help="model from core.export.ARCHITECTURES")
+    p.add_argument("--train-splits", default="train",
+                   help="comma-separated training splits (e.g. train,val)")
+    p.add_argument("--val-split", default="val", help="validation split ('' for none)")
+    p.add_argument("--test-split", default="test",
+                   help="split scored once at the end and recorded in the export ('' for none)")
+    p.add_argument("--epochs", type=int, default=150)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--crop", type=_size, default=(240, 320), help="training crop HxW")
+    p.add_argument("--input-size", type=_size, default=(360, 480),
+                   help="model input HxW (frames are stretched to it)")
+    p.add_argument("--scale", type=float, nargs=2, default=(0.6, 1.5), metavar=("MIN", "MAX"),
+                   help="random rescale range relative to the input height")
+    p.add_argument("--color-jitter", type=float, default=0.3)
+    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
+    p.add_argument("--lr", type=float, default=2e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-2,
+                   help="decoupled weight decay for adamw (use about 1e-4 with sgd)")
+    p.add_argument("--warmup-epochs", type=float, default=2.0)
+    p.add_argument("--class-weighting", choices=["isqrt", "median", "enet", "none"],
+                   default="isqrt")
+    p.add_argument("--paint-parking", type=float, default=0.3, metavar="P",
+                   help="probability of painting parking bays onto a training frame")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
+    p.add_argument("--log-every", type=int, default=20, help="progress line every N steps")
+    p.add_argument("--name", default="train", help="run name: the run directory is ./runs/<name>")
+    p.add_argument("--run-dir", default=None, help="run directory (overrides --name)")
+    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt")
+    p.add_argument("--export", default=None, metavar="PATH.onnx",
+                   help="export the best model to this ONNX file (and PATH.pt beside it)")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (tests)")
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="MINUTES",
+                   help="end training after this much optimisation time; the LR schedule then "
+                        "follows time or steps, whichever is further (0 = epochs only)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N frames per split")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def config_from_args(args):
+    from ..core.training.loop import TrainConfig
+
+    run_dir = args.run_dir or os.path.join("runs", args.name)
+    splits = tuple(s for s in args.train_splits.split(",") if s)
+    return TrainConfig(
+        data_root=args.data, run_dir=run_dir, layout=args.layout, architecture=args.architecture,
+        train_splits=splits, val_split=args.val_split or None, test_split=args.test_split or None,
+        input_size=tuple(args.input_size), crop=tuple(args.crop), scale=tuple(args.scale),
+        color_jitter=args.color_jitter, epochs=args.epochs, batch_size=args.batch_size,
+        optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=args.warmup_epochs, class_weighting=args.class_weighting,
+        paint_parking=args.paint_parking, threads=args.threads, val_every=args.val_every,
+        log_every=args.log_every, max_steps=args.max_steps, limit=args.limit, seed=args.seed,
+        time_budget_s=60.0 * args.time_budget)
+
+
+def run(args) -> int:
+    import logging
+
+    from ..core.export import ARCHITECTURES
+
+    logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per folded initializer
+    from ..core.training.loop import Trainer
+
+    if args.architecture not in ARCHITECTURES:
+        print(f"unknown architecture {args.architecture!r}; known: {sorted(ARCHITECTURES)}")
+        return 2
+    if not 0.0 <= args.paint_parking <= 1.0:
+        print(f"--paint-parking must be a probability in [0, 1], got {args.paint_parking}")
+        return 2
+    cfg = config_from_args(args)
+    if os.path.abspath(cfg.run_dir).startswith(os.path.dirname(os.path.dirname(
+            os.path.abspath(__file__)))):
+        print(f"refusing to write the run directory {cfg.run_dir} inside the package")
+        return 2
+    trainer = Trainer(cfg, resume=args.resume)
+    try:
+        result = trainer.run()
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"seg-perception train: {exc}")
+        return 2
+    test = trainer.evaluate_test()
+    summary = {"checkpoint": result["checkpoint"], "epoch": result["epoch"],
+               "best_val_miou": result["best_val_miou"]}
+    if test is not None:
+        summary["test"] = {k: test[k] for k in ("miou", "road_iou", "pedestrian_iou",
+                                                "per_class_iou", "frames")}
+    if args.export:
+        summary["exported"] = list(trainer.export(args.export, result, test))
+    with open(os.path.join(cfg.run_dir, "result.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    return 0
