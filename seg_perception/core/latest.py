@@ -1,0 +1,52 @@
+"""A one-slot mailbox between a camera callback and an inference worker.
+
+The callback puts every frame; the worker always gets the newest one. A frame replaced before
+the worker took it is dropped and counted, so a slow network never builds a backlog of stale
+frames (the real-time rule: latest frame wins).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any, Optional, Tuple
+
+
+class LatestSlot:
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._item: Any = None
+        self._has_item = False
+        self._closed = False
+        self.received = 0
+        self.dropped = 0
+
+    def put(self, item: Any) -> bool:
+        """Store ``item``; returns True when it replaced an unprocessed one (a drop)."""
+        with self._cond:
+            replaced = self._has_item
+            if replaced:
+                self.dropped += 1
+            self._item, self._has_item = item, True
+            self.received += 1
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: Optional[float] = None) -> Tuple[bool, Any]:
+        """(True, newest item) or (False, None) on timeout or close."""
+        with self._cond:
+            if not self._has_item and not self._closed:
+                self._cond.wait(timeout)
+            if not self._has_item or self._closed:
+                return False, None
+            item, self._item, self._has_item = self._item, None, False
+            return True, item
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._item, self._has_item = None, False
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed

@@ -1,0 +1,1 @@
+"""ROS 2 glue: the camera_seg node, message conversions, diagnostics and parameters."""

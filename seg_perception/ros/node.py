@@ -1,0 +1,330 @@
+"""The camera_seg node: thin glue between ROS 2 topics and the core pipeline.
+
+Threads: the executor runs the subscription callbacks (which only keep the newest frame) and the
+diagnostics timer; one worker thread loads the model and then runs inference on the newest frame
+and publishes. A frame that arrives while the worker is busy replaces the waiting one (dropped and
+counted), so there is never a backlog of stale frames.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from typing import Dict, List, Optional
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+from ..core import resources
+from ..core.image import ImageError
+from ..core.labels import load_label_file
+from ..core.latest import LatestSlot
+from ..core.pipeline import SegmentationPipeline
+from ..core.segmenter import Segmenter
+from . import diagnostics as diag
+from .dds_profile import apply_default_profile
+from .parameters import SPECS, check, check_all, descriptor
+from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, OUTPUTS, FrameProcessor, GridSettings
+
+NODE_NAME = "camera_seg"
+
+
+class CameraSegNode(Node):
+    def __init__(self, **kwargs) -> None:
+        super().__init__(NODE_NAME, **kwargs)
+        self.p = self._declare_parameters()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.stats = diag.NodeStats()
+        self.processor: Optional[FrameProcessor] = None
+        self.backend_text = "not loaded"
+        self.backend_reason = ""
+        self.model_path = self.p["model"] or resources.DEFAULT_MODEL
+        self.label_path = self.p["label_file"] or resources.DEFAULT_LABEL_FILE
+        self._last_log: Dict[str, float] = {}
+        self._last_camera_info = None  # monotonic time of the last CameraInfo
+        self._idle = False
+
+        out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+        self.pubs = {name: self.create_publisher(Image, f"~/{name}", out_qos) for name in IMAGE_OUTPUTS}
+        if self.p["grid.enabled"]:
+            self.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+
+        in_qos = QoSProfile(
+            history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
+            reliability=(ReliabilityPolicy.BEST_EFFORT if self.p["input_qos.reliability"] == "best_effort"
+                         else ReliabilityPolicy.RELIABLE),
+            durability=DurabilityPolicy.VOLATILE)
+        if self.p["image_transport"] == "compressed":
+            # as image_transport does: remapping 'image' moves the compressed topic with it
+            self.image_topic = _resolve(self, "image") + "/compressed"
+            self.create_subscription(CompressedImage, self.image_topic, self._on_image, in_qos)
+        else:
+            self.image_topic = _resolve(self, "image")
+            self.create_subscription(Image, "image", self._on_image, in_qos)
+        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+
+        self.slot = LatestSlot()
+        self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
+        self._worker = threading.Thread(target=self._work, name="camera_seg_inference", daemon=True)
+        self._worker.start()
+        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self.get_logger().info(
+            f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
+            f"{_resolve(self, 'camera_info')}; publishing under {self.get_fully_qualified_name()}/")
+
+    # ---------------------------------------------------------------- parameters
+    def _declare_parameters(self) -> Dict[str, object]:
+        values = {}
+        for spec in SPECS:
+            values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        for k, v in list(values.items()):
+            if isinstance(v, (list, tuple)) or type(v).__name__ == "array":
+                values[k] = [float(x) for x in v]
+        reason = check_all(values)
+        if reason:
+            raise ValueError(f"invalid parameter: {reason}")
+        return values
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes = {}
+        for prm in params:
+            value = prm.value
+            if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+                value = [float(x) for x in value]
+            reason = check(prm.name, value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            changes[prm.name] = value
+        merged = dict(self.p)
+        merged.update(changes)
+        reason = check_all(merged)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        # everything is valid: apply all of it
+        self.p = merged
+        if self.processor is not None:
+            self.processor.pipeline.set_overlay_alpha(merged["overlay_alpha"])
+            if "camera_pose.xyz" in changes or "camera_pose.rpy" in changes:
+                self.processor.set_pose(merged["camera_pose.xyz"], merged["camera_pose.rpy"])
+        return SetParametersResult(successful=True)
+
+    # ---------------------------------------------------------------- model
+    def _load(self) -> None:
+        p = self.p
+        t0 = time.monotonic()
+        options = {"num_threads": p["num_threads"]}
+        if p["backend"] in ("auto", "tensorrt"):
+            options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
+                           precision=p["engine.precision"], progress=self._engine_progress)
+        segmenter = Segmenter.from_file(self.model_path, p["backend"], **options)
+        groups = load_label_file(self.label_path, segmenter.info.class_names)
+        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"])
+        grid = None
+        if p["grid.enabled"]:
+            from ..core.grid import GridSpec
+
+            spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
+                            y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
+            spec.validate()
+            grid = GridSettings(spec, p["grid.frame_id"], tuple(p["camera_pose.xyz"]),
+                                tuple(p["camera_pose.rpy"]))
+        self.processor = FrameProcessor(pipeline, grid)
+        self.backend_text = segmenter.backend.describe()
+        self.backend_reason = getattr(segmenter.backend, "selection_reason", "")
+        info = segmenter.info
+        self.get_logger().info(
+            f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "
+            f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
+            f"({self.backend_reason}); labels {self.label_path}; loaded in {time.monotonic() - t0:.1f} s")
+
+    def _engine_progress(self, text: str) -> None:
+        self._log("engine", "info", f"TensorRT engine: {text}")
+        self.stats.report("model", diag.WARN, f"building TensorRT engine: {text}")
+
+    # ---------------------------------------------------------------- callbacks
+    def _on_image(self, msg) -> None:
+        self.stats.on_received()
+        if self.slot.put((msg, time.monotonic())):
+            self.stats.on_dropped()
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._last_camera_info = time.monotonic()
+        processor = self.processor
+        if processor is not None:
+            processor.set_camera_info(msg)  # never raises: a bad CameraInfo is kept as a grid error
+        else:
+            self._pending_camera_info = msg
+
+    # ---------------------------------------------------------------- worker
+    def _work(self) -> None:
+        try:
+            self._load()
+            self.stats.clear("model")
+            pending = getattr(self, "_pending_camera_info", None)
+            if pending is not None:
+                self.processor.set_camera_info(pending)
+        except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
+            self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
+            self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
+        while not self.slot.closed:
+            ok, item = self.slot.get(timeout=0.2)
+            if not ok:
+                continue
+            if self.processor is None:
+                pr = self.stats.problem("model")
+                self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
+                continue
+            try:
+                self._process(*item)
+            except Exception as exc:  # never let the worker die; report and go on
+                self.stats.report("frame", diag.ERROR, f"processing failed: {exc!r}")
+                self._log("frame", "error", f"processing failed: {exc!r}")
+
+    def _wanted(self) -> List[str]:
+        return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
+
+    def _process(self, msg, t_received: float) -> None:
+        wanted = self._wanted()
+        self._idle = not wanted
+        if not wanted:
+            return  # nobody listens: no work at all
+        timeout = self.p["camera_info_timeout"]
+        fresh = (self._last_camera_info is not None and
+                 (timeout <= 0 or time.monotonic() - self._last_camera_info <= timeout))
+        try:
+            result = self.processor.process(msg, wanted, grid_allowed=fresh or self._last_camera_info is None)
+        except ImageError as exc:
+            self.stats.report("frame", diag.ERROR, f"bad image on {self.image_topic}: {exc}")
+            self._log("frame", "error", f"bad image on {self.image_topic}: {exc}")
+            return
+        except Exception as exc:
+            self.stats.report("frame", diag.ERROR, f"inference failed: {exc}")
+            self._log("inference", "error", f"inference failed: {exc}")
+            return
+        t_pub = time.perf_counter()
+        for name, out in result.messages.items():
+            self.pubs[name].publish(out)
+        result.timings["publish"] = time.perf_counter() - t_pub
+        self.stats.clear("frame")
+        if GRID_OUTPUT in wanted:
+            self._grid_status(result, fresh)
+        self.stats.on_processed(time.monotonic() - t_received, result.timings)
+
+    def _grid_status(self, result, fresh: bool) -> None:
+        err = result.grid_error
+        if err is None:
+            self.stats.clear("grid")
+            return
+        if self._last_camera_info is None or not fresh:
+            age = ("never received" if self._last_camera_info is None else
+                   f"last one {time.monotonic() - self._last_camera_info:.1f} s ago")
+            text = f"no grid: CameraInfo on {_resolve(self, 'camera_info')} {age}"
+            level = diag.WARN
+        else:
+            text, level = f"no grid: {err}", diag.ERROR
+        self.stats.report("grid", level, text)
+        self._log("grid", "warn" if level == diag.WARN else "error", text)
+
+    # ---------------------------------------------------------------- diagnostics and logs
+    def _log(self, kind: str, level: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._last_log.get(kind, -1e9) >= self.p["log_throttle_sec"]:
+            self._last_log[kind] = now
+            getattr(self.get_logger(), level)(text)
+
+    def _publish_diagnostics(self) -> None:
+        in_rate, out_rate, lat, problems = self.stats.window()
+        s = self.stats
+        seg_problems = [pr for k, pr in problems.items() if k != "grid"]
+        level = diag.worst([pr.level for pr in seg_problems])
+        if seg_problems:
+            message = "; ".join(pr.message for pr in seg_problems)
+        elif in_rate == 0.0:
+            level, message = diag.WARN, f"no images on {self.image_topic}"
+        elif self._idle:
+            message = "idle: no subscribers to any output"
+        else:
+            message = f"segmenting at {out_rate:.1f} Hz"
+        p50, pmax = diag.percentile(lat, 50), (max(lat) if lat else None)
+        values = {
+            "backend": self.backend_text,
+            "backend selection": self.backend_reason,
+            "model": self.model_path,
+            "label file": self.label_path,
+            "input topic": self.image_topic,
+            "input rate (Hz)": f"{in_rate:.2f}",
+            "processed rate (Hz)": f"{out_rate:.2f}",
+            "frames received": s.received,
+            "frames processed": s.processed,
+            "frames dropped": s.dropped,
+            "frames failed": s.failed,
+            "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}",
+            "latency max (ms)": "n/a" if pmax is None else f"{pmax * 1e3:.1f}",
+            "last error": s.last_error or "none",
+        }
+        for stage, ms in sorted(s.stage_ms.items()):
+            values[f"stage {stage} (ms)"] = f"{ms:.2f}"
+        name = self.get_fully_qualified_name().lstrip("/")
+        statuses = [diag.make_status(f"{name}: segmentation", os.path.basename(self.model_path),
+                                     level, message, values)]
+        if self.p["grid.enabled"]:
+            g = problems.get("grid")
+            statuses.append(diag.make_status(
+                f"{name}: drivable grid", self.p["grid.frame_id"],
+                g.level if g else diag.OK, g.message if g else "publishing",
+                {"frame": self.p["grid.frame_id"], "resolution (m)": self.p["grid.resolution"],
+                 "camera_info timeout (s)": self.p["camera_info_timeout"]}))
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
+
+    def shutdown(self) -> None:
+        self.slot.close()
+        self._worker.join(timeout=5.0)
+        if self.processor is not None:
+            self.processor.pipeline.segmenter.release()
+
+
+def _resolve(node: Node, name: str) -> str:
+    try:
+        return node.resolve_topic_name(name)
+    except AttributeError:  # very old rclpy
+        from rclpy.expand_topic_name import expand_topic_name
+
+        return expand_topic_name(name, node.get_name(), node.get_namespace())
+
+
+def main(args=None) -> int:
+    applied = apply_default_profile()  # before rclpy.init(): Fast DDS reads it at participant creation
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = CameraSegNode()
+        if applied:
+            node.get_logger().info(f"Fast DDS profile: {applied} (set FASTRTPS_DEFAULT_PROFILES_FILE to use your own)")
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception as exc:  # invalid parameters at start: say why and exit non-zero
+        rclpy.logging.get_logger(NODE_NAME).fatal(f"camera_seg cannot start: {exc}")
+        code = 1
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

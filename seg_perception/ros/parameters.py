@@ -1,0 +1,131 @@
+"""The node's parameters: one table with types, defaults, ranges, choices and whether a change
+needs a restart (read-only). Values are checked here; a bad value is rejected with a reason and
+nothing of that update is applied."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+from ..core.segmenter import BACKENDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Sequence[str]] = None
+    length: Optional[int] = None  # for arrays
+
+
+SPECS = (
+    Spec("model", "", "Model file: .onnx (ONNX Runtime, or TensorRT via the engine cache), "
+         ".engine/.plan (TensorRT), .pt (PyTorch). Empty: the packaged default model."),
+    Spec("label_file", "", "YAML label file grouping the model's class names into road, "
+         "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged default."),
+    Spec("backend", "auto", "Inference backend; auto prefers TensorRT on a GPU, then ONNX Runtime, "
+         "then PyTorch.", choices=BACKENDS),
+    Spec("num_threads", 0, "CPU threads for inference (0: the runtime's default).", range=(0, 256)),
+    Spec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+         "sensor_msgs/CompressedImage on the resolved 'image' topic + '/compressed'.",
+         choices=("raw", "compressed")),
+    Spec("input_qos.reliability", "best_effort", "QoS reliability of the image and camera_info "
+         "subscriptions (best_effort matches reliable and best-effort cameras).",
+         choices=("best_effort", "reliable")),
+    Spec("input_qos.depth", 1, "Queue depth of the input subscriptions.", range=(1, 100)),
+    Spec("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay.", read_only=False,
+         range=(0.0, 1.0)),
+    Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
+    Spec("log_throttle_sec", 5.0, "At most one log line per error kind in this many seconds.",
+         read_only=False, range=(0.0, 3600.0)),
+    Spec("camera_info_timeout", 2.0, "The grid stops (WARN) when no CameraInfo arrived for this "
+         "many seconds; 0 disables the check.", read_only=False, range=(0.0, 3600.0)),
+    Spec("grid.enabled", True, "Publish ~/drivable_grid (nav_msgs/OccupancyGrid)."),
+    Spec("grid.frame_id", "base_link", "Frame of the grid and of camera_pose."),
+    Spec("grid.resolution", 0.1, "Grid cell size, m.", range=(0.01, 5.0)),
+    Spec("grid.x_min", 0.0, "Grid extent behind/ahead, m (x forward).", range=(-1000.0, 1000.0)),
+    Spec("grid.x_max", 40.0, "Grid extent ahead, m.", range=(-1000.0, 1000.0)),
+    Spec("grid.y_min", -20.0, "Grid extent to the right, m (y left).", range=(-1000.0, 1000.0)),
+    Spec("grid.y_max", 20.0, "Grid extent to the left, m.", range=(-1000.0, 1000.0)),
+    Spec("grid.max_range", 40.0, "Ground farther than this from the camera is unknown, m.",
+         range=(0.1, 1000.0)),
+    Spec("camera_pose.xyz", [0.0, 0.0, 1.5], "Camera body frame position in grid.frame_id, m.",
+         read_only=False, length=3),
+    Spec("camera_pose.rpy", [0.0, 0.0, 0.0], "Camera body frame roll, pitch, yaw in grid.frame_id, "
+         "rad (REP 103 body frame: x forward, y left, z up).", read_only=False, length=3),
+    Spec("engine.cache_dir", "", "TensorRT engine cache directory (empty: the user's cache dir)."),
+    Spec("engine.build_if_missing", True, "Build a TensorRT engine at start when none is cached."),
+    Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=("fp32", "fp16", "int8")),
+)
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def descriptor(spec: Spec) -> ParameterDescriptor:
+    d = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
+    if spec.choices:
+        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.length:
+        d.additional_constraints = f"{spec.length} finite numbers"
+    if spec.range is not None:
+        lo, hi = spec.range
+        if isinstance(spec.default, bool):
+            pass
+        elif isinstance(spec.default, int):
+            d.integer_range = [IntegerRange(from_value=int(lo), to_value=int(hi), step=0)]
+        else:
+            d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
+    return d
+
+
+def check(name: str, value: Any) -> Optional[str]:
+    """The reason ``value`` is not valid for parameter ``name``, or None."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    if spec.length:
+        vals = list(value) if value is not None else []
+        if len(vals) != spec.length or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+            return f"{name} must be {spec.length} finite numbers, got {vals!r}"
+    if spec.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = spec.range
+        if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{name} must be within [{lo}, {hi}], got {value!r}"
+    return None
+
+
+def check_all(values: Dict[str, Any]) -> Optional[str]:
+    """Checks between parameters (after each one passed check())."""
+    for name, value in values.items():
+        reason = check(name, value)
+        if reason:
+            return reason
+    if values["grid.x_min"] >= values["grid.x_max"]:
+        return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
+    if values["grid.y_min"] >= values["grid.y_max"]:
+        return f"grid.y_min ({values['grid.y_min']}) must be below grid.y_max ({values['grid.y_max']})"
+    cells = ((values["grid.x_max"] - values["grid.x_min"]) / values["grid.resolution"]) * \
+        ((values["grid.y_max"] - values["grid.y_min"]) / values["grid.resolution"])
+    if cells > 25_000_000:
+        return f"grid of {cells:.0f} cells is too large; raise grid.resolution or shrink the extent"
+    return None
+
+
+def value_type(spec: Spec) -> int:
+    v = spec.default
+    if isinstance(v, bool):
+        return ParameterType.PARAMETER_BOOL
+    if isinstance(v, int):
+        return ParameterType.PARAMETER_INTEGER
+    if isinstance(v, float):
+        return ParameterType.PARAMETER_DOUBLE
+    if isinstance(v, list):
+        return ParameterType.PARAMETER_DOUBLE_ARRAY
+    return ParameterType.PARAMETER_STRING

@@ -1,0 +1,101 @@
+"""Small ONNX models built for the tests, whose output is known exactly.
+
+The colour model classifies every pixel by its nearest class colour (argmax of 2 x.c - |c|^2):
+paint a frame in class colours and the class map it must produce is the painting itself. It is a
+real ONNX file with the project's graph contract and metadata, run through the real backends.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper
+
+from seg_perception.core.model_info import ClassInfo, ModelInfo, METADATA_KEY
+
+TEST_CLASSES = (
+    ("Sky", (70, 130, 180)),
+    ("Road", (128, 64, 128)),
+    ("Sidewalk", (244, 35, 232)),
+    ("Parking", (250, 170, 160)),
+    ("Person", (220, 20, 60)),
+    ("Car", (0, 0, 142)),
+    ("Building", (70, 70, 70)),
+)
+CLASS_ID = {n: i for i, (n, _) in enumerate(TEST_CLASSES)}
+COLOR = {n: c for n, c in TEST_CLASSES}
+
+TEST_LABEL_YAML = """
+groups:
+  road: [Road]
+  pedestrian: [Person]
+  parking: [Parking]
+  drivable: [Road, Parking]
+  ground: [Road, Sidewalk, Parking]
+  obstacle: [Person, Car, Building]
+"""
+
+
+def colour_model_info(height: int = 60, width: int = 80, fit: str = "stretch") -> ModelInfo:
+    return ModelInfo(classes=tuple(ClassInfo(n, c) for n, c in TEST_CLASSES), input_height=height,
+                     input_width=width, fit=fit, architecture="test_nearest_colour",
+                     source={"weights": "nearest class colour (built by the tests)"})
+
+
+def make_colour_model(path: str, height: int = 60, width: int = 80, fit: str = "stretch",
+                      extra_matmuls: int = 0) -> str:
+    """Write the nearest-colour ONNX model. ``extra_matmuls`` adds honest compute (square
+    matmuls whose result is multiplied by zero) to make inference slow for overload tests."""
+    info = colour_model_info(height, width, fit)
+    colors = np.array([c for _, c in TEST_CLASSES], np.float32)  # K x 3
+    w = (2.0 * colors.T).astype(np.float32)                     # 3 x K
+    b = -(colors ** 2).sum(1).astype(np.float32)                 # K
+    nodes = [
+        helper.make_node("Cast", ["image"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("MatMul", ["xf", "W"], ["s0"]),
+        helper.make_node("Add", ["s0", "B"], ["scores"]),
+    ]
+    inits = [helper.make_tensor("W", TensorProto.FLOAT, w.shape, w.ravel()),
+             helper.make_tensor("B", TensorProto.FLOAT, b.shape, b.ravel())]
+    last = "scores"
+    if extra_matmuls:
+        n = 512
+        rng = np.random.default_rng(0)
+        m = rng.standard_normal((n, n)).astype(np.float32) / n
+        inits += [helper.make_tensor("M", TensorProto.FLOAT, m.shape, m.ravel()),
+                  helper.make_tensor("Z", TensorProto.FLOAT, [1], [0.0])]
+        prev = "M"
+        for i in range(extra_matmuls):
+            nodes.append(helper.make_node("MatMul", [prev, "M"], [f"mm{i}"]))
+            prev = f"mm{i}"
+        nodes += [helper.make_node("ReduceSum", [prev], ["mmsum"], keepdims=0),
+                  helper.make_node("Mul", ["mmsum", "Z"], ["zero"]),
+                  helper.make_node("Add", ["scores", "zero"], ["scores2"])]
+        last = "scores2"
+    nodes += [helper.make_node("ArgMax", [last], ["am"], axis=3, keepdims=0),
+              helper.make_node("Cast", ["am"], ["labels"], to=TensorProto.UINT8)]
+    graph = helper.make_graph(
+        nodes, "nearest_colour",
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", height, width, 3])],
+        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", height, width])],
+        initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    entry = model.metadata_props.add()
+    entry.key, entry.value = METADATA_KEY, info.to_json()
+    onnx.checker.check_model(model)
+    onnx.save(model, path)
+    return path
+
+
+def paint_blocks(layout, block_h: int, block_w: int) -> np.ndarray:
+    """An RGB image from a 2-D list of class names, each a block_h x block_w block."""
+    rows = []
+    for row in layout:
+        rows.append(np.concatenate([np.broadcast_to(np.array(COLOR[n], np.uint8), (block_h, block_w, 3))
+                                    for n in row], axis=1))
+    return np.ascontiguousarray(np.concatenate(rows, axis=0))
+
+
+def layout_ids(layout) -> np.ndarray:
+    return np.array([[CLASS_ID[n] for n in row] for row in layout], np.uint8)

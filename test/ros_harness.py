@@ -1,0 +1,196 @@
+"""Real ROS 2 over real Fast DDS for the integration tests: the node as its own process (its
+console script with the params file) and a test-side participant in the test process.
+
+Every test gets a ROS_DOMAIN_ID of its own, claimed with a lock file, so tests running in
+parallel (or two CI runs on one host) never hear each other; discovery is kept on localhost.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from typing import Callable, Dict, List, Optional
+
+import rclpy
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PARAMS_FILE = os.path.join(REPO, "config", "camera_seg.yaml")
+DISCOVERY_TIMEOUT = 20.0  # s; DDS discovery takes a few seconds on a loaded 2-core machine
+
+RELIABLE = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+BEST_EFFORT = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10, reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE)
+
+
+class DomainLease:
+    """Claims a free ROS_DOMAIN_ID (1..100) across processes with an flock'd file."""
+
+    def __init__(self) -> None:
+        lock_dir = os.path.join("/tmp", "seg_perception_test_domains")
+        os.makedirs(lock_dir, exist_ok=True)
+        start = 1 + (os.getpid() % 100)
+        for i in range(100):
+            did = 1 + (start + i) % 100
+            f = open(os.path.join(lock_dir, f"{did}.lock"), "w")
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                f.close()
+                continue
+            self.domain_id, self._file = did, f
+            return
+        raise RuntimeError("no free ROS_DOMAIN_ID for the test")
+
+    def release(self) -> None:
+        fcntl.flock(self._file, fcntl.LOCK_UN)
+        self._file.close()
+
+
+def ros_env(domain_id: int, log_dir: str) -> Dict[str, str]:
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=str(domain_id), ROS_LOG_DIR=log_dir,
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1",
+               RCUTILS_COLORIZED_OUTPUT="0")
+    return env
+
+
+def node_executable() -> str:
+    exe = os.path.join(os.path.dirname(sys.executable), "camera_seg_node")
+    return exe if os.path.exists(exe) else shutil.which("camera_seg_node")
+
+
+def _param_text(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
+    return str(value)
+
+
+class NodeProcess:
+    """camera_seg_node started through its console script with the shipped params file."""
+
+    def __init__(self, domain_id: int, log_dir: str, params: Optional[Dict[str, object]] = None,
+                 remaps: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
+                 params_file: str = PARAMS_FILE) -> None:
+        cmd = [node_executable(), "--ros-args", "--params-file", params_file]
+        for k, v in (params or {}).items():
+            cmd += ["-p", f"{k}:={_param_text(v)}"]
+        for k, v in (remaps or {}).items():
+            cmd += ["-r", f"{k}:={v}"]
+        full_env = ros_env(domain_id, log_dir)
+        full_env.update(env or {})
+        self.log_path = os.path.join(log_dir, f"node_{time.monotonic_ns()}.log")
+        self._log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        with open(self.log_path) as f:
+            return f.read()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> Optional[int]:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+                self._log.close()
+                return None
+        self._log.close()
+        return self.proc.returncode
+
+
+class Collector:
+    """Messages received on one topic, with waiting helpers."""
+
+    def __init__(self) -> None:
+        self.msgs: List[object] = []
+        self._cond = threading.Condition()
+
+    def __call__(self, msg) -> None:
+        with self._cond:
+            self.msgs.append(msg)
+            self._cond.notify_all()
+
+    def wait_for(self, pred: Callable[[List[object]], bool], timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self._cond:
+            while not pred(self.msgs):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def wait_count(self, n: int, timeout: float) -> bool:
+        return self.wait_for(lambda m: len(m) >= n, timeout)
+
+    def snapshot(self) -> List[object]:
+        with self._cond:
+            return list(self.msgs)
+
+
+class RosPeer:
+    """The test's own participant: default Fast DDS transports, no profile (like a camera driver)."""
+
+    def __init__(self, domain_id: int) -> None:
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=domain_id)
+        self.node = rclpy.create_node("seg_test_peer", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down
+            pass
+
+    def subscribe(self, msg_type, topic: str, qos: QoSProfile = RELIABLE) -> Collector:
+        col = Collector()
+        self.node.create_subscription(msg_type, topic, col, qos)
+        return col
+
+    def publisher(self, msg_type, topic: str, qos: QoSProfile = RELIABLE):
+        return self.node.create_publisher(msg_type, topic, qos)
+
+    def wait_matched(self, pub, n: int = 1, timeout: float = DISCOVERY_TIMEOUT) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if pub.get_subscription_count() >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def wait_publishers(self, topic: str, n: int = 1, timeout: float = DISCOVERY_TIMEOUT) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.node.count_publishers(topic) >= n:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=2.0)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(timeout=5.0)
