@@ -25,14 +25,11 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
 from ..core.image import ImageError
-from ..core.labels import load_label_file
 from ..core.latest import LatestSlot
-from ..core.pipeline import SegmentationPipeline
-from ..core.segmenter import Segmenter
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
-from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, OUTPUTS, FrameProcessor, GridSettings
+from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, build_processor
 
 NODE_NAME = "camera_seg"
 
@@ -121,25 +118,9 @@ class CameraSegNode(Node):
 
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
-        p = self.p
         t0 = time.monotonic()
-        options = {"num_threads": p["num_threads"]}
-        if p["backend"] in ("auto", "tensorrt"):
-            options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
-                           precision=p["engine.precision"], progress=self._engine_progress)
-        segmenter = Segmenter.from_file(self.model_path, p["backend"], **options)
-        groups = load_label_file(self.label_path, segmenter.info.class_names)
-        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"])
-        grid = None
-        if p["grid.enabled"]:
-            from ..core.grid import GridSpec
-
-            spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
-                            y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
-            spec.validate()
-            grid = GridSettings(spec, p["grid.frame_id"], tuple(p["camera_pose.xyz"]),
-                                tuple(p["camera_pose.rpy"]))
-        self.processor = FrameProcessor(pipeline, grid)
+        self.processor = build_processor(self.p, progress=self._engine_progress)
+        segmenter = self.processor.pipeline.segmenter
         self.backend_text = segmenter.backend.describe()
         self.backend_reason = getattr(segmenter.backend, "selection_reason", "")
         info = segmenter.info

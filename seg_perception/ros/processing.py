@@ -12,9 +12,11 @@ from typing import Collection, Dict, Optional, Tuple
 
 from sensor_msgs.msg import CameraInfo
 
+from ..core import resources
 from ..core.image import Frame
-from ..core.labels import MASK_GROUPS
+from ..core.labels import MASK_GROUPS, load_label_file
 from ..core.pipeline import SegmentationPipeline, StageTimer
+from ..core.segmenter import Segmenter
 from .conversions import camera_model_from_msg, copy_header, frame_from_msg, image_msg, \
     occupancy_grid_msg
 
@@ -142,6 +144,74 @@ class FrameProcessor:
             cells, spec.resolution, (spec.x_min, spec.y_min),
             copy_header(header, self.grid_settings.frame_id))
         timer.add("to_msg", time.perf_counter() - t1)
+
+
+def default_parameters() -> Dict[str, object]:
+    """The node's parameter defaults (as in config/camera_seg.yaml)."""
+    from .parameters import SPECS
+
+    return {spec.name: (list(spec.default) if isinstance(spec.default, list) else spec.default)
+            for spec in SPECS}
+
+
+def load_parameters_file(path: str, node_name: str = "camera_seg") -> Dict[str, object]:
+    """Node parameters from a ROS 2 params file (``/**`` or the node's name), flattened with dots,
+    over the defaults; validated like the node validates them."""
+    import yaml
+
+    from .parameters import check_all
+
+    with open(path, "r", encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    values = default_parameters()
+    for key in ("/**", node_name, "/" + node_name):
+        section = (doc.get(key) or {}).get("ros__parameters")
+        if section:
+            values.update(_flatten(section))
+    reason = check_all(values)
+    if reason:
+        raise ValueError(f"invalid parameter in {path}: {reason}")
+    return values
+
+
+def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def build_processor(p: Dict[str, object], progress=None) -> FrameProcessor:
+    """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
+    Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
+    model_path = p["model"] or resources.DEFAULT_MODEL
+    label_path = p["label_file"] or resources.DEFAULT_LABEL_FILE
+    options = {"num_threads": p["num_threads"]}
+    if p["backend"] in ("auto", "tensorrt"):
+        options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
+                       precision=p["engine.precision"], progress=progress)
+    segmenter = Segmenter.from_file(model_path, p["backend"], **options)
+    try:
+        groups = load_label_file(label_path, segmenter.info.class_names)
+        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"])
+        grid = None
+        if p["grid.enabled"]:
+            from ..core.grid import GridSpec
+
+            spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
+                            y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
+            spec.validate()
+            grid = GridSettings(spec, p["grid.frame_id"], tuple(p["camera_pose.xyz"]),
+                                tuple(p["camera_pose.rpy"]))
+        processor = FrameProcessor(pipeline, grid)
+    except Exception:
+        segmenter.release()
+        raise
+    processor.model_path, processor.label_path = model_path, label_path
+    return processor
 
 
 def _same_camera(a: CameraInfo, b: CameraInfo) -> bool:
