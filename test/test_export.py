@@ -41,6 +41,10 @@ def test_graph_contract_uint8_in_class_map_out_dynamic_batch(reference):
     assert in_dims == ["batch", H, W, 3] and out_dims == ["batch", H, W]
     ops = {n.op_type for n in model.graph.node}
     assert "ArgMax" in ops and "Sub" in ops and "Mul" in ops  # argmax and normalisation in graph
+    # TensorRT takes uint8 only as network I/O next to a Cast: nothing else may touch it
+    consumers = [n.op_type for n in model.graph.node if inp.name in n.input]
+    producers = [n.op_type for n in model.graph.node if out.name in n.output]
+    assert consumers == ["Cast"] and producers == ["Cast"]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     frames = np.stack(ex.sample_frames(3, H, W))
     for n in (1, 3):

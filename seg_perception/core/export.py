@@ -111,7 +111,9 @@ class ClassMapModel(nn.Module):
         self.register_buffer("inv_std", (1.0 / scale).view(1, 3, 1, 1))
 
     def logits(self, images_u8: torch.Tensor) -> torch.Tensor:
-        x = images_u8.permute(0, 3, 1, 2).float()
+        # Cast before the transpose: TensorRT accepts uint8 tensors only as network I/O feeding a
+        # Cast, so the graph must not shuffle the uint8 input first.
+        x = images_u8.float().permute(0, 3, 1, 2)
         x = (x - self.mean) * self.inv_std
         out = self.model(x)
         return out["out"] if isinstance(out, dict) else out
