@@ -1,0 +1,152 @@
+"""Model metadata, label files, frame fitting, the backend factory, the pipeline and the
+newest-frame slot (plain pytest, no ROS)."""
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+import yaml
+
+from models import CLASS_ID, TEST_CLASSES, TEST_LABEL_YAML, colour_model_info, layout_ids, \
+    make_colour_model, paint_blocks
+from seg_perception.core import resources
+from seg_perception.core.image import frame_from_rgb
+from seg_perception.core.labels import LabelFileError, load_label_file, parse_label_groups
+from seg_perception.core.latest import LatestSlot
+from seg_perception.core.model_info import ModelInfo, ModelInfoError, read_onnx_metadata
+from seg_perception.core.pipeline import SegmentationPipeline
+from seg_perception.core.segmenter import Fit, Segmenter, SegmenterError, choose_backend
+
+NAMES = [n for n, _ in TEST_CLASSES]
+
+
+def test_metadata_round_trips_and_is_readable_without_torch(tmp_path):
+    path = make_colour_model(str(tmp_path / "m.onnx"))
+    info = ModelInfo.from_json(read_onnx_metadata(path))
+    assert info.class_names == NAMES
+    assert (info.input_height, info.input_width, info.fit) == (60, 80, "stretch")
+    assert info.classes[CLASS_ID["Road"]].color == (128, 64, 128)
+    assert ModelInfo.from_dict(info.to_dict()) == info
+
+
+@pytest.mark.parametrize("mutate,needle", [
+    (lambda d: d.update(format="other/9"), "unsupported metadata format"),
+    (lambda d: d["input"].update(fit="crop"), "unknown fit mode"),
+    (lambda d: d["classes"].append(dict(d["classes"][0])), "duplicate class names"),
+    (lambda d: d["classes"][0].update(color=[1, 2]), "3 values"),
+    (lambda d: d.pop("input"), "malformed"),
+])
+def test_bad_metadata_is_rejected(mutate, needle):
+    d = colour_model_info().to_dict()
+    mutate(d)
+    with pytest.raises(ModelInfoError, match=needle):
+        ModelInfo.from_dict(json.loads(json.dumps(d)))
+
+
+def test_label_file_groups_resolve_to_ids(tmp_path):
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), NAMES)
+    assert groups.ids("drivable") == [CLASS_ID["Road"], CLASS_ID["Parking"]]
+    lut = groups.lut("pedestrian")
+    assert lut[CLASS_ID["Person"]] == 255 and lut.sum() == 255
+
+
+@pytest.mark.parametrize("edit,needle", [
+    (lambda g: g.update(road=["Road", "Tarmac"]), r"names class\(es\) \['Tarmac'\]"),
+    (lambda g: g.pop("parking"), "lacks group"),
+    (lambda g: g.update(lanes=["Road"]), "unknown group"),
+    (lambda g: g.update(drivable=["Road", "Sidewalk"], ground=["Road"]), "must also be listed under ground"),
+    (lambda g: g.update(obstacle=["Road"]), "both ground and obstacle"),
+])
+def test_label_file_errors_name_the_problem(tmp_path, edit, needle):
+    data = yaml.safe_load(TEST_LABEL_YAML)
+    edit(data["groups"])
+    path = tmp_path / "l.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(LabelFileError, match=needle):
+        load_label_file(str(path), NAMES)
+
+
+def test_shipped_label_file_matches_the_shipped_model():
+    info = ModelInfo.from_json(read_onnx_metadata(resources.DEFAULT_MODEL))
+    groups = load_label_file(resources.DEFAULT_LABEL_FILE, info.class_names)
+    assert groups.groups["road"] and groups.groups["pedestrian"] and groups.groups["parking"]
+
+
+@pytest.mark.parametrize("src", [(1080, 1920), (360, 480), (101, 37)])
+def test_stretch_fit_returns_labels_by_nearest_neighbour(src):
+    info = colour_model_info(60, 80, "stretch")
+    fit = Fit(src[0], src[1], info)
+    small = np.random.default_rng(0).integers(0, 7, (60, 80), dtype=np.uint8)
+    big = fit.labels_to_source(small)
+    assert big.shape == src
+    ys = np.minimum((np.arange(src[0]) * 60 / src[0]).astype(int), 59)
+    xs = np.minimum((np.arange(src[1]) * 80 / src[1]).astype(int), 79)
+    agree = (big == small[ys][:, xs]).mean()
+    assert agree > 0.99  # nearest neighbour (OpenCV rounds a few boundary pixels differently)
+    assert set(np.unique(big)) <= set(np.unique(small))
+
+
+def test_letterbox_keeps_aspect_and_crops_padding_back_out():
+    info = colour_model_info(60, 80, "letterbox")
+    fit = Fit(1080, 1920, info)  # 16:9 into 4:3: 80x45 inside, 7 rows of padding above
+    assert (fit.inner_w, fit.inner_h, fit.off_x, fit.off_y) == (80, 45, 0, 7)
+    img = np.full((1080, 1920, 3), 200, np.uint8)
+    buf = fit.to_model(img)
+    assert (buf[:7] == info.pad_value).all() and (buf[7:52] == 200).all() and (buf[52:] == 0).all()
+    labels = np.zeros((60, 80), np.uint8)
+    labels[7:52] = 3
+    assert (fit.labels_to_source(labels) == 3).all()
+
+
+def test_backend_factory_errors(tmp_path):
+    with pytest.raises(SegmenterError, match="model file not found"):
+        Segmenter.from_file(str(tmp_path / "missing.onnx"))
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(b"\x08\x07this is not a protobuf model" * 10)
+    with pytest.raises(SegmenterError, match="cannot load"):
+        Segmenter.from_file(str(corrupt), backend="onnxruntime")
+    with pytest.raises(SegmenterError, match="cannot tell the backend"):
+        choose_backend(str(tmp_path / "model.bin"))
+    with pytest.raises(SegmenterError, match="unknown backend"):
+        choose_backend(str(corrupt), "openvino")
+
+
+def test_pipeline_outputs_agree_with_each_other_and_the_painting(tmp_path):
+    model = make_colour_model(str(tmp_path / "m.onnx"))
+    seg = Segmenter.from_file(model, backend="onnxruntime")
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups, overlay_alpha=1.0)
+    layout = [["Sky", "Car", "Sky", "Person"], ["Road", "Road", "Parking", "Sidewalk"]]
+    rgb = paint_blocks(layout, 90, 120)  # 180 x 480 -> model 60 x 80 (3x, 6x)
+    res = pipe.process(frame_from_rgb(rgb))
+    want = np.kron(layout_ids(layout), np.ones((90, 120), np.uint8))
+    np.testing.assert_array_equal(res.labels(), want)
+    np.testing.assert_array_equal(res.mask("road") == 255, want == CLASS_ID["Road"])
+    np.testing.assert_array_equal(res.mask("parking") == 255, want == CLASS_ID["Parking"])
+    np.testing.assert_array_equal(res.mask("pedestrian") == 255, want == CLASS_ID["Person"])
+    # alpha 1: the overlay is the palette colour of every pixel's class
+    palette = np.array([c for _, c in TEST_CLASSES], np.uint8)
+    np.testing.assert_array_equal(res.overlay(), palette[want])
+    assert {"preprocess", "inference", "postprocess", "overlay"} <= set(res.timer.times)
+    # nothing asked, nothing computed
+    res2 = pipe.process(frame_from_rgb(rgb))
+    assert "postprocess" not in res2.timer.times and "overlay" not in res2.timer.times
+
+
+def test_latest_slot_keeps_only_the_newest_and_counts_drops():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get(0.1) == (True, 4)
+    assert (slot.received, slot.dropped) == (5, 4)
+    assert slot.get(0.01) == (False, None)
+    got = []
+    t = threading.Thread(target=lambda: got.append(slot.get(5.0)))
+    t.start()
+    slot.put("x")
+    t.join(2)
+    assert got == [(True, "x")]
+    slot.close()
+    assert slot.get(0.01) == (False, None)

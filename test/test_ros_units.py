@@ -1,0 +1,72 @@
+"""ROS-side units without DDS: parameter checks, the DDS profile choice, message conversions."""
+
+import numpy as np
+import pytest
+from std_msgs.msg import Header
+
+from seg_perception.core.resources import FASTDDS_PROFILE
+from seg_perception.ros.conversions import image_msg, image_to_array, occupancy_grid_msg
+from seg_perception.ros.dds_profile import profile_env
+from seg_perception.ros.parameters import SPECS, check, check_all
+from seg_perception.ros.processing import default_parameters, load_parameters_file
+
+
+@pytest.mark.parametrize("env,applied", [
+    ({}, True),
+    ({"RMW_IMPLEMENTATION": "rmw_fastrtps_cpp"}, True),
+    ({"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}, False),
+    ({"FASTRTPS_DEFAULT_PROFILES_FILE": "/mine.xml"}, False),
+    ({"FASTDDS_DEFAULT_PROFILES_FILE": "/mine.xml"}, False),
+])
+def test_dds_profile_only_when_the_user_chose_nothing(env, applied):
+    assert profile_env(env) == ({"FASTRTPS_DEFAULT_PROFILES_FILE": FASTDDS_PROFILE} if applied else {})
+
+
+def test_shipped_profile_has_a_64mb_shm_segment_and_keeps_udp():
+    import xml.etree.ElementTree as ET
+
+    ns = {"f": "http://www.eprosima.com/XMLSchemas/fastRTPS_Profiles"}
+    root = ET.parse(FASTDDS_PROFILE).getroot()
+    kinds = {d.find("f:type", ns).text: d for d in root.iterfind(".//f:transport_descriptor", ns)}
+    assert int(kinds["SHM"].find("f:segment_size", ns).text) == 64 * 1024 * 1024
+    assert "UDPv4" in kinds
+    assert root.find(".//f:useBuiltinTransports", ns).text == "false"
+
+
+@pytest.mark.parametrize("name,value,needle", [
+    ("backend", "openvino", "must be one of"),
+    ("image_transport", "theora", "must be one of"),
+    ("overlay_alpha", 1.5, r"within \[0.0, 1.0\]"),
+    ("input_qos.depth", 0, "within"),
+    ("camera_pose.xyz", [0.0, 1.0], "3 finite numbers"),
+    ("camera_pose.rpy", [0.0, float("nan"), 0.0], "3 finite numbers"),
+])
+def test_bad_parameter_values_are_rejected_with_a_reason(name, value, needle):
+    import re
+
+    reason = check(name, value)
+    assert reason and re.search(needle, reason)
+
+
+def test_cross_parameter_checks_and_shipped_params_file():
+    values = default_parameters()
+    assert check_all(values) is None
+    values["grid.x_min"] = 50.0
+    assert "grid.x_min" in check_all(values)
+    shipped = load_parameters_file("config/camera_seg.yaml")
+    # the params file documents every parameter with its default
+    assert shipped == default_parameters()
+    assert {s.name for s in SPECS} == set(shipped)
+
+
+def test_image_and_grid_messages_round_trip():
+    h = Header(frame_id="cam")
+    h.stamp.sec, h.stamp.nanosec = 12, 34
+    arr = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(6, 4, 3)
+    msg = image_msg(arr, "rgb8", h)
+    assert (msg.step, msg.header.frame_id, msg.header.stamp.nanosec) == (12, "cam", 34)
+    np.testing.assert_array_equal(image_to_array(msg), arr)
+    cells = np.array([[0, 100, -1], [100, 0, -1]], np.int8)
+    g = occupancy_grid_msg(cells, 0.1, (0.0, -0.1), h)
+    assert (g.info.width, g.info.height, g.info.origin.position.y) == (3, 2, -0.1)
+    assert list(g.data) == [0, 100, -1, 100, 0, -1]
