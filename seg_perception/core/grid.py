@@ -282,24 +282,30 @@ def project_to_labels(camera: CameraModel, K_label: np.ndarray, points_optical: 
         x = np.where(front, P[:, 0] / z, 0.0)
         y = np.where(front, P[:, 1] / z, 0.0)
     r = np.hypot(x, y)
-    limit = _valid_undistorted_radius(camera)
+    limit = _valid_undistorted_radius(camera) if any(camera.D) else math.inf
     if camera.distortion_model == "equidistant":
         valid = front & (np.arctan(r) <= limit)
     else:
         valid = front & (r <= limit)
     if not np.any(valid):
         return uv, valid
+    fx, skew, fy = K_label[0, 0], K_label[0, 1], K_label[1, 1]
+    if not any(camera.D):
+        # no distortion: the pinhole formula (what cv2.projectPoints computes with D = 0,
+        # without the Jacobian it always computes from Python)
+        uv[valid, 0] = fx * x[valid] + skew * y[valid] + K_label[0, 2]
+        uv[valid, 1] = fy * y[valid] + K_label[1, 2]
+        return uv, valid
     norm = np.stack([x[valid], y[valid], np.ones(int(valid.sum()))], axis=1).reshape(-1, 1, 3)
     zero = np.zeros(3)
-    fx, skew, fy = K_label[0, 0], K_label[0, 1], K_label[1, 1]
     if camera.distortion_model == "equidistant":
-        D = np.array(camera.D if camera.D else (0.0,) * 4, dtype=np.float64).reshape(4, 1)
+        D = np.array(camera.D, dtype=np.float64).reshape(4, 1)
         K0 = K_label.copy()
         K0[0, 1] = 0.0
         img, _ = cv2.fisheye.projectPoints(norm, zero, zero, K0, D, alpha=skew / fx)
         img = img.reshape(-1, 2)
     else:
-        D = np.array(camera.D, dtype=np.float64) if camera.D else np.zeros(5)
+        D = np.array(camera.D, dtype=np.float64)
         K0 = K_label.copy()
         K0[0, 1] = 0.0  # cv2.projectPoints ignores skew: add it from the distorted y below
         img, _ = cv2.projectPoints(norm, zero, zero, K0, D)
@@ -390,6 +396,12 @@ class GroundGrid:
         describes. Raises GridError (and forgets the old table) for an invalid CameraInfo or
         pose, a label map it cannot use, or a camera that sees no cell of the grid.
         """
+        if self._maps is not None and image_size is None:
+            # per-frame call with the inputs of the current table: answer before validating
+            # again (they were valid when it was built; a NaN never compares equal)
+            T = np.asarray(T_grid_body, dtype=np.float64)
+            if self._key == (camera, T.tobytes(), int(label_height), int(label_width)):
+                return False
         try:
             camera.validate()
             T = _check_transform(T_grid_body)
@@ -429,47 +441,49 @@ class GroundGrid:
         if cam_z <= 0:
             raise GridError(f"camera is at z={cam_z:.3f} m in grid_frame; it must be above the "
                             "ground plane z=0 (check camera_pose.xyz)")
-        xs, ys = spec.cell_centres()
-        X, Y = np.meshgrid(xs, ys)  # (H, W): row = y index, column = x index
-        dx, dy = X - cam_x, Y - cam_y
-        dist = np.hypot(dx, dy)
-        in_range = dist <= spec.max_range
-        # unit vector from the camera's ground point to the cell (any direction right under it)
-        safe = np.where(dist > 1e-9, dist, 1.0)
-        ux, uy = np.where(dist > 1e-9, dx / safe, 1.0), np.where(dist > 1e-9, dy / safe, 0.0)
-        half = 0.5 * spec.resolution
-        sx = np.stack([X, X - half * ux, X + half * ux])  # centre, near edge, far edge
-        sy = np.stack([Y, Y - half * uy, Y + half * uy])
-        points = np.stack([sx, sy, np.zeros_like(sx)], axis=-1).reshape(-1, 3)
-
         T_grid_optical = T_grid_body.copy()
         T_grid_optical[:3, :3] = T_grid_body[:3, :3] @ R_BODY_OPTICAL
         R, t = T_grid_optical[:3, :3], T_grid_optical[:3, 3]
-        optical = (points - t) @ R  # R^T (p - t), row-wise
         K_label = camera.label_intrinsics(label_width, label_height)
-        uv, valid = project_to_labels(camera, K_label, optical)
-        with np.errstate(invalid="ignore"):
-            ui = np.rint(uv[:, 0])
-            vi = np.rint(uv[:, 1])
-            valid &= (ui >= 0) & (ui < label_width) & (vi >= 0) & (vi < label_height)
+
+        def pixels(x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+            """Nearest label pixel (u, v) of ground points and whether it lies in the label map."""
+            optical = (np.stack([x, y, np.zeros_like(x)], axis=1) - t) @ R  # R^T (p - t)
+            uv, ok = project_to_labels(camera, K_label, optical)
+            with np.errstate(invalid="ignore"):
+                u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+                ok &= (u >= 0) & (u < label_width) & (v >= 0) & (v < label_height)
+            return u, v, ok
+
         H, W = spec.height, spec.width
-        valid = valid.reshape(3, H, W)
-        valid[0] &= in_range
-        visible = int(valid[0].sum())
-        if visible == 0:
+        xs, ys = spec.cell_centres()
+        X, Y = np.meshgrid(xs, ys)  # (H, W): row = y index, column = x index
+        # A cell is in view when its centre is within max_range and projects into the label map.
+        cells = np.flatnonzero(np.hypot(X - cam_x, Y - cam_y) <= spec.max_range)
+        cx, cy = X.ravel()[cells], Y.ravel()[cells]
+        _, _, seen = pixels(cx, cy)
+        cells, cx, cy = cells[seen], cx[seen], cy[seen]
+        if cells.size == 0:
             pitch_down = math.degrees(math.asin(max(-1.0, min(1.0, -T_grid_optical[2, 2]))))
             raise GridError(
                 f"camera sees no ground cell of the grid (camera at x={cam_x:.2f} y={cam_y:.2f} "
                 f"z={cam_z:.2f} m, optical axis {pitch_down:.1f} deg below the horizon; grid x "
                 f"[{spec.x_min}, {spec.x_max}] y [{spec.y_min}, {spec.y_max}] m, max_range "
                 f"{spec.max_range} m): check camera_pose")
-        # The centre decides whether a cell is in view and in range; its edges carry the values.
-        edges = valid[1:] & valid[0][None]
-        maps = np.full((2 * H, W, 2), -1, np.int16)  # -1: outside the label map -> remap border
-        ok = edges.reshape(2 * H, W)
-        maps[..., 0][ok] = ui.reshape(3, H, W)[1:].reshape(2 * H, W)[ok].astype(np.int16)
-        maps[..., 1][ok] = vi.reshape(3, H, W)[1:].reshape(2 * H, W)[ok].astype(np.int16)
-        return maps, visible
+        # Its values come from its near and far edge, half a cell towards / away from the
+        # camera's ground point (any direction for a cell right under the camera).
+        dx, dy = cx - cam_x, cy - cam_y
+        dist = np.hypot(dx, dy)
+        far_enough = dist > 1e-9
+        ux = np.where(far_enough, dx / np.where(far_enough, dist, 1.0), 1.0)
+        uy = np.where(far_enough, dy / np.where(far_enough, dist, 1.0), 0.0)
+        half = 0.5 * spec.resolution
+        maps = np.full((2, H * W, 2), -1, np.int16)  # -1: outside the label map -> remap border
+        for plane, sign in ((0, -1.0), (1, 1.0)):
+            u, v, ok = pixels(cx + sign * half * ux, cy + sign * half * uy)
+            maps[plane, cells[ok], 0] = u[ok].astype(np.int16)
+            maps[plane, cells[ok], 1] = v[ok].astype(np.int16)
+        return maps.reshape(2 * H, W, 2), int(cells.size)
 
     def compute(self, labels: np.ndarray) -> np.ndarray:
         """int8 [height, width] grid from a uint8 class map covering the whole camera image.
