@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -546,7 +546,7 @@ class TensorRTBackend(Backend):
         self.workspace_mb = int(workspace_mb)
         self.engine_path = ""
         self._rt = None
-        self._engine = self._context = self._stream = None
+        self._logger = self._runtime = self._engine = self._context = self._stream = None
         self._in = self._out = None
         self._graphs: Dict[int, Tuple[Any, Any]] = {}
         self._batch = 0
@@ -581,7 +581,9 @@ class TensorRTBackend(Backend):
 
     def _load_engine(self, trt) -> None:
         rt = self._rt = cuda_runtime()
-        runtime = trt.Runtime(_make_logger(trt))
+        # The logger must outlive the runtime and engine that report through it.
+        self._logger = _make_logger(trt)
+        runtime = trt.Runtime(self._logger)
         with open(self.engine_path, "rb") as f:
             engine = runtime.deserialize_cuda_engine(f.read())
         if engine is None:
@@ -700,7 +702,10 @@ class TensorRTBackend(Backend):
         if self._stream is not None:
             rt.cudaStreamDestroy(self._stream)
             self._stream = None
-        self._context = self._engine = None
+        # context before engine before runtime: each depends on the next
+        self._context = None
+        self._engine = None
+        self._runtime = None
         self._batch = 0
         self._rt = None
 
