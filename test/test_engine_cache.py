@@ -283,3 +283,25 @@ def test_onnx_for_precision(tmp_path):
     assert trtb.onnx_for_precision(src, "int8", str(work)) == sibling
     with pytest.raises(SegmenterError, match="is a int8 graph"):
         trtb.onnx_for_precision(sibling, "fp16", str(work))
+
+
+def test_build_engine_cli_lists_the_cache_and_explains_missing_tensorrt(tmp_path, capsys):
+    from seg_perception.tools import cli
+
+    k = key()
+    ec.write_entry(ec.engine_path(str(tmp_path), "m", k), b"engine", k, INFO)
+    bad = ec.engine_path(str(tmp_path), "other", key(precision="int8"))
+    ec.write_entry(bad, b"engine", key(precision="int8"), INFO)
+    os.remove(ec.sidecar_path(bad))
+    assert cli.main(["build-engine", "--list", "--cache-dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "(2 engines)" in out
+    assert "valid  fp16  TensorRT 10.9.0  NVIDIA Orin (sm 8.7)  batch 1..4" in out
+    assert "corrupt: engine metadata file missing" in out
+    assert cli.main(["build-engine", str(tmp_path / "none.onnx")]) == 2
+    assert "not found" in capsys.readouterr().err
+    if importlib.util.find_spec("tensorrt") is None:
+        model = tmp_path / "m.onnx"
+        model.write_bytes(b"x")
+        assert cli.main(["build-engine", str(model), "--precision", "fp16"]) == 2
+        assert "TensorRT cannot run here: tensorrt is not installed" in capsys.readouterr().err
