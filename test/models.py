@@ -61,10 +61,15 @@ def make_colour_model(path: str, height: int = 60, width: int = 80, fit: str = "
     if extra_matmuls:
         n = 512
         rng = np.random.default_rng(0)
-        m = rng.standard_normal((n, n)).astype(np.float32) / n
+        # orthogonal: the chain keeps its scale (no overflow, no slow denormal arithmetic)
+        m = np.linalg.qr(rng.standard_normal((n, n)))[0].astype(np.float32)
         inits += [helper.make_tensor("M", TensorProto.FLOAT, m.shape, m.ravel()),
                   helper.make_tensor("Z", TensorProto.FLOAT, [1], [0.0])]
-        prev = "M"
+        # tie the chain to the input so ONNX Runtime cannot fold it into a constant at load
+        nodes += [helper.make_node("ReduceMax", ["xf"], ["xmax"], keepdims=0),
+                  helper.make_node("Mul", ["xmax", "Z"], ["x0"]),
+                  helper.make_node("Add", ["M", "x0"], ["Mx"])]  # = M, but only known at run time
+        prev = "Mx"
         for i in range(extra_matmuls):
             nodes.append(helper.make_node("MatMul", [prev, "M"], [f"mm{i}"]))
             prev = f"mm{i}"

@@ -122,11 +122,13 @@ class Collector:
 
     def __init__(self) -> None:
         self.msgs: List[object] = []
+        self.arrival: List[float] = []
         self._cond = threading.Condition()
 
     def __call__(self, msg) -> None:
         with self._cond:
             self.msgs.append(msg)
+            self.arrival.append(time.monotonic())
             self._cond.notify_all()
 
     def wait_for(self, pred: Callable[[List[object]], bool], timeout: float) -> bool:

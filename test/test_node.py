@@ -4,6 +4,7 @@ shipped params file, fed from a test process that uses no DDS profile of ours.""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import cv2
@@ -11,7 +12,7 @@ import numpy as np
 import pytest
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
-from rcl_interfaces.srv import SetParameters
+from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from models import CLASS_ID, TEST_LABEL_YAML, layout_ids, make_colour_model, paint_blocks
@@ -92,9 +93,9 @@ def feed_until(peer, pub, make_msg, collectors, timeout=60.0, period=0.25):
     sent = []
     i = 0
     while time.monotonic() < end:
-        stamp = 1_700_000_000_000_000_000 + i * 50_000_000
-        pub.publish(make_msg(stamp))
-        sent.append(stamp)
+        msg = make_msg(1_700_000_000_000_000_000 + i * 50_000_000)
+        pub.publish(msg)
+        sent.append(stamp_of(msg))
         i += 1
         deadline = time.monotonic() + period
         while time.monotonic() < deadline:
@@ -102,8 +103,9 @@ def feed_until(peer, pub, make_msg, collectors, timeout=60.0, period=0.25):
             for col in collectors:
                 stamps = {stamp_of(m) for m in col.snapshot()}
                 common = stamps if common is None else common & stamps
-            if common:
-                return max(common & set(sent))
+            hits = (common or set()) & set(sent)
+            if hits:
+                return max(hits)
             time.sleep(0.02)
     raise AssertionError("no complete set of outputs arrived")
 
@@ -162,3 +164,249 @@ def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model):
         check_outputs(outs, stamp, rgb)
     finally:
         assert node.stop() == 0, node.log()
+
+
+def compressed_msg(rgb: np.ndarray, stamp_ns: int, fmt: str) -> CompressedImage:
+    ext, opts = (".png", []) if fmt == "png" else (".jpg", [cv2.IMWRITE_JPEG_QUALITY, 98])
+    ok, enc = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), opts)
+    msg = CompressedImage()
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp_ns, 10 ** 9)
+    msg.header.frame_id = "front_optical"
+    msg.format = fmt
+    msg.data = enc.tobytes()
+    return msg
+
+
+def wait_status(diag_col, pred, timeout=20.0, suffix="segmentation"):
+    """The first segmentation status (from now on) that satisfies ``pred``."""
+    seen = len(diag_col.snapshot())
+    found = []
+
+    def check(msgs):
+        for arr in msgs[seen:]:
+            for st in arr.status:
+                if st.name.endswith(suffix) and pred(st):
+                    found.append(st)
+                    return True
+        return False
+
+    diag_col.wait_for(check, timeout)
+    return found[0] if found else None
+
+
+def test_compressed_transport_follows_the_image_remap_and_rejects_corrupt_jpeg(ros_domain, peer, colour_model):
+    node_remapped = None
+    try:
+        # remapping 'image' moves '<image>/compressed' with it, as image_transport does
+        model, labels = colour_model
+        node_remapped = NodeProcess(ros_domain[0], ros_domain[1], params={
+            "model": model, "label_file": labels, "grid.enabled": False, "image_transport": "compressed"},
+            remaps={"image": "/cam/front/image_raw"})
+        outs = subscribe_outputs(peer, ("labels", "road_mask"))
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(CompressedImage, "/cam/front/image_raw/compressed", BEST_EFFORT)
+        assert peer.wait_matched(pub), node_remapped.log()
+        rgb = paint_blocks(LAYOUT, 60, 80)  # 360 x 640
+        expected = np.kron(layout_ids(LAYOUT), np.ones((60, 80), np.uint8))
+        stamp = feed_until(peer, pub, lambda s: compressed_msg(rgb, s, "png"), list(outs.values()))
+        lab = next(m for m in outs["labels"].snapshot() if stamp_of(m) == stamp)
+        assert lab.header.frame_id == "front_optical"
+        np.testing.assert_array_equal(as_array(lab), expected)
+        stamp = feed_until(peer, pub, lambda s: compressed_msg(rgb, s + 7, "jpeg"), list(outs.values()))
+        lab = next(m for m in outs["labels"].snapshot() if stamp_of(m) == stamp)
+        assert (as_array(lab) == expected).mean() > 0.98  # JPEG blurs block edges a little
+        # corrupt JPEG: an ERROR naming the problem, nothing published, the node goes on
+        bad = compressed_msg(rgb, 1_800_000_000_000_000_000, "jpeg")
+        bad.data = bytes(bad.data[:200]) + bytes(5000)
+        bad.data = b"\x00" * 64 + bytes(bad.data[64:])
+        n_before = len(outs["labels"].snapshot())
+        for _ in range(3):
+            pub.publish(bad)
+            time.sleep(0.1)
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "cannot decode" in s.message)
+        assert st is not None, node_remapped.log()
+        assert "cannot decode" in status_values(st)["last error"]
+        assert all(stamp_of(m) != stamp_of(bad) for m in outs["labels"].snapshot()[n_before:])
+        feed_until(peer, pub, lambda s: compressed_msg(rgb, s + 11, "png"), list(outs.values()))
+        assert node_remapped.alive()
+    finally:
+        if node_remapped is not None:
+            assert node_remapped.stop() == 0, node_remapped.log()
+
+
+DiagnosticStatus_ERROR = b"\x02"
+DiagnosticStatus_WARN = b"\x01"
+DiagnosticStatus_OK = b"\x00"
+
+
+@pytest.mark.parametrize("transport_qos", ["best_effort"])
+def test_bad_raw_frames_get_an_error_and_nothing_is_published(ros_domain, peer, colour_model, transport_qos):
+    node = start_node(ros_domain, colour_model)
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", BEST_EFFORT)
+        assert peer.wait_matched(pub), node.log()
+        rgb = paint_blocks(LAYOUT, 30, 40)  # 180 x 320
+        feed_until(peer, pub, lambda s: image_msg(rgb, s), list(outs.values()))
+        good = image_msg(rgb, 1_750_000_000_000_000_000)
+
+        def variant(stamp_s, **fields):
+            m = image_msg(rgb, stamp_s * 10 ** 9)
+            for k, v in fields.items():
+                setattr(m, k, v)
+            return m
+
+        cases = [
+            (variant(1_760_000_001, encoding="32FC1"), "unsupported encoding"),
+            (variant(1_760_000_002, data=bytes(good.data[:1000])), "shorter than height*step"),
+            (variant(1_760_000_003, height=0, width=0, step=0, data=b""), "zero-size"),
+            (variant(1_760_000_004, step=100), "smaller than width*channels"),
+        ]
+        for bad, needle in cases:
+            n_before = len(outs["labels"].snapshot())
+            for _ in range(3):
+                pub.publish(bad)
+                time.sleep(0.05)
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and needle in s.message)
+            assert st is not None, (needle, node.log())
+            assert all(stamp_of(m) != stamp_of(bad) for m in outs["labels"].snapshot()[n_before:])
+        # good frames again: served, and the status returns to OK
+        feed_until(peer, pub, lambda s: image_msg(rgb, s + 3), list(outs.values()))
+        stop = threading.Event()
+
+        def camera():
+            i = 0
+            while not stop.is_set():
+                pub.publish(image_msg(rgb, 1_795_000_000_000_000_000 + i * 10 ** 8))
+                i += 1
+                time.sleep(0.1)
+
+        t = threading.Thread(target=camera)
+        t.start()
+        try:
+            assert wait_status(diag, lambda s: s.level == DiagnosticStatus_OK) is not None
+        finally:
+            stop.set()
+            t.join()
+        log = node.log()
+        assert "unsupported encoding" in log
+        # throttled: four bad frames of each kind within seconds give far fewer log lines
+        assert log.count("bad image on") < 12
+        assert node.alive()
+    finally:
+        assert node.stop(signal.SIGTERM) == 0, node.log()
+
+
+def set_params(peer, params: dict, timeout=20.0, atomically=False):
+    srv = SetParametersAtomically if atomically else SetParameters
+    client = peer.node.create_client(srv, "/camera_seg/set_parameters" + ("_atomically" if atomically else ""))
+    assert client.wait_for_service(timeout_sec=timeout)
+    req = srv.Request()
+    for name, value in params.items():
+        pv = ParameterValue()
+        if isinstance(value, str):
+            pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
+        elif isinstance(value, list):
+            pv.type, pv.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, value
+        else:
+            pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
+        req.parameters.append(Parameter(name=name, value=pv))
+    fut = client.call_async(req)
+    end = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < end:
+        time.sleep(0.05)
+    assert fut.done()
+    res = fut.result()
+    return [res.result] if atomically else res.results
+
+
+def get_param(peer, name, timeout=20.0):
+    client = peer.node.create_client(GetParameters, "/camera_seg/get_parameters")
+    assert client.wait_for_service(timeout_sec=timeout)
+    fut = client.call_async(GetParameters.Request(names=[name]))
+    end = time.monotonic() + timeout
+    while not fut.done() and time.monotonic() < end:
+        time.sleep(0.05)
+    v = fut.result().values[0]
+    return {ParameterType.PARAMETER_DOUBLE: v.double_value, ParameterType.PARAMETER_STRING: v.string_value,
+            ParameterType.PARAMETER_DOUBLE_ARRAY: list(v.double_array_value)}[v.type]
+
+
+def test_startup_errors_keep_the_node_running_and_parameters_are_validated(ros_domain, peer, colour_model, tmp_path):
+    model, labels = colour_model
+    bad_labels = tmp_path / "bad_labels.yaml"
+    bad_labels.write_text(TEST_LABEL_YAML.replace("road: [Road]", "road: [Road, Tarmac]"))
+    diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+    for params, needle in [({"model": str(tmp_path / "missing.onnx")}, "model file not found"),
+                           ({"label_file": str(bad_labels)}, "Tarmac")]:
+        node = start_node(ros_domain, colour_model, **params)
+        try:
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and needle in s.message, timeout=30)
+            assert st is not None, node.log()
+            assert node.alive()
+            if needle == "Tarmac":
+                # parameters: a bad value is rejected with its reason, nothing of the update applies
+                res = set_params(peer, {"overlay_alpha": 0.3, "camera_pose.xyz": [1.0, 2.0]}, atomically=True)
+                assert not res[0].successful and "camera_pose.xyz must be 3 finite numbers" in res[0].reason
+                assert get_param(peer, "overlay_alpha") == 0.5  # not half-applied
+                res = set_params(peer, {"overlay_alpha": 1.5})
+                assert not res[0].successful and "overlay_alpha" in res[0].reason
+                res = set_params(peer, {"model": "/other.onnx"})
+                assert not res[0].successful and "read-only" in res[0].reason.lower()
+                res = set_params(peer, {"overlay_alpha": 0.8, "camera_pose.xyz": [0.5, 0.0, 1.6]})
+                assert all(r.successful for r in res)
+                assert get_param(peer, "camera_pose.xyz") == [0.5, 0.0, 1.6]
+        finally:
+            assert node.stop() == 0, node.log()
+    # an invalid value at start: the node refuses to start and says why
+    node = start_node(ros_domain, colour_model, backend="openvino")
+    try:
+        node.proc.wait(30)
+        assert node.proc.returncode != 0
+        assert "backend must be one of" in node.log()
+    finally:
+        node.stop()
+
+
+def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_domain, peer, tmp_path):
+    from models import TEST_LABEL_YAML as LY
+
+    slow = make_colour_model(str(tmp_path / "slow.onnx"), extra_matmuls=40)  # ~0.1 s per frame
+    labels = tmp_path / "l.yaml"
+    labels.write_text(LY)
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={
+        "model": slow, "label_file": str(labels), "grid.enabled": False, "num_threads": 1,
+        # reliable input: the transport delivers every frame, so every drop is the node's own
+        "input_qos.reliability": "reliable"})
+    try:
+        outs = subscribe_outputs(peer, ("labels",))  # only labels: nothing else is computed
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        rgb = paint_blocks(LAYOUT, 40, 40)  # 240 x 320
+        feed_until(peer, pub, lambda s: image_msg(rgb, s), list(outs.values()))
+        n0 = len(outs["labels"].snapshot())
+        stamps = [1_790_000_000_000_000_000 + i * 10_000_000 for i in range(60)]
+        for s in stamps:
+            pub.publish(image_msg(rgb, s))
+            time.sleep(0.01)  # ~100 Hz camera, ~10 Hz network
+        t_last = time.monotonic()
+        # the newest frame is processed ...
+        assert outs["labels"].wait_for(lambda m: any(stamp_of(x) == stamps[-1] for x in m), 10.0), node.log()
+        settle = time.monotonic() - t_last
+        time.sleep(1.0)
+        got = [stamp_of(m) for m in outs["labels"].snapshot()[n0:] if stamp_of(m) in stamps]
+        # ... most frames were dropped rather than queued, and nothing came after the newest
+        assert len(got) < len(stamps) / 2, len(got)
+        assert got[-1] == stamps[-1] and got == sorted(got)
+        assert settle < 3.0, settle  # no backlog to work through
+        st = wait_status(diag, lambda s: int(status_values(s)["frames dropped"]) > 0)
+        assert st is not None
+        vals = status_values(st)
+        assert int(vals["frames dropped"]) >= len(stamps) / 2
+        assert "stage inference (ms)" in vals and "stage overlay (ms)" not in vals
+    finally:
+        t0 = time.monotonic()
+        assert node.stop(signal.SIGTERM) == 0, node.log()
+        assert time.monotonic() - t0 < 5.0
