@@ -61,6 +61,7 @@ class Cam:
     fy: float = 457.0
     cx: float = 319.5
     cy: float = 239.5
+    skew: float = 0.0
     D: Tuple[float, ...] = ()
     model: str = "plumb_bob"
     binning: Tuple[int, int] = (0, 0)
@@ -71,7 +72,7 @@ class Cam:
     _cache: dict = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
 
     def camera_model(self) -> CameraModel:
-        K = [self.fx, 0, self.cx, 0, self.fy, self.cy, 0, 0, 1]
+        K = [self.fx, self.skew, self.cx, 0, self.fy, self.cy, 0, 0, 1]
         return CameraModel.from_fields(self.width, self.height, K, self.D, self.model,
                                        self.binning[0], self.binning[1], self.roi)
 
@@ -81,7 +82,7 @@ class Cam:
 
     @property
     def K(self):
-        return np.array([[self.fx, 0, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
+        return np.array([[self.fx, self.skew, self.cx], [0, self.fy, self.cy], [0, 0, 1.0]])
 
     def image_size(self):
         """CameraInfo docs: the ROI (all zeros = full sensor), then divided by binning (0 = 1)."""
@@ -101,7 +102,7 @@ class Cam:
         iw, ih = self.image_size()
         su = self.label[0] / iw / max(1, self.binning[0])
         sv = self.label[1] / ih / max(1, self.binning[1])
-        return np.array([[self.fx * su, 0, (self.cx + 0.5 - self.roi[0]) * su - 0.5],
+        return np.array([[self.fx * su, self.skew * su, (self.cx + 0.5 - self.roi[0]) * su - 0.5],
                          [0, self.fy * sv, (self.cy + 0.5 - self.roi[1]) * sv - 0.5], [0, 0, 1.0]])
 
     def R(self):
@@ -112,15 +113,21 @@ class Cam:
         return np.array(self.xyz, dtype=np.float64)
 
     def normalised(self, u_sensor, v_sensor):
-        """Undistorted normalised coordinates (x/z, y/z) of sensor pixels."""
+        """Undistorted normalised coordinates (x/z, y/z) of sensor pixels.
+
+        u = fx x_d + skew y_d + cx, v = fy y_d + cy: the skew is taken out by hand first
+        (OpenCV's undistortPoints ignores it)."""
+        u_sensor = u_sensor - self.skew * (v_sensor - self.cy) / self.fy
         if not any(self.D):
             return (u_sensor - self.cx) / self.fx, (v_sensor - self.cy) / self.fy
+        K0 = self.K.copy()
+        K0[0, 1] = 0.0
         pts = np.stack([u_sensor.ravel(), v_sensor.ravel()], axis=1).reshape(-1, 1, 2).astype(np.float64)
         crit = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 200, 1e-12)
         if self.model == "equidistant":
-            out = cv2.fisheye.undistortPoints(pts, self.K, np.array(self.D).reshape(4, 1), criteria=crit)
+            out = cv2.fisheye.undistortPoints(pts, K0, np.array(self.D).reshape(4, 1), criteria=crit)
         else:
-            out = cv2.undistortPointsIter(pts, self.K, np.array(self.D), None, None, crit)
+            out = cv2.undistortPointsIter(pts, K0, np.array(self.D), None, None, crit)
         out = out.reshape(-1, 2)
         return out[:, 0].reshape(u_sensor.shape), out[:, 1].reshape(u_sensor.shape)
 
@@ -150,21 +157,25 @@ class Cam:
         x, y = o[..., 0] / z, o[..., 1] / z
         Kl = self.label_K()
         if not any(self.D):
-            u, v = Kl[0, 0] * x + Kl[0, 2], Kl[1, 1] * y + Kl[1, 2]
+            u, v = Kl[0, 0] * x + Kl[0, 1] * y + Kl[0, 2], Kl[1, 1] * y + Kl[1, 2]
             ok = front
         else:
             r = np.hypot(x, y)
             angle = np.arctan(r)
             ok = front & (angle <= self.border_angle() + 0.02)
             p = np.stack([x[ok], y[ok], np.ones(int(ok.sum()))], axis=1).reshape(-1, 1, 3)
+            K0 = Kl.copy()
+            K0[0, 1] = 0.0  # OpenCV's pinhole projectPoints ignores skew: added below by hand
             if self.model == "equidistant":
-                img, _ = cv2.fisheye.projectPoints(p, np.zeros(3), np.zeros(3), Kl,
+                img, _ = cv2.fisheye.projectPoints(p, np.zeros(3), np.zeros(3), K0,
                                                    np.array(self.D).reshape(4, 1))
             else:
-                img, _ = cv2.projectPoints(p, np.zeros(3), np.zeros(3), Kl, np.array(self.D))
+                img, _ = cv2.projectPoints(p, np.zeros(3), np.zeros(3), K0, np.array(self.D))
+            img = img.reshape(-1, 2)
             u = np.full(x.shape, -10.0)
             v = np.full(x.shape, -10.0)
-            u[ok], v[ok] = img.reshape(-1, 2)[:, 0], img.reshape(-1, 2)[:, 1]
+            v[ok] = img[:, 1]
+            u[ok] = img[:, 0] + Kl[0, 1] * (img[:, 1] - Kl[1, 2]) / Kl[1, 1]
         Lw, Lh = self.label
         return ok & (u >= -0.5) & (u < Lw - 0.5) & (v >= -0.5) & (v < Lh - 0.5)
 
@@ -397,6 +408,8 @@ DISTORTED = {
     # wide fisheye: fx 230 on a 640 sensor
     # r (1 - 0.45 r^2) turns back at r = 0.86 (41 deg off axis): the image lies inside that, but
     # ground cells further to the side would fold back into the image centre if projected
+    "pinhole_skew": Cam(skew=30.0),
+    "plumb_bob_skew": Cam(skew=30.0, D=(-0.30, 0.09, 0.001, -0.0008, 0.0)),
     "plumb_bob_folding": Cam(fx=800.0, fy=800.0, D=(-0.45, 0.0, 0.0, 0.0, 0.0), rpy=(0.0, 0.25, 0.0)),
     "equidistant": Cam(fx=230.0, fy=230.0, model="equidistant", D=(0.04, -0.01, 0.003, -0.0005),
                        rpy=(0.0, 0.3, 0.0)),
@@ -404,7 +417,7 @@ DISTORTED = {
 
 
 @pytest.mark.parametrize("model", sorted(DISTORTED))
-def test_distortion_models_cell_by_cell(model):
+def test_distortion_models_and_skew_cell_by_cell(model):
     cam = DISTORTED[model]
     # the test's own forward projection (in_view) is used only where the model is monotonic
     r = np.linspace(0, math.tan(cam.border_angle() + 0.02), 2000)
@@ -423,8 +436,8 @@ def test_distortion_models_cell_by_cell(model):
     centre, certain, _ = check_against_layout(out, cam, ROAD_SCENE)
     assert (certain & (centre == 0)).sum() > 2000 and (certain & (centre == -1)).sum() > 2000
 
-    # the check is sensitive to the distortion: the same labels read as if undistorted disagree
-    pinhole = dataclasses.replace(cam, D=(), model="plumb_bob")
+    # the check is sensitive to the model: the same labels read without distortion and skew disagree
+    pinhole = dataclasses.replace(cam, D=(), model="plumb_bob", skew=0.0)
     wrong = GroundGrid(SPEC, GROUPS)
     pinhole.configure(wrong)
     differ = certain & (centre != FOOTPRINT) & (wrong.compute(labels) != centre)
