@@ -1,0 +1,399 @@
+"""`seg-perception process-bag IN --out OUT`: the node's pipeline over every camera frame of a bag.
+
+The same FrameProcessor the node runs (built by build_processor from the node's parameters), fed
+the very messages the node would receive (deserialised with rclpy), without DDS. Its output
+messages are serialised with rclpy into a new bag under the node's topic names
+(/camera_seg/<output>, renamable with --remap) at the input frames' receive times, with the input
+topics copied through (unless --no-copy-inputs): the result opens in RViz or Foxglove like a
+recording of the node.
+
+CameraInfo: the bag's first CameraInfo applies from the first frame on (a recording often starts
+with a frame before its CameraInfo); later ones apply from their receive time, and the grid stops,
+as in the node, when the newest is older than camera_info_timeout (in recorded time).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, TextIO
+
+NODE_NAMESPACE = "/camera_seg"
+
+
+# ----------------------------------------------------------------------------- progress
+
+class Progress:
+    """One progress line on stderr: done/total, rate and ETA. On a terminal the line is
+    rewritten in place (at most 10 times a second); elsewhere (logs, CI) a line every 10 %."""
+
+    def __init__(self, total: int, unit: str = "frames", label: str = "", stream: Optional[TextIO] = None,
+                 enabled: bool = True) -> None:
+        self.total = max(0, int(total))
+        self.unit = unit
+        self.label = label
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.start = time.monotonic()
+        self.done = 0
+        self._last_draw = 0.0
+        self._last_decile = -1
+
+    def line(self, done: int, now: Optional[float] = None) -> str:
+        elapsed = max(1e-9, (now or time.monotonic()) - self.start)
+        rate = done / elapsed
+        width = 24
+        filled = int(width * done / self.total) if self.total else width
+        bar = "#" * filled + "." * (width - filled)
+        eta = (self.total - done) / rate if rate > 0 and self.total else float("nan")
+        eta_text = "--" if math.isnan(eta) else _duration(eta)
+        label = f"{self.label} " if self.label else ""
+        return (f"{label}[{bar}] {done}/{self.total} {self.unit}  {rate:.1f} {self.unit}/s  "
+                f"ETA {eta_text}  elapsed {_duration(elapsed)}")
+
+    def update(self, done: int) -> None:
+        self.done = done
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if self.tty:
+            if now - self._last_draw >= 0.1 or done == self.total:
+                self._last_draw = now
+                self.stream.write("\r" + self.line(done, now) + "\x1b[K")
+                self.stream.flush()
+        else:
+            decile = int(10 * done / self.total) if self.total else 10
+            if decile != self._last_decile and decile < 10:
+                self._last_decile = decile
+                self.stream.write(self.line(done, now) + "\n")
+                self.stream.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            self.stream.write(("\r" if self.tty else "") + self.line(self.done) + ("\x1b[K\n" if self.tty else "\n"))
+            self.stream.flush()
+
+    def abort(self) -> None:
+        if self.enabled and self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m}:{s:02d} min" if m < 60 else f"{m // 60}:{m % 60:02d}:{s:02d} h"
+
+
+# ----------------------------------------------------------------------------- parameters
+
+def parse_param_overrides(items: Sequence[str]) -> Dict[str, object]:
+    """['name:=value', ...] with values read as YAML like ``ros2 run ... -p`` reads them."""
+    import yaml
+
+    out: Dict[str, object] = {}
+    for item in items or ():
+        name, sep, text = item.partition(":=")
+        if not sep or not name.strip():
+            raise ValueError(f"parameter {item!r} must look like name:=value, e.g. grid.enabled:=false")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ValueError(f"cannot read the value of {item!r}: {exc}") from exc
+        out[name.strip()] = value
+    return out
+
+
+def node_parameters(params_file: Optional[str], overrides: Dict[str, object]) -> Dict[str, object]:
+    """The node's parameters: defaults, then the params file, then -p overrides; validated."""
+    from ..ros.parameters import SPEC_BY_NAME, check_all
+    from ..ros.processing import default_parameters, load_parameters_file
+
+    values = load_parameters_file(params_file) if params_file else default_parameters()
+    for name, value in overrides.items():
+        spec = SPEC_BY_NAME.get(name)
+        if spec is None:
+            raise ValueError(f"unknown parameter {name!r}; known: {', '.join(sorted(SPEC_BY_NAME))}")
+        values[name] = _coerce(name, value, spec.default)
+    reason = check_all(values)
+    if reason:
+        raise ValueError(f"invalid parameter: {reason}")
+    return values
+
+
+def _coerce(name: str, value: object, default: object) -> object:
+    bad = ValueError(f"parameter {name} expects a {type(default).__name__}, got {value!r}")
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise bad
+        return float(value)
+    if isinstance(default, list):
+        if not isinstance(value, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  for v in value):
+            raise bad
+        return [float(v) for v in value]
+    return "" if value is None else str(value)
+
+
+# ----------------------------------------------------------------------------- command
+
+def add_arguments(p) -> None:
+    p.add_argument("bag", help="input bag: a rosbag2 directory (sqlite3 or MCAP) or a .db3/.mcap file")
+    p.add_argument("--out", required=True, help="output bag directory to create")
+    p.add_argument("--params-file", help="the node's ROS 2 params file (e.g. config/camera_seg.yaml); "
+                   "default: the node's defaults")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="override one node parameter, e.g. -p grid.enabled:=false (repeatable)")
+    p.add_argument("--image-topic", help="camera topic (default: the bag's only Image/CompressedImage topic)")
+    p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the camera's sibling camera_info)")
+    p.add_argument("--outputs", default="all",
+                   help="comma-separated outputs to write (default all): road_mask, pedestrian_mask, "
+                        "parking_mask, labels, overlay, drivable_grid")
+    p.add_argument("--no-copy-inputs", action="store_true", help="write only the node's outputs")
+    p.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
+                   help="rename a topic in the output bag, e.g. /camera_seg/overlay:=/seg/overlay")
+    p.add_argument("--render", metavar="DIR", help="also write image | overlay | grid PNGs and drive.mp4 to DIR")
+    p.add_argument("--render-height", type=int, default=None, help="panel height of --render pictures "
+                   "(default: the frame's, at most 480)")
+    p.add_argument("--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)")
+    p.add_argument("--max-frames", type=int, default=None, help="stop after this many camera frames")
+    p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _fail(text: str, code: int = 2) -> int:
+    print(f"seg-perception process-bag: {text}", file=sys.stderr)
+    return code
+
+
+def run(args) -> int:
+    from ..core.bagio import BagError
+
+    try:
+        overrides = parse_param_overrides(args.param)
+        params = node_parameters(args.params_file, overrides)
+        outputs = _outputs(args.outputs, params)
+        from ..core.bagio import parse_remaps
+
+        remaps = parse_remaps(args.remap)
+    except (ValueError, OSError) as exc:
+        return _fail(str(exc))
+    try:
+        stats = process_bag(args.bag, args.out, params, outputs, remaps=remaps,
+                            copy_inputs=not args.no_copy_inputs, image_topic=args.image_topic,
+                            camera_info_topic=args.camera_info_topic, render_dir=args.render,
+                            render_height=args.render_height, storage=args.storage,
+                            max_frames=args.max_frames, overwrite=args.overwrite, show_progress=not args.quiet)
+    except BagError as exc:
+        return _fail(str(exc))
+    except Exception as exc:  # model, label file or grid settings that cannot be used
+        return _fail(f"{type(exc).__name__}: {exc}")
+    _print_summary(stats)
+    if stats["interrupted"]:
+        return 130
+    if stats["frames_processed"] == 0:
+        return _fail(f"no frame of {stats['image_topic']} could be processed"
+                     + (f": {stats['first_error']}" if stats["first_error"] else ""), 1)
+    return 0
+
+
+def _outputs(text: str, params: Dict[str, object]) -> List[str]:
+    from ..ros.processing import GRID_OUTPUT, OUTPUTS
+
+    available = [o for o in OUTPUTS if o != GRID_OUTPUT or params["grid.enabled"]]
+    if text.strip() in ("", "all"):
+        return available
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in OUTPUTS]
+    if unknown:
+        raise ValueError(f"unknown output(s) {unknown}; choose from {list(OUTPUTS)}")
+    if GRID_OUTPUT in names and not params["grid.enabled"]:
+        raise ValueError("drivable_grid asked for but grid.enabled is false")
+    return names
+
+
+def output_topic(name: str) -> str:
+    return f"{NODE_NAMESPACE}/{name}"
+
+
+def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs: Sequence[str],
+                remaps: Optional[Dict[str, str]] = None, copy_inputs: bool = True,
+                image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
+                render_dir: Optional[str] = None, render_height: Optional[int] = None,
+                storage: Optional[str] = None, max_frames: Optional[int] = None,
+                overwrite: bool = False, show_progress: bool = True, processor=None) -> Dict[str, object]:
+    """Process ``in_path`` into ``out_path``; returns counts and timings. Raises BagError for a
+    bag that cannot be read or written (naming it), and the build errors of the processor."""
+    import numpy as np
+    from rclpy.serialization import deserialize_message, serialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from ..core import bagio
+    from ..core.image import ImageError
+    from ..ros.processing import GRID_OUTPUT, build_processor
+
+    remaps = remaps or {}
+
+    def _topic(name: str) -> str:
+        return remaps.get(output_topic(name), output_topic(name))
+
+    with bagio.open_bag(in_path) as reader:
+        topics = reader.topics()
+        image_topic, info_topic = bagio.choose_camera_topics(
+            {t: i.msgtype for t, i in topics.items()}, image_topic, camera_info_topic,
+            prefer_compressed=params.get("image_transport") == "compressed")
+        image_cls = CompressedImage if topics[image_topic].msgtype == bagio.COMPRESSED_IMAGE else Image
+        total = topics[image_topic].count
+        if max_frames is not None:
+            total = min(total, max_frames)
+        own_processor = processor is None
+        if own_processor:
+            processor = build_processor(params)
+        wanted = list(outputs)
+        if render_dir:
+            wanted += [o for o in ("overlay", GRID_OUTPUT) if o not in wanted and
+                       (o != GRID_OUTPUT or params["grid.enabled"])]
+        renderer = None
+        if render_dir:
+            from .render import DriveRenderer
+
+            renderer = DriveRenderer(render_dir, fps=_frame_rate(reader, image_topic, topics), height=render_height)
+        stats: Dict[str, object] = {
+            "input": in_path, "output": out_path, "image_topic": image_topic, "camera_info_topic": info_topic,
+            "frames_total": topics[image_topic].count, "frames_processed": 0, "frames_failed": 0,
+            "first_error": None, "grid_missing": 0, "grid_error": None, "written": {}, "copied_topics": [],
+            "interrupted": False, "stage_seconds": {}, "render_dir": render_dir, "video": None,
+            "video_error": None}
+        out_storage = storage or reader.storage
+        progress = Progress(total, "frames", stream=sys.stderr, enabled=show_progress)
+        timeout_ns = int(float(params["camera_info_timeout"]) * 1e9)
+        last_info_t: Optional[int] = None
+        t_start = time.perf_counter()
+        try:
+            with bagio.BagWriter(out_path, out_storage, overwrite=overwrite) as writer:
+                copy_conns = {}
+                if copy_inputs:
+                    for name, info in topics.items():
+                        copy_conns[name] = writer.copy_topic(info, remaps.get(name, name))
+                    stats["copied_topics"] = sorted(remaps.get(n, n) for n in copy_conns)
+                out_qos = bagio.TopicQos("reliable", "volatile", "keep_last", 1)  # as the node offers
+                out_conns = {}
+                for name in outputs:
+                    msgtype = bagio.OCCUPANCY_GRID if name == GRID_OUTPUT else bagio.IMAGE
+                    out_conns[name] = writer.add_topic(_topic(name), msgtype, out_qos)
+                    stats["written"][_topic(name)] = 0
+                if info_topic is not None:  # the first CameraInfo applies from the first frame
+                    for _, t, raw in reader.messages([info_topic]):
+                        processor.set_camera_info(deserialize_message(raw, CameraInfo))
+                        last_info_t = t
+                        break
+                done = 0
+                try:
+                    for conn, t, raw in reader.messages(None if copy_inputs else [image_topic, info_topic or image_topic]):
+                        if conn.topic == image_topic and max_frames is not None and done >= max_frames:
+                            break
+                        if copy_inputs:
+                            writer.write(copy_conns[conn.topic], t, raw)
+                        if conn.topic == info_topic:
+                            processor.set_camera_info(deserialize_message(raw, CameraInfo))
+                            last_info_t = t
+                            continue
+                        if conn.topic != image_topic:
+                            continue
+                        msg = deserialize_message(raw, image_cls)
+                        fresh = last_info_t is not None and (timeout_ns <= 0 or t - last_info_t <= timeout_ns)
+                        try:
+                            result = processor.process(msg, wanted, grid_allowed=fresh or last_info_t is None)
+                        except Exception as exc:  # ImageError for a bad frame, SegmenterError
+                            stats["frames_failed"] += 1
+                            if stats["first_error"] is None:
+                                kind = "bad image" if isinstance(exc, ImageError) else "processing failed"
+                                stats["first_error"] = f"{kind} at t={t / 1e9:.3f} s: {exc}"
+                        else:
+                            stats["frames_processed"] += 1
+                            for stage, sec in result.timings.items():
+                                stats["stage_seconds"][stage] = stats["stage_seconds"].get(stage, 0.0) + sec
+                            for name, out_msg in result.messages.items():
+                                if name in out_conns:
+                                    writer.write(out_conns[name], t, serialize_message(out_msg))
+                                    stats["written"][_topic(name)] += 1
+                            if GRID_OUTPUT in wanted and result.grid_error is not None:
+                                stats["grid_missing"] += 1
+                                stats["grid_error"] = stats["grid_error"] or result.grid_error
+                            if renderer is not None:
+                                _render(renderer, result, np, t - reader.start_time, done)
+                        done += 1
+                        progress.update(done)
+                except KeyboardInterrupt:  # keep what is done: the bag is closed properly
+                    stats["interrupted"] = True
+        except BaseException:
+            progress.abort()
+            raise
+        finally:
+            if renderer is not None:
+                stats["video"] = renderer.close()
+                stats["video_error"] = renderer.video_error
+                stats["rendered"] = renderer.frames
+            if own_processor:
+                processor.pipeline.segmenter.release()
+        progress.finish()
+        stats["seconds"] = time.perf_counter() - t_start
+        stats["storage"] = out_storage
+    return stats
+
+
+def _frame_rate(reader, image_topic: str, topics) -> float:
+    info = topics[image_topic]
+    duration = (reader.end_time - reader.start_time) / 1e9
+    return (info.count - 1) / duration if info.count > 1 and duration > 0 else 10.0
+
+
+def _render(renderer, result, np, t_rel: int, index: int) -> None:
+    from ..ros.conversions import image_to_array
+
+    overlay = result.messages.get("overlay")
+    grid = result.messages.get("drivable_grid")
+    cells = None
+    resolution = None
+    if grid is not None:
+        cells = np.frombuffer(grid.data, np.int8).reshape(grid.info.height, grid.info.width)
+        resolution = grid.info.resolution
+    renderer.add(result.frame.rgb(), image_to_array(overlay) if overlay is not None else None, cells,
+                 resolution, caption=f"frame {index}  t = {t_rel / 1e9:.2f} s")
+
+
+def _print_summary(s: Dict[str, object]) -> None:
+    n = s["frames_processed"]
+    secs = s.get("seconds") or 0.0
+    fps = n / secs if secs > 0 else float("nan")
+    print(f"{s['input']}: {n} of {s['frames_total']} frames of {s['image_topic']} processed in {secs:.1f} s "
+          f"({fps:.1f} frames/s)" + (f", {s['frames_failed']} failed ({s['first_error']})" if s["frames_failed"] else ""))
+    if n:
+        stages = ", ".join(f"{k} {1e3 * v / n:.1f}" for k, v in sorted(s["stage_seconds"].items()))
+        print(f"  mean ms per frame: {stages}")
+    if s["camera_info_topic"] is None and "/camera_seg/drivable_grid" in s["written"]:
+        print("  no CameraInfo topic in the bag: no drivable grid")
+    elif s["grid_missing"]:
+        print(f"  no grid for {s['grid_missing']} frames: {s['grid_error']}")
+    print(f"wrote {s['output']} ({s['storage']}):")
+    for topic, count in s["written"].items():
+        print(f"  {topic}: {count} messages")
+    if s["copied_topics"]:
+        print(f"  inputs copied: {', '.join(s['copied_topics'])}")
+    if s["render_dir"]:
+        video = s["video"] or f"no video ({s['video_error'] or 'no frames'})"
+        print(f"rendered {s.get('rendered', 0)} pictures to {s['render_dir']}; {video}")
+    if s["interrupted"]:
+        print("interrupted: the output bag holds the frames processed so far")
