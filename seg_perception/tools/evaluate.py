@@ -1,0 +1,380 @@
+"""`seg-perception evaluate DATA`: how well a model segments a labelled image folder.
+
+Runs the node's own pipeline (Segmenter + SegmentationPipeline: same fit, same upsampling) on
+every image and scores the class map at the image's full size against its label image. All
+numbers come from one confusion matrix summed over the dataset (core.metrics): per-class IoU,
+mIoU, pixel accuracy, and the IoU of the road, pedestrian and parking masks (the label file's
+groups). Printed as a table, and written as JSON (--json) and a picture (--picture).
+
+Layouts: CamVid (DATA/<split>/*.png with DATA/<split>annot/*.png) and Cityscapes
+(DATA/leftImg8bit/<split>/<city>/*_leftImg8bit.png with
+DATA/gtFine/<split>/<city>/*_gtFine_labelIds.png).
+
+Mapping (YAML, --mapping) from the dataset's label ids to the model's class names::
+
+    name: my_dataset
+    classes:          # label id in the label images -> model class name; other ids are not scored
+      0: Sky
+      3: Road
+      9: Pedestrian
+    predictions:      # model classes the dataset cannot label, scored as another model class
+      Parking: Road
+
+Scored classes are the model classes some label id maps to. A prediction of any other model class
+counts as a miss ("other"), except those listed under ``predictions``; and where the dataset labels
+no class of the parking group, parking predictions count as road (CamVid has no parking class).
+Built-in mappings: CamVid 11 classes and Cityscapes labelIds onto the default model's classes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+IGNORE = 255
+OTHER = "other"
+
+
+# ----------------------------------------------------------------------------- mapping
+
+@dataclasses.dataclass
+class ClassMapping:
+    name: str
+    classes: Dict[int, str]                 # dataset label id -> model class name
+    predictions: Dict[str, str] = dataclasses.field(default_factory=dict)
+    source: str = "built-in"
+
+
+def default_mapping(layout: str) -> ClassMapping:
+    from ..core.datasets import CAMVID_CLASSES, PARKING
+
+    if layout == "camvid":
+        return ClassMapping("camvid", {i: name for i, (name, _) in enumerate(CAMVID_CLASSES)},
+                            {PARKING[0]: "Road"})
+    if layout == "cityscapes":
+        from ..core.training.data import CITYSCAPES_TO_CLASS
+
+        return ClassMapping("cityscapes", dict(CITYSCAPES_TO_CLASS))
+    raise ValueError(f"no built-in mapping for layout {layout!r}")
+
+
+def load_mapping(path: str) -> ClassMapping:
+    import yaml
+
+    try:
+        with open(path, "r", encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        raise ValueError(f"cannot read mapping file {path}: {exc}") from exc
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), dict) or not data["classes"]:
+        raise ValueError(f"mapping file {path} needs a 'classes' mapping of label id -> model class name")
+    classes = {}
+    for k, v in data["classes"].items():
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < 65536:
+            raise ValueError(f"mapping file {path}: label id {k!r} is not an integer 0..65535")
+        if v is None:
+            continue  # listed but not scored
+        if not isinstance(v, str):
+            raise ValueError(f"mapping file {path}: label id {k} maps to {v!r}, not a class name")
+        classes[k] = v
+    preds = data.get("predictions") or {}
+    if not isinstance(preds, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in preds.items()):
+        raise ValueError(f"mapping file {path}: 'predictions' must map model class names to model class names")
+    return ClassMapping(str(data.get("name") or os.path.splitext(os.path.basename(path))[0]), classes,
+                        dict(preds), path)
+
+
+class Scorer:
+    """Accumulates a dataset's confusion matrix over the scored classes (see module doc)."""
+
+    def __init__(self, mapping: ClassMapping, model_classes: Sequence[str], groups=None) -> None:
+        from ..core.metrics import ConfusionMatrix
+
+        model_classes = list(model_classes)
+        unknown = sorted(set(mapping.classes.values()) - set(model_classes))
+        if unknown:
+            raise ValueError(f"mapping {mapping.source} names class(es) {unknown} that the model does not have; "
+                             f"model classes: {model_classes}. Pass a --mapping for this model.")
+        mapped = set(mapping.classes.values())
+        self.names = [n for n in model_classes if n in mapped]   # scored classes, in model order
+        index = {n: i for i, n in enumerate(self.names)}
+        predictions = dict(mapping.predictions)
+        self.notes: List[str] = []
+        for src, dst in predictions.items():
+            if src not in model_classes or dst not in index:
+                raise ValueError(f"mapping {mapping.source}: predictions {src} -> {dst} must map a model class "
+                                 f"to a scored class ({self.names})")
+            if src in index:
+                raise ValueError(f"mapping {mapping.source}: {src} is scored itself; it cannot be scored as {dst}")
+        if groups is not None:  # the dataset labels no parking: parking predictions count as road
+            road = [n for n in groups.groups.get("road", ()) if n in index]
+            for n in groups.groups.get("parking", ()):
+                if n not in index and n not in predictions and road:
+                    predictions[n] = road[0]
+        for src, dst in predictions.items():
+            self.notes.append(f"{src} predictions count as {dst} (the dataset does not label {src})")
+        self.predictions = predictions
+        self.truth_lut = np.full(65536, IGNORE, np.uint8)
+        for label_id, name in mapping.classes.items():
+            self.truth_lut[label_id] = index[name]
+        other_classes = [n for n in model_classes if n not in index and n not in predictions]
+        self.extra_names = [OTHER] if other_classes else []
+        if other_classes:
+            self.notes.append(f"predictions of {other_classes} count as misses ('{OTHER}')")
+        self.pred_lut = np.zeros(256, np.uint8)
+        for i, n in enumerate(model_classes):
+            self.pred_lut[i] = index[predictions.get(n, n)] if predictions.get(n, n) in index else len(self.names)
+        self.cm = ConfusionMatrix(len(self.names), ignore_index=IGNORE, extra_predictions=len(self.extra_names))
+        self.groups = groups
+        self.images = 0
+
+    def update(self, label_image: np.ndarray, model_ids: np.ndarray) -> None:
+        """A dataset label image and the model's class map of the same size."""
+        if label_image.shape != model_ids.shape:
+            raise ValueError(f"label image {label_image.shape[::-1]} and prediction "
+                             f"{model_ids.shape[::-1]} differ in size")
+        lab = label_image.astype(np.intp, copy=False)
+        self.cm.update(self.truth_lut[lab], self.pred_lut[model_ids])
+        self.images += 1
+
+    def mask_iou(self) -> Dict[str, Optional[float]]:
+        """IoU of each mask group over the scored classes; None when the dataset cannot tell."""
+        from ..core.labels import MASK_GROUPS
+
+        out: Dict[str, Optional[float]] = {}
+        if self.groups is None:
+            return out
+        index = {n: i for i, n in enumerate(self.names)}
+        for g in MASK_GROUPS:
+            ids = [index[n] for n in self.groups.groups.get(g, ()) if n in index]
+            value = self.cm.group_iou(ids) if ids else float("nan")
+            out[g] = None if math.isnan(value) else value
+            if not ids:
+                self.notes.append(f"{g} mask: not scored, the dataset labels none of {list(self.groups.groups[g])}")
+        return out
+
+    def results(self) -> Dict[str, object]:
+        s = self.cm.summary(self.names, self.extra_names)
+        truth_px = self.cm.matrix.sum(1)
+        total = max(1, int(truth_px.sum()))
+        return {
+            "images": self.images,
+            "pixels_scored": int(truth_px.sum()),
+            "per_class_iou": s["per_class_iou"],
+            "class_pixel_share": {n: float(c) / total for n, c in zip(self.names, truth_px)},
+            "miou": _num(s["miou"]),
+            "pixel_accuracy": _num(s["pixel_accuracy"]),
+            "mask_iou": self.mask_iou(),
+            "confusion_matrix": {"rows_truth": self.names, "columns_prediction": s["prediction_names"],
+                                 "counts": s["confusion_matrix"]},
+            "notes": list(dict.fromkeys(self.notes)),
+        }
+
+
+def _num(v: float) -> Optional[float]:
+    return None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)
+
+
+# ----------------------------------------------------------------------------- dataset
+
+def detect_layout(root: str) -> str:
+    return "cityscapes" if os.path.isdir(os.path.join(root, "leftImg8bit")) else "camvid"
+
+
+def read_pair(img_path: str, lab_path: str) -> Tuple[np.ndarray, np.ndarray]:
+    import cv2
+
+    bgr = cv2.imread(img_path, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ValueError(f"cannot read image {img_path}")
+    lab = cv2.imread(lab_path, cv2.IMREAD_UNCHANGED)
+    if lab is None:
+        raise ValueError(f"cannot read label image {lab_path}")
+    if lab.ndim == 3:  # some tools save label maps as 3 equal channels
+        lab = lab[..., 0]
+    if lab.shape != bgr.shape[:2]:
+        raise ValueError(f"{lab_path} is {lab.shape[1]}x{lab.shape[0]} but its image is "
+                         f"{bgr.shape[1]}x{bgr.shape[0]}")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), lab
+
+
+# ----------------------------------------------------------------------------- picture
+
+def confusion_picture(results: Dict[str, object], title: str = "") -> np.ndarray:
+    """BGR picture: the row-normalised confusion matrix as a heat map (each cell: share of the
+    row's truth pixels, %), with per-class IoU bars on the right and the summary on top."""
+    import cv2
+
+    cmd = results["confusion_matrix"]
+    rows, cols = list(cmd["rows_truth"]), list(cmd["columns_prediction"])
+    counts = np.asarray(cmd["counts"], np.float64).reshape(len(rows), len(cols))
+    row_sums = counts.sum(1, keepdims=True)
+    share = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), 0.0)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
+    cell = 42
+    label_w = max(cv2.getTextSize(n, font, scale, 1)[0][0] for n in rows + cols) + 12
+    bar_w = 170
+    title_h = 54
+    top = title_h + label_w
+    left = label_w + 20
+    width = left + cell * len(cols) + 20 + bar_w + 20
+    height = top + cell * len(rows) + 30
+    img = np.full((height, width, 3), 255, np.uint8)
+    heat = cv2.applyColorMap(np.clip(share * 255, 0, 255).astype(np.uint8).reshape(len(rows), len(cols), 1),
+                             cv2.COLORMAP_VIRIDIS)
+    for r in range(len(rows)):
+        for c in range(len(cols)):
+            x0, y0 = left + c * cell, top + r * cell
+            color = tuple(int(v) for v in heat[r, c])
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), color, -1)
+            if row_sums[r, 0] > 0:
+                text = f"{100 * share[r, c]:.0f}"
+                ink = (0, 0, 0) if share[r, c] > 0.6 else (255, 255, 255)
+                (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
+                cv2.putText(img, text, (x0 + (cell - tw) // 2, y0 + (cell + th) // 2), font, scale, ink, 1, cv2.LINE_AA)
+            if r == c:
+                cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (40, 40, 220), 2)
+        (tw, th), _ = cv2.getTextSize(rows[r], font, scale, 1)
+        cv2.putText(img, rows[r], (left - 8 - tw, top + r * cell + (cell + th) // 2), font, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    for c, name in enumerate(cols):  # column names written vertically, bottom to top
+        (tw, th), _ = cv2.getTextSize(name, font, scale, 1)
+        strip = np.full((th + 8, label_w, 3), 255, np.uint8)
+        cv2.putText(strip, name, (label_w - 6 - tw, th + 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
+        x0 = left + c * cell + (cell - strip.shape[1]) // 2
+        img[title_h:title_h + strip.shape[0], x0:x0 + strip.shape[1]] = strip
+    cv2.putText(img, "prediction", (left, height - 10), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
+    cv2.putText(img, "truth", (4, top - 6), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
+    bx = left + cell * len(cols) + 20
+    cv2.putText(img, "IoU %", (bx, top - 6), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+    for r, name in enumerate(rows):
+        v = results["per_class_iou"].get(name)
+        y0 = top + r * cell + 8
+        if v is not None:
+            cv2.rectangle(img, (bx, y0), (bx + int(bar_w * 0.75 * v), y0 + cell - 16), (200, 140, 60), -1)
+        text = "n/a" if v is None else f"{100 * v:.1f}"
+        cv2.putText(img, text, (bx + 4 + int(bar_w * 0.75 * (v or 0)), y0 + cell - 20), font, scale, (0, 0, 0), 1,
+                    cv2.LINE_AA)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
+    masks = results.get("mask_iou", {})
+    summary = (f"mIoU {pct(results['miou'])}   pixel accuracy {pct(results['pixel_accuracy'])}   "
+               + "   ".join(f"{g} {pct(v)}" for g, v in masks.items()))
+    cv2.putText(img, title[:110], (8, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, summary[:120], (8, 42), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+# ----------------------------------------------------------------------------- table
+
+def format_table(results: Dict[str, object]) -> str:
+    pct = lambda v: "  n/a" if v is None else f"{100 * v:5.1f}"
+    names = list(results["per_class_iou"])
+    w = max([len(n) for n in names] + [len(g) + 9 for g in results["mask_iou"]] + [14])
+    lines = [f"{'class':<{w}}  IoU %  pixels %"]
+    for n in names:
+        lines.append(f"{n:<{w}}  {pct(results['per_class_iou'][n])}  {100 * results['class_pixel_share'][n]:7.2f}")
+    lines.append("-" * (w + 18))
+    lines.append(f"{'mIoU':<{w}}  {pct(results['miou'])}")
+    lines.append(f"{'pixel accuracy':<{w}}  {pct(results['pixel_accuracy'])}")
+    for g, v in results["mask_iou"].items():
+        lines.append(f"{g + ' mask IoU':<{w}}  {pct(v)}")
+    for note in results["notes"]:
+        lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- command
+
+def add_arguments(p) -> None:
+    p.add_argument("data", help="dataset root in CamVid layout (<split>/, <split>annot/) or Cityscapes layout "
+                                "(leftImg8bit/, gtFine/)")
+    p.add_argument("--layout", choices=("auto", "camvid", "cityscapes"), default="auto")
+    p.add_argument("--split", help="split to score (default: test for CamVid, val for Cityscapes)")
+    p.add_argument("--model", help="model file (default: the packaged model)")
+    p.add_argument("--label-file", help="label groups of the model (default: the packaged one)")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime, tensorrt or torch")
+    p.add_argument("--num-threads", type=int, default=0, help="CPU inference threads (0: runtime default)")
+    p.add_argument("--mapping", help="YAML mapping of dataset label ids to model classes (default: built in "
+                                     "for CamVid and Cityscapes)")
+    p.add_argument("--limit", type=int, help="score only the first N images")
+    p.add_argument("--json", help="write the results as JSON to this file")
+    p.add_argument("--picture", help="write the confusion matrix picture (PNG) to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args) -> int:
+    from ..core import resources
+    from ..core.image import frame_from_rgb
+    from ..core.labels import load_label_file
+    from ..core.pipeline import SegmentationPipeline
+    from ..core.segmenter import Segmenter
+    from ..core.training.data import find_pairs
+    from .process_bag import Progress
+
+    def fail(text: str, code: int = 2) -> int:
+        print(f"seg-perception evaluate: {text}", file=sys.stderr)
+        return code
+
+    layout = detect_layout(args.data) if args.layout == "auto" else args.layout
+    split = args.split or ("test" if layout == "camvid" else "val")
+    model_path = args.model or resources.DEFAULT_MODEL
+    label_path = args.label_file or resources.DEFAULT_LABEL_FILE
+    try:
+        pairs = find_pairs(args.data, layout, split)[:args.limit]
+        mapping = load_mapping(args.mapping) if args.mapping else default_mapping(layout)
+    except (FileNotFoundError, ValueError) as exc:
+        return fail(str(exc))
+    try:
+        options = {"num_threads": args.num_threads} if args.num_threads else {}
+        segmenter = Segmenter.from_file(model_path, args.backend, **options)
+    except Exception as exc:
+        return fail(f"cannot load model {model_path}: {exc}")
+    backend_text = segmenter.backend.describe()
+    t0 = time.perf_counter()
+    try:
+        groups = load_label_file(label_path, segmenter.info.class_names)
+        scorer = Scorer(mapping, segmenter.info.class_names, groups)
+        pipeline = SegmentationPipeline(segmenter, groups)
+        progress = Progress(len(pairs), "images", stream=sys.stderr, enabled=not args.quiet)
+        for i, (img_path, lab_path) in enumerate(pairs):
+            rgb, lab = read_pair(img_path, lab_path)
+            scorer.update(lab, pipeline.process(frame_from_rgb(rgb)).labels())
+            progress.update(i + 1)
+        progress.finish()
+    except ValueError as exc:  # mapping/model mismatch, unreadable or mismatched files
+        return fail(str(exc))
+    finally:
+        segmenter.release()
+    seconds = time.perf_counter() - t0
+    results = scorer.results()
+    results.update({
+        "dataset": os.path.abspath(args.data), "layout": layout, "split": split,
+        "model": model_path, "label_file": label_path, "backend": backend_text,
+        "mapping": {"name": mapping.name, "source": mapping.source,
+                    "classes": {str(k): v for k, v in sorted(mapping.classes.items())},
+                    "predictions": scorer.predictions},
+        "seconds": seconds, "images_per_second": len(pairs) / seconds if seconds > 0 else None,
+    })
+    print(f"{layout} {split}: {len(pairs)} images from {args.data}; model {os.path.basename(model_path)} "
+          f"({results['backend']}); mapping {mapping.name}")
+    print(format_table(results))
+    if args.json:
+        with open(args.json, "w", encoding="utf-8") as f:
+            json.dump(results, f, indent=1)
+        print(f"wrote {args.json}")
+    if args.picture:
+        import cv2
+
+        title = f"{os.path.basename(model_path)} on {layout} {split} ({len(pairs)} images)"
+        if not cv2.imwrite(args.picture, confusion_picture(results, title)):
+            return fail(f"cannot write {args.picture}")
+        print(f"wrote {args.picture}")
+    return 0
