@@ -26,7 +26,6 @@ setup(
     description="Camera semantic segmentation node: road, pedestrian and parking masks, "
                 "overlay and a drivable-area occupancy grid (TensorRT / ONNX Runtime / PyTorch).",
     license="Apache-2.0",
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "camera_seg_node = seg_perception.ros.node:main",
