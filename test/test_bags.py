@@ -1,0 +1,350 @@
+"""Bags in both storage formats: the sample drive, process-bag (against FrameProcessor run directly
+and against the real node over DDS), --render, and clear errors for corrupt or truncated bags."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+
+import cv2
+import numpy as np
+import pytest
+from rclpy.serialization import deserialize_message, serialize_message
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from nav_msgs.msg import OccupancyGrid
+
+from bag_helpers import (HEIGHT, IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, POSE_PARAMS, WIDTH, by_topic,
+                         colour_params, expected_labels, painted_frame, param_args, read_all, run_cli,
+                         stamp, stamp_ns, write_painted_bag)
+from models import CLASS_ID
+
+from seg_perception.core import bagio
+from seg_perception.ros.processing import OUTPUTS, build_processor
+from seg_perception.tools.process_bag import node_parameters, process_bag
+from seg_perception.tools.sample_bag import OPTICAL_FRAME, quaternion_from_rpy, write_sample_bag
+
+STORAGES = ("sqlite3", "mcap")
+
+
+def image_array(msg: Image) -> np.ndarray:
+    ch = 3 if msg.encoding == "rgb8" else 1
+    arr = np.frombuffer(msg.data, np.uint8).reshape(msg.height, msg.step)[:, :msg.width * ch]
+    return arr.reshape(msg.height, msg.width, ch).squeeze(-1) if ch == 1 else arr.reshape(msg.height, msg.width, 3)
+
+
+# ----------------------------------------------------------------------------- sample drive
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
+    from seg_perception.core.sample import SampleCamera, camera_info_dict, render_frame
+
+    out = str(tmp_path / "drive")
+    code, stdout, stderr = run_cli(["sample-bag", out, "--storage", storage, "--frames", "4",
+                                    "--width", "160", "--height", "120"])
+    assert code == 0, stderr
+    assert "camera_pose.rpy:=[0.0,0.08,0.0]" in stdout
+    assert bagio.bag_storage(out) == storage
+    cam = SampleCamera(width=160, height=120)
+    with bagio.open_bag(out) as bag:
+        topics = bag.topics()
+        assert {t: i.msgtype for t, i in topics.items()} == {
+            "/camera/image_raw": bagio.IMAGE, "/camera/camera_info": bagio.CAMERA_INFO,
+            "/tf_static": bagio.TF_MESSAGE}
+        assert topics["/tf_static"].qos.durability == "transient_local"
+        assert topics["/camera/image_raw"].qos.durability == "volatile"
+        msgs = list(bag.messages())
+    start = 1_700_000_000 * 10 ** 9
+    images = [(t, deserialize_message(raw, Image)) for c, t, raw in msgs if c.topic == "/camera/image_raw"]
+    infos = [(t, deserialize_message(raw, CameraInfo)) for c, t, raw in msgs if c.topic == "/camera/camera_info"]
+    assert [t for t, _ in images] == [start + i * 100_000_000 for i in range(4)]  # 10 Hz
+    for i, (t, img) in enumerate(images):
+        assert stamp_ns(img) == t and img.header.frame_id == OPTICAL_FRAME
+        rgb, _ = render_frame(i, cam)
+        np.testing.assert_array_equal(image_array(img), rgb)
+    assert [t for t, _ in infos] == [t for t, _ in images]
+    want = camera_info_dict(cam)
+    ci = infos[0][1]
+    assert (ci.width, ci.height) == (160, 120)
+    np.testing.assert_allclose(ci.k, want["k"])
+    np.testing.assert_allclose(ci.p, want["p"])
+    # /tf_static: base_link -> camera_link is the sample camera's mount
+    tf = bagio.deserialize(next(raw for c, t, raw in msgs if c.topic == "/tf_static"), bagio.TF_MESSAGE)
+    mount = {tr.child_frame_id: tr for tr in tf.transforms}["camera_link"]
+    assert mount.header.frame_id == "base_link"
+    assert (mount.transform.translation.x, mount.transform.translation.z) == (0.0, 1.5)
+    q = mount.transform.rotation
+    assert (q.x, q.y, q.z, q.w) == pytest.approx((0.0, math.sin(0.04), 0.0, math.cos(0.04)))
+    optical = {tr.child_frame_id: tr for tr in tf.transforms}[OPTICAL_FRAME]
+    q = optical.transform.rotation
+    assert (q.x, q.y, q.z, q.w) == pytest.approx((-0.5, 0.5, -0.5, 0.5))  # REP 103 optical frame
+
+
+def test_quaternion_from_rpy_matches_the_grid_rotation():
+    from seg_perception.core.grid import camera_pose
+
+    for rpy in [(0.1, 0.2, 0.3), (0.0, 0.08, 0.0), (-1.2, 0.4, 2.0)]:
+        x, y, z, w = quaternion_from_rpy(*rpy)
+        R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                      [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+        np.testing.assert_allclose(R, camera_pose((0, 0, 0), rpy)[:3, :3], atol=1e-12)
+
+
+def test_sample_bag_compressed_mcap(tmp_path):
+    from seg_perception.core.sample import SampleCamera, render_frame
+
+    info = write_sample_bag(str(tmp_path / "c"), "mcap", frames=2, width=160, height=120, compressed=True)
+    assert info["image_topic"] == "/camera/image_raw/compressed"
+    msgs = by_topic(str(tmp_path / "c"))
+    assert set(msgs) == {"/camera/image_raw/compressed", "/camera/camera_info", "/tf_static"}
+    msg = deserialize_message(msgs["/camera/image_raw/compressed"][1][1], CompressedImage)
+    assert "jpeg" in msg.format
+    bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    rgb, _ = render_frame(1, SampleCamera(width=160, height=120))
+    assert np.abs(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).astype(int) - rgb).mean() < 4.0
+
+
+def test_sample_bag_refuses_to_overwrite(tmp_path):
+    out = str(tmp_path / "b")
+    assert run_cli(["sample-bag", out, "--frames", "1", "--width", "32", "--height", "24"])[0] == 0
+    code, _, err = run_cli(["sample-bag", out, "--frames", "1", "--width", "32", "--height", "24"])
+    assert code == 2 and "exists already" in err and out in err
+    assert run_cli(["sample-bag", out, "--frames", "2", "--width", "32", "--height", "24", "--overwrite"])[0] == 0
+    assert len(by_topic(out)["/camera/image_raw"]) == 2
+
+
+# ----------------------------------------------------------------------------- process-bag
+
+def decode(name: str, raw: bytes):
+    return deserialize_message(raw, OccupancyGrid if name == "drivable_grid" else Image)
+
+
+def direct_outputs(params, bag_path, wanted):
+    """FrameProcessor run directly over the bag's frames: {(name, stamp): message}."""
+    proc = build_processor(params)
+    out = {}
+    try:
+        msgs = read_all(bag_path)
+        first_info = next((raw for topic, _, raw in msgs if topic == INFO_TOPIC), None)
+        if first_info is not None:
+            proc.set_camera_info(deserialize_message(first_info, CameraInfo))
+        for topic, t, raw in msgs:
+            if topic == INFO_TOPIC:
+                proc.set_camera_info(deserialize_message(raw, CameraInfo))
+            elif topic.startswith(IMAGE_TOPIC):
+                cls = CompressedImage if topic.endswith("/compressed") else Image
+                res = proc.process(deserialize_message(raw, cls), wanted)
+                assert res.grid_error is None, res.grid_error
+                for name, m in res.messages.items():
+                    # through CDR as DDS carries it (OccupancyGrid's resolution is a float32)
+                    out[(name, t)] = decode(name, serialize_message(m))
+    finally:
+        proc.pipeline.segmenter.release()
+    return out
+
+
+@pytest.mark.parametrize("storage,compressed", [("sqlite3", False), ("mcap", False), ("mcap", True),
+                                                ("sqlite3", True)])
+def test_process_bag_outputs_equal_the_frame_processor(tmp_path, colour_model, storage, compressed):
+    src = write_painted_bag(str(tmp_path / "in"), storage, frames=4, compressed=compressed)
+    params = colour_params(colour_model, **POSE_PARAMS)
+    out = str(tmp_path / "out")
+    stats = process_bag(src, out, params, list(OUTPUTS), show_progress=False)
+    assert stats["frames_processed"] == 4 and stats["frames_failed"] == 0 and stats["grid_missing"] == 0
+    assert bagio.bag_storage(out) == storage  # the input's format by default
+    written = by_topic(out)
+    inputs = by_topic(src)
+    # inputs copied through unchanged, at their times
+    for topic, msgs in inputs.items():
+        assert written[topic] == msgs, topic
+    with bagio.open_bag(out) as bag:
+        topics = bag.topics()
+        assert topics[LATCHED_TOPIC].qos.durability == "transient_local"  # recorded QoS kept
+        assert topics["/camera_seg/drivable_grid"].msgtype == bagio.OCCUPANCY_GRID
+        assert topics["/camera_seg/overlay"].msgtype == bagio.IMAGE
+    # FrameProcessor's own messages, at the input frames' receive times. Compared as messages
+    # (every field), not bytes: Fast CDR leaves the alignment padding uninitialised.
+    direct = direct_outputs(params, src, OUTPUTS)
+    for name in OUTPUTS:
+        got = written[f"/camera_seg/{name}"]
+        assert [t for t, _ in got] == [stamp(i) for i in range(4)], name
+        for t, raw in got:
+            assert decode(name, raw) == direct[(name, t)], (name, t)
+    # and they are right: labels are the painting, masks its classes, header stamps the frames'
+    for i, (t, raw) in enumerate(written["/camera_seg/labels"]):
+        msg = deserialize_message(raw, Image)
+        assert stamp_ns(msg) == t and msg.header.frame_id == "camera_optical"
+        np.testing.assert_array_equal(image_array(msg), expected_labels(i))
+        road = image_array(deserialize_message(written["/camera_seg/road_mask"][i][1], Image))
+        np.testing.assert_array_equal(road == 255, expected_labels(i) == CLASS_ID["Road"])
+    grid = deserialize_message(written["/camera_seg/drivable_grid"][0][1], OccupancyGrid)
+    cells = np.frombuffer(grid.data, np.int8)
+    assert grid.header.frame_id == "base_link" and stamp_ns(grid) == stamp(0)
+    assert (cells == 0).any() and (cells == -1).any()
+
+
+def test_process_bag_cli_options(tmp_path, colour_model):
+    src = write_painted_bag(str(tmp_path / "in"), "sqlite3", frames=5)
+    model, labels = colour_model
+    out = str(tmp_path / "out")
+    code, stdout, stderr = run_cli([
+        "process-bag", src, "--out", out, "-p", f"model:={model}", "-p", f"label_file:={labels}",
+        "-p", "grid.enabled:=false", "--outputs", "labels,overlay", "--no-copy-inputs",
+        "--remap", "/camera_seg/overlay:=/seg/overlay", "--storage", "mcap", "--max-frames", "3"])
+    assert code == 0, stderr
+    # progress on stderr with rate and ETA; summary on stdout
+    assert "frames/s" in stderr and "ETA" in stderr and "3/3 frames" in stderr
+    assert "3 of 5 frames" in stdout and "frames/s" in stdout
+    assert bagio.bag_storage(out) == "mcap"
+    written = by_topic(out)
+    assert set(written) == {"/camera_seg/labels", "/seg/overlay"}
+    assert [t for t, _ in written["/seg/overlay"]] == [stamp(i) for i in range(3)]
+
+
+def test_process_bag_rejects_bad_arguments(tmp_path, colour_model):
+    src = write_painted_bag(str(tmp_path / "in"), "sqlite3", frames=1)
+    model, labels = colour_model
+    base = ["process-bag", src, "--out", str(tmp_path / "o"), "-p", f"model:={model}", "-p", f"label_file:={labels}"]
+    for extra, words in [(["-p", "grid.resolution:=0"], "grid.resolution"),
+                         (["-p", "no_such:=1"], "unknown parameter"),
+                         (["-p", "grid.enabled:=maybe"], "grid.enabled"),
+                         (["--outputs", "labels,mystery"], "mystery"),
+                         (["--image-topic", "/nope"], "/nope"),
+                         (["--remap", "/a"], "OLD:=NEW")]:
+        code, _, err = run_cli(base + extra)
+        assert code == 2 and words in err, (extra, err)
+    assert not os.path.exists(tmp_path / "o")
+
+
+def test_process_bag_without_camera_info_writes_no_grid_and_says_why(tmp_path, colour_model):
+    src = write_painted_bag(str(tmp_path / "in"), "sqlite3", frames=2, info_topic=False)
+    stats = process_bag(src, str(tmp_path / "o"), colour_params(colour_model), list(OUTPUTS), show_progress=False)
+    assert stats["camera_info_topic"] is None and stats["frames_processed"] == 2
+    assert stats["grid_missing"] == 2 and "CameraInfo" in stats["grid_error"]
+    assert "/camera_seg/drivable_grid" not in by_topic(str(tmp_path / "o"))
+
+
+def test_process_bag_render(tmp_path, colour_model):
+    src = write_painted_bag(str(tmp_path / "in"), "mcap", frames=3)
+    render = tmp_path / "render"
+    stats = process_bag(src, str(tmp_path / "o"), colour_params(colour_model, **POSE_PARAMS), ["labels"],
+                        render_dir=str(render), show_progress=False)
+    pngs = sorted(p for p in os.listdir(render) if p.endswith(".png"))
+    assert pngs == [f"frame_{i:06d}.png" for i in range(3)]
+    pic = cv2.cvtColor(cv2.imread(str(render / pngs[1])), cv2.COLOR_BGR2RGB)
+    # three panels at the frame's height: image | overlay | grid (square: 40 m x 40 m)
+    assert pic.shape[0] == HEIGHT and pic.shape[1] == 2 * WIDTH + HEIGHT + 2 * 4
+    left = pic[30:, :WIDTH]   # below the caption: the camera frame itself
+    np.testing.assert_array_equal(left, painted_frame(1)[30:])
+    # only labels were asked to be written: the overlay and grid made for the pictures are not
+    assert set(by_topic(str(tmp_path / "o"))) - {IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, "/tf_static"} == \
+        {"/camera_seg/labels"}
+    if stats["video"]:
+        cap = cv2.VideoCapture(stats["video"])
+        n = 0
+        while cap.read()[0]:
+            n += 1
+        assert n == 3
+    else:
+        assert stats["video_error"]
+
+
+# ----------------------------------------------------------------------------- broken bags
+
+def _broken_bags(tmp_path, storage):
+    good = write_painted_bag(str(tmp_path / f"good_{storage}"), storage, frames=3)
+    ext = ".db3" if storage == "sqlite3" else ".mcap"
+    data_file = next(f for f in os.listdir(good) if f.endswith(ext))
+    size = os.path.getsize(os.path.join(good, data_file))
+    cases = {}
+    for label, cut in (("empty", 0), ("half", size // 2), ("most", int(size * 0.9))):
+        d = str(tmp_path / f"{label}_{storage}")
+        shutil.copytree(good, d)
+        with open(os.path.join(d, data_file), "r+b") as f:
+            f.truncate(cut)
+        cases[label] = (d, data_file)
+    d = str(tmp_path / f"garbage_{storage}")
+    shutil.copytree(good, d)
+    with open(os.path.join(d, data_file), "r+b") as f:
+        f.seek(100)
+        f.write(np.random.default_rng(0).bytes(size - 200))
+    cases["garbage"] = (d, data_file)
+    d = str(tmp_path / f"nometa_{storage}")
+    shutil.copytree(good, d)
+    os.remove(os.path.join(d, "metadata.yaml"))
+    return cases
+
+
+@pytest.mark.parametrize("storage", STORAGES)
+def test_corrupt_and_truncated_bags_give_a_clear_error(tmp_path, colour_model, storage):
+    model, labels = colour_model
+    for label, (path, data_file) in _broken_bags(tmp_path, storage).items():
+        out = str(tmp_path / f"out_{label}")
+        code, stdout, err = run_cli(["process-bag", path, "--out", out, "--quiet",
+                                     "-p", f"model:={model}", "-p", f"label_file:={labels}"])
+        assert code == 2, (label, code, stdout, err)
+        assert "cannot read bag" in err and path in err and data_file in err, (label, err)
+        assert "Traceback" not in err
+        assert not os.path.exists(out), label  # no half-written output left behind
+        code, _, err = run_cli(["replay", path])
+        assert code == 2 and path in err and "cannot read bag" in err, (label, err)
+
+
+def test_missing_or_non_bag_paths(tmp_path):
+    (tmp_path / "notes.txt").write_text("hello")
+    (tmp_path / "emptydir").mkdir()
+    for path, words in [(tmp_path / "nope", "bag not found"), (tmp_path / "notes.txt", "is not a bag"),
+                        (tmp_path / "emptydir", "cannot tell the storage format")]:
+        code, _, err = run_cli(["process-bag", str(path), "--out", str(tmp_path / "o")])
+        assert code == 2 and words in err and str(path) in err, err
+
+
+# ----------------------------------------------------------------------------- against the node
+
+def test_process_bag_equals_the_node_over_dds(ros_domain, peer, colour_model, tmp_path):
+    """The real node, fed the bag's messages over Fast DDS, publishes the same outputs (all six,
+    grid included, every field) as process-bag wrote for the same frame."""
+    from ros_harness import PARAMS_FILE, RELIABLE, NodeProcess
+
+    src = write_painted_bag(str(tmp_path / "in"), "mcap", frames=4, latched=False, tf_static=False)
+    model, labels = colour_model
+    overrides = {"model": model, "label_file": labels, **POSE_PARAMS}
+    out = str(tmp_path / "out")
+    stats = process_bag(src, out, node_parameters(PARAMS_FILE, overrides), list(OUTPUTS), show_progress=False)
+    assert stats["frames_processed"] == 4
+    written = by_topic(out)
+
+    node = NodeProcess(ros_domain[0], ros_domain[1], params=overrides,
+                       remaps={"image": IMAGE_TOPIC, "camera_info": INFO_TOPIC})
+    try:
+        outs = {n: peer.subscribe(OccupancyGrid if n == "drivable_grid" else Image, f"/camera_seg/{n}", RELIABLE)
+                for n in OUTPUTS}
+        pub = peer.publisher(Image, IMAGE_TOPIC, RELIABLE)
+        info_pub = peer.publisher(CameraInfo, INFO_TOPIC, RELIABLE)
+        assert peer.wait_matched(pub) and peer.wait_matched(info_pub), node.log()
+        msgs = read_all(src)
+        frames = [(t, raw) for topic, t, raw in msgs if topic == IMAGE_TOPIC]
+        infos = {t: raw for topic, t, raw in msgs if topic == INFO_TOPIC}
+        end = time.monotonic() + 60.0
+        complete = None
+        i = 0
+        while complete is None and time.monotonic() < end:
+            t, raw = frames[i % len(frames)]
+            info_pub.publish(deserialize_message(infos[t], CameraInfo))
+            time.sleep(0.05)
+            pub.publish(deserialize_message(raw, Image))
+            i += 1
+            deadline = time.monotonic() + 0.5
+            while complete is None and time.monotonic() < deadline:
+                common = set.intersection(*({stamp_ns(m) for m in c.snapshot()} for c in outs.values()))
+                complete = min(common) if common else None
+                time.sleep(0.02)
+        assert complete is not None, node.log()
+        for name, col in outs.items():
+            received = next(m for m in col.snapshot() if stamp_ns(m) == complete)
+            want = dict(written[f"/camera_seg/{name}"])[complete]
+            assert received == decode(name, want), name
+    finally:
+        assert node.stop() == 0, node.log()
