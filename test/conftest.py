@@ -5,6 +5,11 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import tempfile
+
+# ROS logs of the test process go to a temporary folder; discovery stays on this host.
+os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="seg_perception_roslog_"))
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # The test process is a plain camera-side participant: no DDS profile of ours.
 os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
 os.environ.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)

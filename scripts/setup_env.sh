@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Creates (or reuses) the virtual environment .venv and installs a pinned requirement set into it.
+#   scripts/setup_env.sh runtime   # ROS 2 Jazzy wheels, numpy, OpenCV, ONNX Runtime (the node)
+#   scripts/setup_env.sh dev       # + torch/torchvision, onnx, onnxscript, rosbags, pytest, colcon
+set -euo pipefail
+cd "$(dirname "$0")/.."
+set_name=${1:-runtime}
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install -q --upgrade pip
+fi
+"$VENV/bin/python" -m pip install -q -r "requirements/$set_name.txt"
+# the package itself, editable, with its console scripts (camera_seg_node, seg-perception)
+"$VENV/bin/python" -m pip install -q --no-deps -e .

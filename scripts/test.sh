@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# One command from a fresh clone: set up the development environment and run the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh dev
+export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
+exec .venv/bin/python -m pytest "$@"

@@ -1,0 +1,159 @@
+"""`seg-perception bench`: speed, measured (not tested).
+
+    seg-perception bench pipeline   per-stage times and fps of the node's pipeline on a
+                                    1920x1080 stream (default)
+    seg-perception bench backends   latency per backend / precision / size / batch (issue #3)
+    seg-perception bench grid       occupancy-grid lookup-table build and per-frame time
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import threading
+import time
+from typing import Dict, List
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    _pipeline_args(p)  # `seg-perception bench [options]` is the pipeline benchmark
+    sub = p.add_subparsers(dest="bench", metavar="WHAT")
+    _pipeline_args(sub.add_parser("pipeline", help="per-stage times of the node's pipeline (default)"))
+    from .bench_backends import add_arguments as backend_args
+
+    backend_args(sub.add_parser("backends", help="latency per backend and precision"))
+    grid = sub.add_parser("grid", help="occupancy grid lookup table and per-frame time")
+    grid.add_argument("grid_args", nargs=argparse.REMAINDER, help="options of bench_grid (see --help)")
+    p.set_defaults(bench=None)
+
+
+def _pipeline_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", default="1920x1080", help="camera frame size WxH")
+    p.add_argument("--frames", type=int, default=60, help="timed frames")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--params-file", default=None, help="node params file (default: the shipped one)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
+    p.add_argument("--no-publish", dest="publish", action="store_false",
+                   help="skip the publish stage (rclpy publish to a matched subscriber)")
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+
+
+def run(args) -> int:
+    if args.bench == "backends":
+        from .bench_backends import run as run_backends
+
+        return run_backends(args)
+    if args.bench == "grid":
+        from .bench_grid import main as grid_main
+
+        return grid_main(args.grid_args)
+    return bench_pipeline(args)
+
+
+def _parse_param(text: str):
+    import yaml
+
+    name, _, value = text.partition(":=")
+    return name, yaml.safe_load(value)
+
+
+def stats_ms(values: List[float]) -> Dict[str, float]:
+    s = sorted(v * 1e3 for v in values)
+    pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
+    return {"median": statistics.median(s), "p90": pick(0.9), "p99": pick(0.99), "mean": statistics.fmean(s)}
+
+
+def bench_pipeline(args) -> int:
+    """The node's FrameProcessor on sample frames, every output wanted, plus the publish of all
+    outputs through rclpy to a subscriber in this process (over Fast DDS, as the node does)."""
+    import rclpy
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+    from ..core.sample import SampleCamera
+    from ..ros.processing import OUTPUTS, build_processor, default_parameters, load_parameters_file
+    from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
+    cam = SampleCamera(width=w, height=h)
+    xyz, rpy = pose_parameters(cam)
+    params.update({"camera_pose.xyz": xyz, "camera_pose.rpy": rpy})
+    params.update(dict(_parse_param(p) for p in args.param))
+    processor = build_processor(params)
+    processor.set_camera_info(camera_info_msg(cam))
+    frames = [frame_msg(rgb, i * 100_000_000) for i, rgb in enumerate(render_frames(cam, 4))]
+
+    pubs, ctx, executor, spinner = {}, None, None, None
+    if args.publish:
+        from nav_msgs.msg import OccupancyGrid
+        from sensor_msgs.msg import Image
+
+        ctx = rclpy.context.Context()
+        rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "0")))
+        node = rclpy.create_node("seg_bench", context=ctx)
+        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        for name in OUTPUTS:
+            kind = OccupancyGrid if name == "drivable_grid" else Image
+            pubs[name] = node.create_publisher(kind, f"/seg_bench/{name}", qos)
+            node.create_subscription(kind, f"/seg_bench/{name}", lambda m: None, qos)
+        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
+        executor.add_node(node)
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
+        end = time.monotonic() + 10
+        while time.monotonic() < end and any(p.get_subscription_count() == 0 for p in pubs.values()):
+            time.sleep(0.05)
+
+    stages: Dict[str, List[float]] = {}
+    totals: List[float] = []
+    try:
+        for i in range(args.warmup + args.frames):
+            t0 = time.perf_counter()
+            res = processor.process(frames[i % len(frames)], OUTPUTS)
+            t_pub = time.perf_counter()
+            for name, msg in res.messages.items():
+                if name in pubs:
+                    pubs[name].publish(msg)
+            res.timings["publish"] = time.perf_counter() - t_pub if pubs else 0.0
+            total = time.perf_counter() - t0
+            if res.grid_error:
+                print(f"grid: {res.grid_error}", file=sys.stderr)
+            if i >= args.warmup:
+                totals.append(total)
+                for k, v in res.timings.items():
+                    stages.setdefault(k, []).append(v)
+    finally:
+        if executor is not None:
+            executor.shutdown(timeout_sec=2.0)
+            rclpy.try_shutdown(context=ctx)
+    backend = processor.pipeline.segmenter.backend
+    result = {
+        "what": "node pipeline (FrameProcessor) per frame, all outputs, in one process",
+        "frame": f"{w}x{h} rgb8", "frames": args.frames, "backend": backend.describe(),
+        "model": processor.model_path,
+        "model_input": f"{backend.info.input_width}x{backend.info.input_height}",
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+        "stages_ms": {k: stats_ms(v) for k, v in stages.items()},
+        "total_ms": stats_ms(totals),
+        "fps": 1.0 / statistics.median(totals),
+    }
+    order = ["convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"]
+    print(f"pipeline benchmark: {result['frame']} frames, model {os.path.basename(result['model'])} "
+          f"(input {result['model_input']}), {result['backend']}, {result['frames']} frames")
+    print(f"{'stage':<12}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'share':>8}")
+    med_total = result["total_ms"]["median"]
+    for k in order + sorted(set(stages) - set(order)):
+        if k in result["stages_ms"]:
+            s = result["stages_ms"][k]
+            print(f"{k:<12}{s['median']:>11.2f}{s['p90']:>9.2f}{s['p99']:>9.2f}{s['median'] / med_total:>8.0%}")
+    t = result["total_ms"]
+    print(f"{'total':<12}{t['median']:>11.2f}{t['p90']:>9.2f}{t['p99']:>9.2f}")
+    print(f"frames per second: {result['fps']:.1f} (1 / median total)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0

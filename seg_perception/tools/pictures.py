@@ -1,0 +1,53 @@
+"""Pictures of what the node publishes: colourised labels, masks, the occupancy grid, and a
+side-by-side composite. Used by the demo and by process-bag --render."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import cv2
+import numpy as np
+
+GRID_COLORS = {0: (60, 200, 60), 100: (30, 30, 30), -1: (150, 150, 150)}  # RGB
+
+
+def grid_picture(cells: np.ndarray) -> np.ndarray:
+    """int8 [rows=y, cols=x] occupancy -> RGB picture seen from above, forward up, left left."""
+    img = np.empty(cells.shape + (3,), np.uint8)
+    for value, color in GRID_COLORS.items():
+        img[cells == value] = color
+    # cells[y index, x index] (y left, x forward) -> picture[row, col] with x up and y to the left:
+    # picture[r, c] = cells[H-1-c, W-1-r]
+    return np.ascontiguousarray(img[::-1, ::-1].transpose(1, 0, 2))
+
+
+def labels_picture(labels: np.ndarray, colors: Sequence) -> np.ndarray:
+    palette = np.zeros((256, 3), np.uint8)
+    palette[:len(colors)] = colors
+    return palette[labels]
+
+
+def fit_height(img: np.ndarray, height: int) -> np.ndarray:
+    if img.ndim == 2:
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    w = max(1, int(round(img.shape[1] * height / img.shape[0])))
+    return cv2.resize(img, (w, height), interpolation=cv2.INTER_AREA)
+
+
+def composite(panels: Sequence[np.ndarray], titles: Sequence[str], height: int = 360,
+              grid: Optional[np.ndarray] = None) -> np.ndarray:
+    """Panels side by side (each scaled to ``height``), titled."""
+    tiles = []
+    for img, title in zip(panels, titles):
+        t = fit_height(img, height).copy()
+        cv2.rectangle(t, (0, 0), (min(t.shape[1], 12 + 11 * len(title)), 26), (0, 0, 0), -1)
+        cv2.putText(t, title, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        tiles.append(t)
+    return np.concatenate(tiles, axis=1)
+
+
+def save_rgb(path: str, rgb: np.ndarray) -> None:
+    if rgb.ndim == 2:
+        cv2.imwrite(path, rgb)
+    else:
+        cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
