@@ -81,9 +81,10 @@ def playback_qos(topic: str, recorded: Optional[TopicQos], message_count: int) -
     """The QoS to republish a topic with: as recorded, with a default where nothing was
     recorded, and latched topics (/tf_static) transient-local keeping every recorded message,
     so a node that starts late still gets each static transform."""
-    qos = recorded or DEFAULT_QOS
     if topic in LATCHED_TOPICS:
-        return TopicQos("reliable", "transient_local", "keep_last", max(1, message_count, qos.depth))
+        depth = max(1, message_count, recorded.depth if recorded else 1)
+        return TopicQos("reliable", "transient_local", "keep_last", depth)
+    qos = recorded or DEFAULT_QOS
     return dataclasses.replace(qos, depth=max(1, qos.depth))
 
 
