@@ -408,8 +408,8 @@ DISTORTED = {
     # wide fisheye: fx 230 on a 640 sensor
     # r (1 - 0.45 r^2) turns back at r = 0.86 (41 deg off axis): the image lies inside that, but
     # ground cells further to the side would fold back into the image centre if projected
-    "pinhole_skew": Cam(skew=30.0),
-    "plumb_bob_skew": Cam(skew=30.0, D=(-0.30, 0.09, 0.001, -0.0008, 0.0)),
+    "pinhole_skew": Cam(skew=150.0),  # large, so that ignoring it moves cells by several
+    "plumb_bob_skew": Cam(skew=150.0, D=(-0.30, 0.09, 0.001, -0.0008, 0.0)),
     "plumb_bob_folding": Cam(fx=800.0, fy=800.0, D=(-0.45, 0.0, 0.0, 0.0, 0.0), rpy=(0.0, 0.25, 0.0)),
     "equidistant": Cam(fx=230.0, fy=230.0, model="equidistant", D=(0.04, -0.01, 0.003, -0.0005),
                        rpy=(0.0, 0.3, 0.0)),

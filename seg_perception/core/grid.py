@@ -15,7 +15,11 @@ that contact, each cell is sampled at two points on the vertical plane through t
 near edge n and far edge f (half a cell towards / away from the camera's ground point). An
 obstacle that blocks the shallower ray to f but not the steeper ray to n stands between n and f:
 its foot is in the cell (100). Both blocked: hidden (-1). Ground seen over a low obstacle stays
-known. docs/grid.md explains the geometry, the conventions and the limits.
+known. A foot is a transition across that vertical plane; the side edges of an obstacle's
+silhouette run along it, and their raster staircase would read as a foot whenever n and f round
+to pixels on both sides. So a far-edge obstacle pixel only counts as a foot when both of its
+horizontal neighbours are obstacle too (1x3 erosion of the label codes, once per frame).
+docs/grid.md explains the geometry, the conventions and the limits.
 """
 
 from __future__ import annotations
@@ -41,9 +45,11 @@ _D_LENGTHS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 8), "equidistan
 # OccupancyGrid values
 FREE, OCCUPIED, UNKNOWN = 0, 100, -1
 
-# What one label pixel tells about the ground (2 bits per sample)
-_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE = 0, 1, 2, 3
-_OUTSIDE_ID = 255  # class id remap writes for samples outside the label map
+# What one label pixel tells about the ground. Obstacle pixels become _SEEN_OBSTACLE_EDGE or,
+# when both horizontal neighbours are obstacle too, _SEEN_OBSTACLE_INSIDE (= edge + erosion).
+_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE = 0, 1, 2
+_SEEN_OBSTACLE_EDGE, _SEEN_OBSTACLE_INSIDE = 4, 8
+_NEAR_SHIFT = 16  # near-edge code * 16 | far-edge code indexes the rule table
 
 # Fixed rotation body (x fwd, y left, z up) -> optical (z fwd, x right, y down): its columns are
 # the optical axes written in the body frame.
@@ -318,26 +324,31 @@ def project_to_labels(camera: CameraModel, K_label: np.ndarray, points_optical: 
 
 
 def _rule_table() -> np.ndarray:
-    """256-entry uint8 table: (near << 2 | far) sample codes -> cell value."""
+    """256-entry uint8 table: near-edge code * 16 | far-edge code -> cell value."""
     ground = (_SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE)
+    codes = (_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE_EDGE, _SEEN_OBSTACLE_INSIDE)
+
+    def ground_value(code: int) -> int:
+        return FREE if code == _SEEN_DRIVABLE else OCCUPIED
 
     def value(near: int, far: int) -> int:
         if near in ground and far in ground:
             # drivable only if the whole cell is: an edge inside it makes it not drivable
             return FREE if near == far == _SEEN_DRIVABLE else OCCUPIED
-        if near in ground and far == _SEEN_OBSTACLE:
+        if near in ground and far == _SEEN_OBSTACLE_INSIDE:
             return OCCUPIED  # the obstacle's foot lies between the two edges
-        if near in ground:
-            return FREE if near == _SEEN_DRIVABLE else OCCUPIED  # far edge out of view
-        if far in ground:
+        if near in ground and far == _SEEN_NOTHING:
+            return ground_value(near)  # far edge out of view
+        if far in ground and near in (_SEEN_NOTHING, _SEEN_OBSTACLE_INSIDE):
             # near edge out of view, or hidden by a low obstacle that the far ray passes over
-            return FREE if far == _SEEN_DRIVABLE else OCCUPIED
-        return UNKNOWN  # hidden behind an obstacle (foot nearer than the cell), or not seen
+            return ground_value(far)
+        # hidden (foot nearer than the cell), not seen, or astride the side of a silhouette
+        return UNKNOWN
 
     table = np.full(256, UNKNOWN & 0xFF, np.uint8)
-    for near in range(4):
-        for far in range(4):
-            table[(near << 2) | far] = value(near, far) & 0xFF
+    for near in codes:
+        for far in codes:
+            table[near * _NEAR_SHIFT | far] = value(near, far) & 0xFF
     return table
 
 
@@ -346,22 +357,18 @@ class GroundGrid:
 
     def __init__(self, spec: GridSpec, groups: LabelGroups) -> None:
         spec.validate()
-        if len(groups.class_names) > _OUTSIDE_ID:
-            raise GridError(f"the grid supports at most {_OUTSIDE_ID} classes, the model has "
-                            f"{len(groups.class_names)}")
         self.spec = spec
         self.groups = groups
-        codes = np.full(256, _SEEN_NOTHING, np.uint8)
-        codes[groups.member("obstacle")] = _SEEN_OBSTACLE
+        codes = np.full(256, _SEEN_NOTHING, np.uint8)  # ids of no group (and unknown ids): nothing
+        codes[groups.member("obstacle")] = _SEEN_OBSTACLE_EDGE
         codes[groups.member("ground")] = _SEEN_NOT_DRIVABLE
         codes[groups.member("drivable")] = _SEEN_DRIVABLE
-        codes[_OUTSIDE_ID] = _SEEN_NOTHING
-        self._code_near = codes << 2
-        self._code_far = codes
+        self._codes = codes
+        self._row_kernel = np.ones((1, 3), np.uint8)
         self._rule = _rule_table()
         self._key: Optional[tuple] = None
         self._failed: Optional[Tuple[tuple, GridError]] = None
-        self._maps: Optional[np.ndarray] = None   # (2*H, W, 2) int16: near, far edge pixel
+        self._maps: Optional[Tuple[np.ndarray, np.ndarray]] = None  # near, far edge: (H, W, 2) int16 pixel
         self._label_shape: Tuple[int, int] = (0, 0)
         self.visible_cells = 0                     # cells in view and within max_range
 
@@ -435,7 +442,7 @@ class GroundGrid:
         return True
 
     def _build(self, camera: CameraModel, T_grid_body: np.ndarray, label_height: int,
-               label_width: int) -> Tuple[np.ndarray, int]:
+               label_width: int) -> Tuple[Tuple[np.ndarray, np.ndarray], int]:
         spec = self.spec
         cam_x, cam_y, cam_z = T_grid_body[:3, 3]
         if cam_z <= 0:
@@ -478,12 +485,14 @@ class GroundGrid:
         ux = np.where(far_enough, dx / np.where(far_enough, dist, 1.0), 1.0)
         uy = np.where(far_enough, dy / np.where(far_enough, dist, 1.0), 0.0)
         half = 0.5 * spec.resolution
-        maps = np.full((2, H * W, 2), -1, np.int16)  # -1: outside the label map -> remap border
-        for plane, sign in ((0, -1.0), (1, 1.0)):
+        maps = []
+        for sign in (-1.0, 1.0):  # near, far
+            m = np.full((H * W, 2), -1, np.int16)  # -1: outside the label map -> remap border
             u, v, ok = pixels(cx + sign * half * ux, cy + sign * half * uy)
-            maps[plane, cells[ok], 0] = u[ok].astype(np.int16)
-            maps[plane, cells[ok], 1] = v[ok].astype(np.int16)
-        return maps.reshape(2 * H, W, 2), int(cells.size)
+            m[cells[ok], 0] = u[ok].astype(np.int16)
+            m[cells[ok], 1] = v[ok].astype(np.int16)
+            maps.append(m.reshape(H, W, 2))
+        return (maps[0], maps[1]), int(cells.size)
 
     def compute(self, labels: np.ndarray) -> np.ndarray:
         """int8 [height, width] grid from a uint8 class map covering the whole camera image.
@@ -499,9 +508,14 @@ class GroundGrid:
         if labels.shape != self._label_shape:
             raise GridError(f"label map is {labels.shape[1]}x{labels.shape[0]} but the grid was "
                             f"configured for {self._label_shape[1]}x{self._label_shape[0]}")
-        H = self.spec.height
-        samples = cv2.remap(labels, self._maps, None, cv2.INTER_NEAREST,
-                            borderMode=cv2.BORDER_CONSTANT, borderValue=_OUTSIDE_ID)
-        code = cv2.LUT(samples[:H], self._code_near)
-        cv2.bitwise_or(code, cv2.LUT(samples[H:], self._code_far), dst=code)
-        return cv2.LUT(code, self._rule).view(np.int8)
+        # per pixel: nothing / drivable / other ground / obstacle edge / obstacle inside
+        code = cv2.LUT(labels, self._codes)
+        inside = cv2.erode(code, self._row_kernel)  # 4 only where the row neighbours are obstacle
+        cv2.add(code, cv2.bitwise_and(inside, _SEEN_OBSTACLE_EDGE), dst=code)
+        near_map, far_map = self._maps
+        near = cv2.remap(cv2.multiply(code, _NEAR_SHIFT), near_map, None, cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=_SEEN_NOTHING)
+        far = cv2.remap(code, far_map, None, cv2.INTER_NEAREST,
+                        borderMode=cv2.BORDER_CONSTANT, borderValue=_SEEN_NOTHING)
+        cv2.bitwise_or(near, far, dst=near)
+        return cv2.LUT(near, self._rule).view(np.int8)
