@@ -1,0 +1,35 @@
+"""The README's main command and the pipeline benchmark run end to end (small sizes)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+BIN = os.path.dirname(sys.executable)
+
+
+def test_demo_runs_the_node_on_the_sample_stream(tmp_path, ros_domain):
+    out = tmp_path / "demo"
+    res = subprocess.run([os.path.join(BIN, "seg-perception"), "demo", "--out", str(out), "--width", "640",
+                          "--height", "360", "--frames", "2", "--seconds", "4", "--domain-id",
+                          str(ros_domain[0])], capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(n > 0 for n in summary["outputs_received"].values()), summary
+    for name in ("demo.png", "overlay.png", "road_mask.png", "drivable_grid.png"):
+        assert (out / name).stat().st_size > 0
+    assert summary["grid"]["cells"] == 400 * 400
+
+
+def test_pipeline_benchmark_prints_every_stage(tmp_path, ros_domain):
+    js = tmp_path / "bench.json"
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain[0]))
+    res = subprocess.run([os.path.join(BIN, "seg-perception"), "bench", "--size", "640x360", "--frames", "3",
+                          "--warmup", "1", "--json", str(js)], capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0, res.stderr[-3000:]
+    result = json.loads(js.read_text())
+    assert {"convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg",
+            "publish"} <= set(result["stages_ms"])
+    assert "frames per second" in res.stdout
