@@ -260,8 +260,8 @@ def run(args) -> int:
             time.sleep(args.delay)
         t0 = time.monotonic()
         loops = player.play(args.loop)
-        player.flush()
         wall = time.monotonic() - t0
+        player.flush()
         total = sum(player.published.values())
         print(f"published {total} messages on {len(player.publishers)} topics in {wall:.2f} s "
               f"({loops} loop{'s' if loops != 1 else ''}; {duration * loops / wall if wall > 0 else 0:.2f}x "
