@@ -18,7 +18,8 @@ its foot is in the cell (100). Both blocked: hidden (-1). Ground seen over a low
 known. A foot is a transition across that vertical plane; the side edges of an obstacle's
 silhouette run along it, and their raster staircase would read as a foot whenever n and f round
 to pixels on both sides. So a far-edge obstacle pixel only counts as a foot when both of its
-horizontal neighbours are obstacle too (1x3 erosion of the label codes, once per frame).
+horizontal neighbours are obstacle too (1x3 erosion of the label codes, once per frame); a
+cell astride a silhouette's side takes the value of its seen edge, or -1 if that is the far one.
 docs/grid.md explains the geometry, the conventions and the limits.
 """
 
@@ -45,10 +46,9 @@ _D_LENGTHS = {"plumb_bob": (0, 4, 5), "rational_polynomial": (0, 8), "equidistan
 # OccupancyGrid values
 FREE, OCCUPIED, UNKNOWN = 0, 100, -1
 
-# What one label pixel tells about the ground. Obstacle pixels become _SEEN_OBSTACLE_EDGE or,
-# when both horizontal neighbours are obstacle too, _SEEN_OBSTACLE_INSIDE (= edge + erosion).
-_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE = 0, 1, 2
-_SEEN_OBSTACLE_EDGE, _SEEN_OBSTACLE_INSIDE = 4, 8
+# What one label pixel tells about the ground. For the far edge, an obstacle pixel whose two
+# horizontal neighbours are obstacle too becomes _SEEN_OBSTACLE_INSIDE (= obstacle + erosion).
+_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE, _SEEN_OBSTACLE_INSIDE = 0, 1, 2, 4, 8
 _NEAR_SHIFT = 16  # near-edge code * 16 | far-edge code indexes the rule table
 
 # Fixed rotation body (x fwd, y left, z up) -> optical (z fwd, x right, y down): its columns are
@@ -326,7 +326,8 @@ def project_to_labels(camera: CameraModel, K_label: np.ndarray, points_optical: 
 def _rule_table() -> np.ndarray:
     """256-entry uint8 table: near-edge code * 16 | far-edge code -> cell value."""
     ground = (_SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE)
-    codes = (_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE_EDGE, _SEEN_OBSTACLE_INSIDE)
+    near_codes = (_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE)
+    far_codes = near_codes + (_SEEN_OBSTACLE_INSIDE,)
 
     def ground_value(code: int) -> int:
         return FREE if code == _SEEN_DRIVABLE else OCCUPIED
@@ -339,15 +340,16 @@ def _rule_table() -> np.ndarray:
             return OCCUPIED  # the obstacle's foot lies between the two edges
         if near in ground and far == _SEEN_NOTHING:
             return ground_value(near)  # far edge out of view
-        if far in ground and near in (_SEEN_NOTHING, _SEEN_OBSTACLE_INSIDE):
-            # near edge out of view, or hidden by a low obstacle that the far ray passes over
+        if far in ground:
+            # near edge out of view, hidden by a low obstacle that the far ray passes over, or
+            # beside the side of a silhouette: the far edge is seen
             return ground_value(far)
-        # hidden (foot nearer than the cell), not seen, or astride the side of a silhouette
+        # hidden (foot nearer than the cell), not seen, or the far edge on a silhouette's side
         return UNKNOWN
 
     table = np.full(256, UNKNOWN & 0xFF, np.uint8)
-    for near in codes:
-        for far in codes:
+    for near in near_codes:
+        for far in far_codes:
             table[near * _NEAR_SHIFT | far] = value(near, far) & 0xFF
     return table
 
@@ -360,10 +362,11 @@ class GroundGrid:
         self.spec = spec
         self.groups = groups
         codes = np.full(256, _SEEN_NOTHING, np.uint8)  # ids of no group (and unknown ids): nothing
-        codes[groups.member("obstacle")] = _SEEN_OBSTACLE_EDGE
+        codes[groups.member("obstacle")] = _SEEN_OBSTACLE
         codes[groups.member("ground")] = _SEEN_NOT_DRIVABLE
         codes[groups.member("drivable")] = _SEEN_DRIVABLE
         self._codes = codes
+        self._near_codes = codes * _NEAR_SHIFT
         self._row_kernel = np.ones((1, 3), np.uint8)
         self._rule = _rule_table()
         self._key: Optional[tuple] = None
@@ -508,12 +511,12 @@ class GroundGrid:
         if labels.shape != self._label_shape:
             raise GridError(f"label map is {labels.shape[1]}x{labels.shape[0]} but the grid was "
                             f"configured for {self._label_shape[1]}x{self._label_shape[0]}")
-        # per pixel: nothing / drivable / other ground / obstacle edge / obstacle inside
+        # far-edge code per pixel: nothing / drivable / other ground / obstacle / obstacle inside
         code = cv2.LUT(labels, self._codes)
-        inside = cv2.erode(code, self._row_kernel)  # 4 only where the row neighbours are obstacle
-        cv2.add(code, cv2.bitwise_and(inside, _SEEN_OBSTACLE_EDGE), dst=code)
+        inside = cv2.erode(code, self._row_kernel)  # obstacle only where the row neighbours are
+        cv2.add(code, cv2.bitwise_and(inside, _SEEN_OBSTACLE), dst=code)
         near_map, far_map = self._maps
-        near = cv2.remap(cv2.multiply(code, _NEAR_SHIFT), near_map, None, cv2.INTER_NEAREST,
+        near = cv2.remap(cv2.LUT(labels, self._near_codes), near_map, None, cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=_SEEN_NOTHING)
         far = cv2.remap(code, far_map, None, cv2.INTER_NEAREST,
                         borderMode=cv2.BORDER_CONSTANT, borderValue=_SEEN_NOTHING)
