@@ -2,7 +2,6 @@
 newest-frame slot (plain pytest, no ROS)."""
 
 import json
-import os
 import threading
 
 import numpy as np

@@ -114,4 +114,6 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
     assert {"model", "backend", "image_transport"} <= overridden
     assert overridden - {"use_sim_time"} <= set(SPEC_BY_NAME)
     # the module it imports exists without rclpy or launch
-    from seg_perception.ros.dds_profile import profile_env  # noqa: F401
+    from seg_perception.ros.dds_profile import profile_env
+
+    assert callable(profile_env)

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 
 BIN = os.path.dirname(sys.executable)
 

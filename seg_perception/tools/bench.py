@@ -14,7 +14,6 @@ import os
 import platform
 import statistics
 import sys
-import threading
 import time
 from typing import Dict, List
 
@@ -70,7 +69,6 @@ def stats_ms(values: List[float]) -> Dict[str, float]:
 def bench_pipeline(args) -> int:
     """The node's FrameProcessor on sample frames, every output wanted, plus the publish of all
     outputs through rclpy to a subscriber in this process (over Fast DDS, as the node does)."""
-    import rclpy
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..core.sample import SampleCamera
@@ -87,23 +85,20 @@ def bench_pipeline(args) -> int:
     processor.set_camera_info(camera_info_msg(cam))
     frames = [frame_msg(rgb, i * 100_000_000) for i, rgb in enumerate(render_frames(cam, 4))]
 
-    pubs, ctx, executor, spinner = {}, None, None, None
+    pubs, peer = {}, None
     if args.publish:
         from nav_msgs.msg import OccupancyGrid
         from sensor_msgs.msg import Image
 
-        ctx = rclpy.context.Context()
-        rclpy.init(context=ctx, domain_id=int(os.environ.get("ROS_DOMAIN_ID", "0")))
-        node = rclpy.create_node("seg_bench", context=ctx)
+        from ..ros.participant import Participant
+
+        peer = Participant("seg_bench", int(os.environ.get("ROS_DOMAIN_ID", "0")))
+        node = peer.node
         qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
         for name in OUTPUTS:
             kind = OccupancyGrid if name == "drivable_grid" else Image
             pubs[name] = node.create_publisher(kind, f"/seg_bench/{name}", qos)
             node.create_subscription(kind, f"/seg_bench/{name}", lambda m: None, qos)
-        executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-        executor.add_node(node)
-        spinner = threading.Thread(target=executor.spin, daemon=True)
-        spinner.start()
         end = time.monotonic() + 10
         while time.monotonic() < end and any(p.get_subscription_count() == 0 for p in pubs.values()):
             time.sleep(0.05)
@@ -127,9 +122,8 @@ def bench_pipeline(args) -> int:
                 for k, v in res.timings.items():
                     stages.setdefault(k, []).append(v)
     finally:
-        if executor is not None:
-            executor.shutdown(timeout_sec=2.0)
-            rclpy.try_shutdown(context=ctx)
+        if peer is not None:
+            peer.close()
     backend = processor.pipeline.segmenter.backend
     result = {
         "what": "node pipeline (FrameProcessor) per frame, all outputs, in one process",

@@ -62,14 +62,13 @@ def _node_command() -> List[str]:
 
 
 def run(args) -> int:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import OccupancyGrid
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ..core.grid import GridSpec  # noqa: F401  (fails early if the grid module is missing)
     from ..ros.conversions import image_to_array
+    from ..ros.participant import Participant
     from ..ros.processing import IMAGE_OUTPUTS
     from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
     from . import pictures
@@ -93,9 +92,8 @@ def run(args) -> int:
 
     # this process is the camera: no DDS profile of ours (like a camera driver)
     os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
-    ctx = rclpy.context.Context()
-    rclpy.init(context=ctx, domain_id=args.domain_id)
-    peer = rclpy.create_node("seg_demo_camera", context=ctx)
+    participant = Participant("seg_demo_camera", args.domain_id)
+    peer = participant.node
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     received: Dict[str, list] = {n: [] for n in IMAGE_OUTPUTS + ("drivable_grid",)}
     diags: list = []
@@ -114,10 +112,6 @@ def run(args) -> int:
     peer.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(m), 10)
     img_pub = peer.create_publisher(Image, "/camera/image_raw", reliable)
     info_pub = peer.create_publisher(CameraInfo, "/camera/camera_info", reliable)
-    executor = rclpy.executors.SingleThreadedExecutor(context=ctx)
-    executor.add_node(peer)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     counts = {n: 0 for n in received}
     try:
         end = time.monotonic() + 30.0
@@ -150,8 +144,7 @@ def run(args) -> int:
             node_proc.wait(10)
         except subprocess.TimeoutExpired:
             node_proc.kill()
-        executor.shutdown(timeout_sec=2.0)
-        rclpy.try_shutdown(context=ctx)
+        participant.close()
 
     status = {}
     for arr in diags:
@@ -176,13 +169,11 @@ def run(args) -> int:
             [imgs["overlay"], imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"], grid_rgb],
             ["overlay", "road_mask", "pedestrian_mask", "parking_mask", "drivable_grid (top view)"])
         pictures.save_rgb(os.path.join(args.out, "demo.png"), panel)
-        known = cells[cells >= 0]
         summary["grid"] = {"cells": int(cells.size), "drivable": int((cells == 0).sum()),
                            "not_drivable": int((cells == 100).sum()), "unknown": int((cells < 0).sum()),
                            "frame": g.header.frame_id, "resolution_m": g.info.resolution}
         summary["mask_share"] = {n: float((imgs[n] == 255).mean()) for n in
                                  ("road_mask", "pedestrian_mask", "parking_mask")}
-        del known
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary, indent=2))
