@@ -15,7 +15,7 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from models import CLASS_ID, TEST_LABEL_YAML, layout_ids, make_colour_model, paint_blocks
+from models import CLASS_ID, COLOR, TEST_LABEL_YAML, layout_ids, make_colour_model, paint_blocks
 from ros_harness import BEST_EFFORT, RELIABLE, NodeProcess
 
 OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay")
@@ -410,3 +410,78 @@ def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_dom
         t0 = time.monotonic()
         assert node.stop(signal.SIGTERM) == 0, node.log()
         assert time.monotonic() - t0 < 5.0
+
+
+def sample_scene_in_test_colours(width=640, height=360):
+    """The sample street scene painted in the test model's class colours (so the model's output
+    is the scene's ground truth), with its camera."""
+    from seg_perception.core.sample import CLASS_ID as SAMPLE_ID, SampleCamera, render_frame
+
+    cam = SampleCamera(width=width, height=height)
+    _, truth = render_frame(3, cam)
+    to_test = {"Sky": "Sky", "Building": "Building", "Road": "Road", "Pavement": "Sidewalk",
+               "Parking": "Parking", "Car": "Car", "Pedestrian": "Person"}
+    rgb = np.zeros((height, width, 3), np.uint8)
+    for sample_name, test_name in to_test.items():
+        rgb[truth == SAMPLE_ID[sample_name]] = COLOR[test_name]
+    return cam, rgb
+
+
+def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_on(ros_domain, peer, colour_model):
+    from nav_msgs.msg import OccupancyGrid
+
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb = sample_scene_in_test_colours()
+    node = start_node(ros_domain, colour_model, **{
+        "grid.enabled": True, "camera_pose.xyz": list(cam.pose_xyz), "camera_pose.rpy": list(cam.pose_rpy)})
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        ci_pub = peer.publisher(CameraInfo, "/camera_info", RELIABLE)
+        assert peer.wait_matched(pub) and peer.wait_matched(ci_pub), node.log()
+
+        def frame(stamp):
+            ci_pub.publish(camera_info_msg(cam, stamp))
+            return image_msg(rgb, stamp)
+
+        stamp = feed_until(peer, pub, frame, [outs["labels"], grids])
+        g = next(m for m in grids.snapshot() if stamp_of(m) == stamp)
+        assert g.header.frame_id == "base_link"
+        assert (g.info.width, g.info.height) == (400, 400)
+        assert abs(g.info.resolution - 0.1) < 1e-6
+        assert (g.info.origin.position.x, g.info.origin.position.y) == (0.0, -20.0)
+        cells = np.frombuffer(g.data, np.int8).reshape(400, 400)
+
+        def cell(x, y):
+            return cells[int((y + 20.0) / 0.1), int(x / 0.1)]
+
+        assert cell(10.0, 0.0) == 0        # road ahead: drivable
+        assert cell(10.0, 3.75) == 100     # pavement strip beside the road: ground, not drivable
+        assert cell(0.5, 15.0) == -1       # beside the car, outside the camera's view
+        # invalid CameraInfo (K all zero): no grid, ERROR in the grid status, masks go on
+        bad = camera_info_msg(cam)
+        bad.k = [0.0] * 9
+        n_grids = len(grids.snapshot())
+
+        def bad_frame(stamp):
+            ci_pub.publish(bad)
+            return image_msg(rgb, stamp)
+
+        stamp2 = feed_until(peer, pub, bad_frame, [outs["labels"]])
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR, suffix="drivable grid")
+        assert st is not None and "CameraInfo" in st.message, node.log()
+        time.sleep(0.5)
+        assert all(stamp_of(m) < stamp2 for m in grids.snapshot()[n_grids:])
+        # CameraInfo stops arriving: after camera_info_timeout the grid stops with a WARN
+        ci_pub.publish(camera_info_msg(cam))
+        time.sleep(2.5)  # default camera_info_timeout is 2 s
+        stamp3 = feed_until(peer, pub, lambda s: image_msg(rgb, s + 1), [outs["labels"]])
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_WARN and "CameraInfo" in s.message,
+                         suffix="drivable grid")
+        assert st is not None, node.log()
+        assert all(stamp_of(m) != stamp3 for m in grids.snapshot())
+    finally:
+        assert node.stop() == 0, node.log()
