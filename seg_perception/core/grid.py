@@ -373,6 +373,7 @@ class GroundGrid:
         self._failed: Optional[Tuple[tuple, GridError]] = None
         self._maps: Optional[Tuple[np.ndarray, np.ndarray]] = None  # near, far edge: (H, W, 2) int16 pixel
         self._label_shape: Tuple[int, int] = (0, 0)
+        self._crop: Tuple[slice, slice] = (slice(None), slice(None))  # label region the maps index
         self.visible_cells = 0                     # cells in view and within max_range
 
     @property
@@ -495,6 +496,17 @@ class GroundGrid:
             m[cells[ok], 0] = u[ok].astype(np.int16)
             m[cells[ok], 1] = v[ok].astype(np.int16)
             maps.append(m.reshape(H, W, 2))
+        # Per frame only the label rows and columns some cell samples are processed (plus a
+        # column each side, so the row erosion sees the real neighbours).
+        sampled = [m[m[..., 0] >= 0] for m in maps]
+        uv = np.concatenate(sampled) if any(len(x) for x in sampled) else np.zeros((1, 2), np.int16)
+        u0 = max(0, int(uv[:, 0].min()) - 1)
+        u1 = min(label_width, int(uv[:, 0].max()) + 2)
+        v0, v1 = int(uv[:, 1].min()), int(uv[:, 1].max()) + 1
+        for m in maps:
+            valid = m[..., 0] >= 0
+            m[valid] -= np.array([u0, v0], np.int16)
+        self._crop = (slice(v0, v1), slice(u0, u1))
         return (maps[0], maps[1]), int(cells.size)
 
     def compute(self, labels: np.ndarray) -> np.ndarray:
@@ -511,6 +523,7 @@ class GroundGrid:
         if labels.shape != self._label_shape:
             raise GridError(f"label map is {labels.shape[1]}x{labels.shape[0]} but the grid was "
                             f"configured for {self._label_shape[1]}x{self._label_shape[0]}")
+        labels = labels[self._crop]
         # far-edge code per pixel: nothing / drivable / other ground / obstacle / obstacle inside
         code = cv2.LUT(labels, self._codes)
         inside = cv2.erode(code, self._row_kernel)  # obstacle only where the row neighbours are
