@@ -81,9 +81,11 @@ class SegmentationPipeline:
         self.groups = groups
         colors = [c.color for c in segmenter.info.classes]
         self.post = Postprocessor(groups, colors, overlay_alpha)
-        # Test hook (issue #7): a callable run before inference that may raise, to inject faults
-        # honestly into the real pipeline. None in normal operation.
-        self.fault_hook: Optional[Callable[[Frame], None]] = None
+        # Test hook: a callable run before inference that may raise, to inject faults into the
+        # real pipeline (see core/faults.py). None in normal operation.
+        from .faults import fault_hook_from_env
+
+        self.fault_hook: Optional[Callable[[Frame], None]] = fault_hook_from_env()
 
     @property
     def info(self):

@@ -48,6 +48,7 @@ class CameraSegNode(Node):
         self._last_log: Dict[str, float] = {}
         self._last_camera_info = None  # monotonic time of the last CameraInfo
         self._idle = False
+        self._grid_builds = 0  # cell->pixel lookup tables built (first frame, new size, new pose)
 
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -203,6 +204,8 @@ class CameraSegNode(Node):
         self.stats.on_processed(time.monotonic() - t_received, result.timings)
 
     def _grid_status(self, result, fresh: bool) -> None:
+        if result.grid_rebuilt:
+            self._grid_builds += 1
         err = result.grid_error
         if err is None:
             self.stats.clear("grid")
@@ -265,7 +268,8 @@ class CameraSegNode(Node):
                 f"{name}: drivable grid", self.p["grid.frame_id"],
                 g.level if g else diag.OK, g.message if g else "publishing",
                 {"frame": self.p["grid.frame_id"], "resolution (m)": self.p["grid.resolution"],
-                 "camera_info timeout (s)": self.p["camera_info_timeout"]}))
+                 "camera_info timeout (s)": self.p["camera_info_timeout"],
+                 "lookup table builds": self._grid_builds}))
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
 
     def shutdown(self) -> None:
