@@ -348,3 +348,25 @@ def test_process_bag_equals_the_node_over_dds(ros_domain, peer, colour_model, tm
             assert received == decode(name, want), name
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_camera_topic_choice_and_remaps():
+    I, C, CI = bagio.IMAGE, bagio.COMPRESSED_IMAGE, bagio.CAMERA_INFO
+    both = {"/cam/image_raw": I, "/cam/image_raw/compressed": C, "/cam/camera_info": CI, "/other/camera_info": CI}
+    # one camera recorded raw and compressed counts once; its sibling camera_info is chosen
+    assert bagio.choose_camera_topics(both) == ("/cam/image_raw", "/cam/camera_info")
+    assert bagio.choose_camera_topics(both, prefer_compressed=True) == ("/cam/image_raw/compressed",
+                                                                         "/cam/camera_info")
+    assert bagio.choose_camera_topics({"/a": C, "/info": CI}) == ("/a", "/info")
+    assert bagio.choose_camera_topics({"/a": I}) == ("/a", None)
+    with pytest.raises(bagio.BagError, match="several camera topics"):
+        bagio.choose_camera_topics({"/a": I, "/b": I})
+    with pytest.raises(bagio.BagError, match="no sensor_msgs/Image"):
+        bagio.choose_camera_topics({"/info": CI})
+    assert bagio.choose_camera_topics({"/a": I, "/b": I}, image_topic="b") == ("/b", None)
+    with pytest.raises(bagio.BagError, match="not a CameraInfo"):
+        bagio.choose_camera_topics(both, camera_info_topic="/cam/image_raw")
+    assert bagio.parse_remaps(["a:=/b", " /c := d "]) == {"/a": "/b", "/c": "/d"}
+    for bad in ("a", ":=b", "a:="):
+        with pytest.raises(ValueError):
+            bagio.parse_remaps([bad])

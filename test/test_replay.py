@@ -104,7 +104,7 @@ def test_replay_round_trip_timing_qos_clock_loop(ros_domain, peer, tmp_path, sto
 def test_replay_cli_errors(tmp_path):
     src = write_painted_bag(str(tmp_path / "in"), "sqlite3", frames=1)
     for argv, words in [(["--rate", "0"], "--rate"), (["--remap", "x"], "OLD:=NEW"),
-                        (["--topics", "/nope"], "/nope"), (["--loop", "-1"], "--loop")]:
+                        (["--topics", "/nope"], "/nope"), (["--repeat", "0"], "--repeat")]:
         code, _, err = run_cli(["replay", src] + argv)
         assert code == 2 and words in err, (argv, err)
 

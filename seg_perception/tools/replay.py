@@ -25,8 +25,8 @@ def add_arguments(p) -> None:
     p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP) or a .db3/.mcap file")
     p.add_argument("--rate", type=float, default=1.0,
                    help="playback speed factor (default 1.0; 2 = twice as fast as recorded)")
-    p.add_argument("--loop", type=int, nargs="?", const=0, default=1, metavar="N",
-                   help="play N times (--loop alone: until Ctrl-C)")
+    p.add_argument("--loop", action="store_true", help="play again and again until Ctrl-C")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="play N times (default 1)")
     p.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
                    help="publish topic OLD as NEW, e.g. /camera/image_raw:=/image (repeatable)")
     p.add_argument("--topics", nargs="+", metavar="TOPIC", help="play only these topics (bag names)")
@@ -228,8 +228,9 @@ def run(args) -> int:
 
     if not args.rate > 0:
         return fail(f"--rate must be > 0, got {args.rate}")
-    if args.loop < 0:
-        return fail(f"--loop must be >= 0, got {args.loop}")
+    if args.repeat < 1:
+        return fail(f"--repeat must be >= 1, got {args.repeat}")
+    loops = 0 if args.loop else args.repeat
     try:
         remaps = parse_remaps(args.remap)
         open_bag(args.bag).close()  # a bad bag is reported before ROS starts
@@ -247,7 +248,7 @@ def run(args) -> int:
         if not args.quiet:
             print(f"replaying {args.bag}: {duration:.1f} s recorded at rate {args.rate:g}"
                   f"{' with /clock' if player.clock_pub else ''}"
-                  f"{', looping' if args.loop != 1 else ''}")
+                  f"{', looping' if loops == 0 else (f', {loops} times' if loops > 1 else '')}")
             print("\n".join(player.describe()))
         for name, why in player.skipped.items():
             if name != CLOCK_TOPIC:
@@ -259,12 +260,12 @@ def run(args) -> int:
         if args.delay > 0:
             time.sleep(args.delay)
         t0 = time.monotonic()
-        loops = player.play(args.loop)
+        played = player.play(loops)
         wall = time.monotonic() - t0
         player.flush()
         total = sum(player.published.values())
         print(f"published {total} messages on {len(player.publishers)} topics in {wall:.2f} s "
-              f"({loops} loop{'s' if loops != 1 else ''}; {duration * loops / wall if wall > 0 else 0:.2f}x "
+              f"({played} loop{'s' if played != 1 else ''}; {duration * played / wall if wall > 0 else 0:.2f}x "
               f"recorded speed; at most {1e3 * player.max_lateness:.0f} ms behind schedule)")
     except KeyboardInterrupt:
         print("stopped", file=sys.stderr)
