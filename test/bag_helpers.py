@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import contextlib
 import io
-import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from models import CLASS_ID, layout_ids, paint_blocks
+from models import layout_ids, paint_blocks
 
 from seg_perception.core import bagio
 
@@ -142,19 +141,6 @@ def colour_params(colour_model, **extra) -> Dict[str, object]:
     overrides = {"model": model, "label_file": labels}
     overrides.update(extra)
     return node_parameters(None, overrides)
-
-
-def param_args(params: Dict[str, object]) -> List[str]:
-    out = []
-    for k, v in params.items():
-        if isinstance(v, bool):
-            text = "true" if v else "false"
-        elif isinstance(v, list):
-            text = "[" + ",".join(repr(float(x)) for x in v) + "]"
-        else:
-            text = str(v)
-        out += ["-p", f"{k}:={text}"]
-    return out
 
 
 def stamp_ns(msg) -> int:

@@ -16,7 +16,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from nav_msgs.msg import OccupancyGrid
 
 from bag_helpers import (HEIGHT, IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, POSE_PARAMS, WIDTH, by_topic,
-                         colour_params, expected_labels, painted_frame, param_args, read_all, run_cli,
+                         colour_params, expected_labels, painted_frame, read_all, run_cli,
                          stamp, stamp_ns, write_painted_bag)
 from models import CLASS_ID
 

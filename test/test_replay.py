@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from bag_helpers import (IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, START_NS, by_topic, expected_labels,
                          run_cli, stamp, stamp_ns, write_painted_bag)
 from models import TEST_LABEL_YAML, make_colour_model
-from ros_harness import RELIABLE, NodeProcess, ros_env
+from ros_harness import NodeProcess, ros_env
 
 from seg_perception.core import bagio
 from seg_perception.tools.replay import Player, message_class

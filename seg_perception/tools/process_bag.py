@@ -15,7 +15,6 @@ as in the node, when the newest is older than camera_info_timeout (in recorded t
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from typing import Dict, List, Optional, Sequence, TextIO
