@@ -3,7 +3,8 @@
 A cell-to-pixel lookup table is built once per (CameraInfo, camera pose, label map size) by
 projecting ground points forward through the real camera model (cv2.projectPoints for plumb_bob
 and rational_polynomial, cv2.fisheye.projectPoints for equidistant), honouring binning and ROI.
-Per frame, the grid is three nearest-pixel gathers (cv2.remap) and a few 256-entry table lookups.
+Per frame, the grid is two nearest-pixel gathers (cv2.remap), a row erosion and a few 256-entry
+table lookups.
 
 Cell values (nav_msgs/OccupancyGrid): 0 drivable, 100 not drivable (ground classes that are not
 drivable, and the ground contact of obstacles), -1 unknown.
@@ -407,7 +408,7 @@ class GroundGrid:
         describes. Raises GridError (and forgets the old table) for an invalid CameraInfo or
         pose, a label map it cannot use, or a camera that sees no cell of the grid.
         """
-        if self._maps is not None and image_size is None:
+        if self._maps is not None and (image_size is None or tuple(image_size) == camera.image_size()):
             # per-frame call with the inputs of the current table: answer before validating
             # again (they were valid when it was built; a NaN never compares equal)
             T = np.asarray(T_grid_body, dtype=np.float64)
