@@ -542,6 +542,13 @@ def test_compute_checks_its_input():
     for bad in (np.zeros((240, 321), np.uint8), np.zeros((240, 320), np.int32), np.zeros((240, 320, 3), np.uint8)):
         with pytest.raises(GridError):
             grid.compute(bad)
+    # a letterboxed model output passes the inner part as a view with a wider row stride
+    labels = render_labels(Cam(), ROAD_SCENE)
+    padded = np.zeros((260, 360), np.uint8)
+    padded[10:250, 20:340] = labels
+    view = padded[10:250, 20:340]
+    assert not view.flags.c_contiguous
+    assert np.array_equal(grid.compute(view), grid.compute(labels))
 
 
 def test_sample_street_scene_end_to_end():
