@@ -60,8 +60,7 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
         lw, lh = label_size
 
         build_ms = []
-        grid = GroundGrid(spec, groups)
-        for i in range(max(1, builds)):
+        for _ in range(max(1, builds)):
             grid = GroundGrid(spec, groups)  # fresh: measures a real build each time
             t0 = time.perf_counter()
             grid.configure(model, T, lh, lw)
