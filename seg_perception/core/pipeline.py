@@ -58,21 +58,22 @@ class FrameResult:
             self.timer.add(stage, time.perf_counter() - t0)
         return out
 
-    def labels(self) -> np.ndarray:
+    # ``out``: an array of the right shape to write the output into (e.g. a message's buffer).
+    def labels(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """HxW uint8 class ids at the frame's size."""
         post = self.pipeline.post
-        return self._timed("labels", lambda: post.upsample(self.labels_small, self.height, self.width))
+        return self._timed("labels", lambda: post.upsample(self.labels_small, self.height, self.width, out))
 
-    def mask(self, group: str) -> np.ndarray:
+    def mask(self, group: str, out: Optional[np.ndarray] = None) -> np.ndarray:
         """HxW uint8: 255 where the class belongs to ``group`` (road, pedestrian, parking)."""
         post = self.pipeline.post
         return self._timed("mask:" + group, lambda: post.upsample(
-            post.mask_small(self.labels_small, group), self.height, self.width))
+            post.mask_small(self.labels_small, group), self.height, self.width, out))
 
-    def overlay(self) -> np.ndarray:
+    def overlay(self, out: Optional[np.ndarray] = None) -> np.ndarray:
         """HxWx3 rgb8: the frame blended with its class colours."""
-        return self._timed("overlay", lambda: self.pipeline.post.overlay(self.frame.rgb(), self.labels_small),
-                           stage="overlay")
+        return self._timed("overlay", lambda: self.pipeline.post.overlay(
+            self.frame.rgb(), self.labels_small, out), stage="overlay")
 
 
 class SegmentationPipeline:

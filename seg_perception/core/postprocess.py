@@ -8,7 +8,7 @@ exactly as if the lookup had been done on the full-size label image, at a fracti
 
 from __future__ import annotations
 
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -33,10 +33,16 @@ class Postprocessor:
         self.overlay_alpha = float(overlay_alpha)
 
     @staticmethod
-    def upsample(small: np.ndarray, height: int, width: int) -> np.ndarray:
+    def upsample(small: np.ndarray, height: int, width: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Nearest-neighbour resize to (height, width), into ``out`` when given (no allocation)."""
         if small.shape[:2] == (height, width):
-            return np.ascontiguousarray(small)
-        return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+            if out is None:
+                return np.ascontiguousarray(small)
+            out[...] = small
+            return out
+        if out is None:
+            return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
+        return cv2.resize(small, (width, height), dst=out, interpolation=cv2.INTER_NEAREST)
 
     def mask_small(self, labels_small: np.ndarray, group: str) -> np.ndarray:
         return cv2.LUT(labels_small, self.mask_luts[group])
@@ -45,8 +51,9 @@ class Postprocessor:
         # cv2.LUT wants as many channels in the source as in the table
         return cv2.LUT(cv2.merge([labels_small] * 3), self.colors.reshape(256, 1, 3))
 
-    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray) -> np.ndarray:
-        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha)."""
-        color = self.upsample(self.color_small(labels_small), rgb.shape[0], rgb.shape[1])
+    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha). The
+        colour image is upsampled into ``out`` and blended there in place."""
+        color = self.upsample(self.color_small(labels_small), rgb.shape[0], rgb.shape[1], out)
         a = self.overlay_alpha
-        return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0)
+        return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0, dst=color)

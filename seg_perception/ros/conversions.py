@@ -43,6 +43,18 @@ def image_msg(arr: np.ndarray, encoding: str, header: Header) -> Image:
     return msg
 
 
+def image_msg_from_buffer(buf: array.array, height: int, width: int, encoding: str, header: Header) -> Image:
+    """sensor_msgs/Image around an existing array.array('B') (no copy)."""
+    msg = Image()
+    msg.header = header
+    msg.height, msg.width = height, width
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = width * (3 if encoding == "rgb8" else 1)
+    msg.data = buf
+    return msg
+
+
 def image_to_array(msg: Image) -> np.ndarray:
     """A received mono8/rgb8 Image as a numpy array (a view, no copy)."""
     return frame_from_raw(msg.data, msg.height, msg.width, msg.step, msg.encoding).native.squeeze()

@@ -72,10 +72,15 @@ class CameraSegNode(Node):
             self.create_subscription(Image, "image", self._on_image, in_qos)
         self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
 
+        # newest camera frame -> inference thread -> newest inferred frame -> output thread
         self.slot = LatestSlot()
+        self.out_slot = LatestSlot()
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
         self._worker = threading.Thread(target=self._work, name="camera_seg_inference", daemon=True)
+        self._output_worker = threading.Thread(target=self._publish_outputs, name="camera_seg_outputs",
+                                               daemon=True)
         self._worker.start()
+        self._output_worker.start()
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
@@ -120,7 +125,8 @@ class CameraSegNode(Node):
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
         t0 = time.monotonic()
-        self.processor = build_processor(self.p, progress=self._engine_progress)
+        # the output thread publishes each message before it builds the next: buffers can be reused
+        self.processor = build_processor(self.p, progress=self._engine_progress, reuse_buffers=True)
         segmenter = self.processor.pipeline.segmenter
         self.backend_text = segmenter.backend.describe()
         self.backend_reason = getattr(segmenter.backend, "selection_reason", "")
@@ -150,6 +156,7 @@ class CameraSegNode(Node):
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
+        """Inference thread: load the model, then run the network on the newest frame."""
         try:
             self._load()
             self.stats.clear("model")
@@ -168,7 +175,7 @@ class CameraSegNode(Node):
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
             try:
-                self._process(*item)
+                self._infer(*item)
             except Exception as exc:  # never let the worker die; report and go on
                 self.stats.report("frame", diag.ERROR, f"processing failed: {exc!r}")
                 self._log("frame", "error", f"processing failed: {exc!r}")
@@ -176,16 +183,12 @@ class CameraSegNode(Node):
     def _wanted(self) -> List[str]:
         return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
 
-    def _process(self, msg, t_received: float) -> None:
-        wanted = self._wanted()
-        self._idle = not wanted
-        if not wanted:
+    def _infer(self, msg, t_received: float) -> None:
+        self._idle = not self._wanted()
+        if self._idle:
             return  # nobody listens: no work at all
-        timeout = self.p["camera_info_timeout"]
-        fresh = (self._last_camera_info is not None and
-                 (timeout <= 0 or time.monotonic() - self._last_camera_info <= timeout))
         try:
-            result = self.processor.process(msg, wanted, grid_allowed=fresh or self._last_camera_info is None)
+            inferred = self.processor.infer(msg)
         except ImageError as exc:
             self.stats.report("frame", diag.ERROR, f"bad image on {self.image_topic}: {exc}")
             self._log("frame", "error", f"bad image on {self.image_topic}: {exc}")
@@ -194,10 +197,29 @@ class CameraSegNode(Node):
             self.stats.report("frame", diag.ERROR, f"inference failed: {exc}")
             self._log("inference", "error", f"inference failed: {exc}")
             return
-        t_pub = time.perf_counter()
-        for name, out in result.messages.items():
-            self.pubs[name].publish(out)
-        result.timings["publish"] = time.perf_counter() - t_pub
+        # hand over to the output thread; the network goes on with the next frame meanwhile
+        if self.out_slot.put((inferred, t_received)):
+            self.stats.on_dropped()
+
+    def _publish_outputs(self) -> None:
+        """Output thread: build the outputs of the newest inferred frame and publish them."""
+        while not self.out_slot.closed:
+            ok, item = self.out_slot.get(timeout=0.2)
+            if not ok:
+                continue
+            try:
+                self._finish(*item)
+            except Exception as exc:  # never let the worker die; report and go on
+                self.stats.report("frame", diag.ERROR, f"building outputs failed: {exc!r}")
+                self._log("frame", "error", f"building outputs failed: {exc!r}")
+
+    def _finish(self, inferred, t_received: float) -> None:
+        wanted = self._wanted()
+        timeout = self.p["camera_info_timeout"]
+        fresh = (self._last_camera_info is not None and
+                 (timeout <= 0 or time.monotonic() - self._last_camera_info <= timeout))
+        result = self.processor.finish(inferred, wanted, grid_allowed=fresh or self._last_camera_info is None,
+                                       publish=lambda name, msg: self.pubs[name].publish(msg))
         self.stats.clear("frame")
         if GRID_OUTPUT in wanted:
             self._grid_status(result, fresh)
@@ -274,7 +296,9 @@ class CameraSegNode(Node):
 
     def shutdown(self) -> None:
         self.slot.close()
+        self.out_slot.close()
         self._worker.join(timeout=5.0)
+        self._output_worker.join(timeout=5.0)
         if self.processor is not None:
             self.processor.pipeline.segmenter.release()
 

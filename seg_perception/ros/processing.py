@@ -6,10 +6,12 @@ into a bag. Only outputs somebody asked for are computed.
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import time
-from typing import Collection, Dict, Optional, Tuple
+from typing import Callable, Collection, Dict, Optional, Tuple
 
+import numpy as np
 from sensor_msgs.msg import CameraInfo
 
 from ..core import resources
@@ -18,7 +20,7 @@ from ..core.labels import MASK_GROUPS, load_label_file
 from ..core.pipeline import SegmentationPipeline, StageTimer
 from ..core.segmenter import Segmenter
 from .conversions import camera_model_from_msg, copy_header, frame_from_msg, image_msg, \
-    occupancy_grid_msg
+    image_msg_from_buffer, occupancy_grid_msg
 
 MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
 IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", "overlay")
@@ -35,6 +37,13 @@ class GridSettings:
 
 
 @dataclasses.dataclass
+class Inferred:
+    """A frame after inference, before its outputs are built."""
+    result: object   # core.pipeline.FrameResult
+    header: object   # std_msgs/Header of the input
+
+
+@dataclasses.dataclass
 class Processed:
     messages: Dict[str, object]
     timings: Dict[str, float]
@@ -44,8 +53,15 @@ class Processed:
 
 
 class FrameProcessor:
-    def __init__(self, pipeline: SegmentationPipeline, grid: Optional[GridSettings] = None) -> None:
+    """``reuse_buffers``: output images are written into message buffers that are reused for the
+    next frame (the node publishes each message before it builds the next; a caller that keeps
+    messages across frames must leave this off)."""
+
+    def __init__(self, pipeline: SegmentationPipeline, grid: Optional[GridSettings] = None,
+                 reuse_buffers: bool = False) -> None:
         self.pipeline = pipeline
+        self.reuse_buffers = reuse_buffers
+        self._buffers: Dict[str, array.array] = {}
         self.grid_settings = grid
         self._grid = None
         self._camera_info: Optional[CameraInfo] = None
@@ -84,31 +100,68 @@ class FrameProcessor:
     def process(self, msg, wanted: Collection[str], grid_allowed: bool = True) -> Processed:
         """Decode ``msg`` (Image or CompressedImage), run the network, build the wanted outputs.
         Raises core.image.ImageError for a bad frame and SegmenterError when inference fails."""
+        return self.finish(self.infer(msg), wanted, grid_allowed)
+
+    def infer(self, msg) -> Inferred:
+        """First half: decode, fit to the model and run it (the network's own thread)."""
         timer = StageTimer()
         t0 = time.perf_counter()
         frame = frame_from_msg(msg)
         timer.add("convert", time.perf_counter() - t0)
-        result = self.pipeline.process(frame, timer)
+        return Inferred(self.pipeline.process(frame, timer), msg.header)
+
+    def finish(self, inferred: Inferred, wanted: Collection[str], grid_allowed: bool = True,
+               publish: Optional[Callable[[str, object], None]] = None) -> Processed:
+        """Second half: the wanted output messages. Masks first, the overlay last; with
+        ``publish`` each message is handed over as soon as it is built, so the outputs planners
+        need leave earliest (its time is counted as the 'publish' stage)."""
+        result, header = inferred.result, inferred.header
+        timer = result.timer
         out: Dict[str, object] = {}
-        header = msg.header
         t_msg = 0.0
-        for name in wanted:
-            if name not in IMAGE_OUTPUTS:
-                continue
-            if name == "labels":
-                arr, enc = result.labels(), "mono8"
-            elif name == "overlay":
-                arr, enc = result.overlay(), "rgb8"
-            else:
-                arr, enc = result.mask(name[:-len("_mask")]), "mono8"
+        for name in sorted((n for n in wanted if n in IMAGE_OUTPUTS), key=IMAGE_OUTPUTS.index):
             t1 = time.perf_counter()
-            out[name] = image_msg(arr, enc, copy_header(header))
+            channels = 3 if name == "overlay" else 1
+            buf, view = self._buffer(name, result.height, result.width, channels)
             t_msg += time.perf_counter() - t1
+            if name == "labels":
+                arr = result.labels(view)
+            elif name == "overlay":
+                arr = result.overlay(view)
+            else:
+                arr = result.mask(name[:-len("_mask")], view)
+            t1 = time.perf_counter()
+            if buf is None:
+                out[name] = image_msg(arr, "rgb8" if channels == 3 else "mono8", copy_header(header))
+            else:
+                out[name] = image_msg_from_buffer(buf, result.height, result.width,
+                                                  "rgb8" if channels == 3 else "mono8", copy_header(header))
+            t_msg += time.perf_counter() - t1
+            if publish is not None:
+                t1 = time.perf_counter()
+                publish(name, out[name])
+                timer.add("publish", time.perf_counter() - t1)
         timer.add("to_msg", t_msg)
-        processed = Processed(out, timer.times, frame)
+        processed = Processed(out, timer.times, result.frame)
         if GRID_OUTPUT in wanted and self._grid is not None:
             self._make_grid(result, header, grid_allowed, processed, timer)
+            if publish is not None and GRID_OUTPUT in out:
+                t1 = time.perf_counter()
+                publish(GRID_OUTPUT, out[GRID_OUTPUT])
+                timer.add("publish", time.perf_counter() - t1)
         return processed
+
+    def _buffer(self, name: str, height: int, width: int, channels: int):
+        """(array.array, numpy view on it) reused across frames when reuse_buffers is on, so an
+        output is computed straight into the message's memory (no copy, no allocation)."""
+        if not self.reuse_buffers:
+            return None, None
+        size = height * width * channels
+        buf = self._buffers.get(name)
+        if buf is None or len(buf) != size:
+            buf = self._buffers[name] = array.array("B", bytes(size))
+        view = np.frombuffer(buf, np.uint8).reshape((height, width, channels) if channels == 3 else (height, width))
+        return buf, view
 
     def _make_grid(self, result, header, grid_allowed: bool, processed: Processed, timer) -> None:
         from ..core.grid import GridError
@@ -184,7 +237,7 @@ def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
     return out
 
 
-def build_processor(p: Dict[str, object], progress=None) -> FrameProcessor:
+def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = False) -> FrameProcessor:
     """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     model_path = p["model"] or resources.DEFAULT_MODEL
@@ -206,7 +259,7 @@ def build_processor(p: Dict[str, object], progress=None) -> FrameProcessor:
             spec.validate()
             grid = GridSettings(spec, p["grid.frame_id"], tuple(p["camera_pose.xyz"]),
                                 tuple(p["camera_pose.rpy"]))
-        processor = FrameProcessor(pipeline, grid)
+        processor = FrameProcessor(pipeline, grid, reuse_buffers=reuse_buffers)
     except Exception:
         segmenter.release()
         raise
