@@ -196,3 +196,37 @@ class RosPeer:
         self.node.destroy_node()
         rclpy.try_shutdown(context=self.context)
         self._thread.join(timeout=5.0)
+
+
+class Camera(threading.Thread):
+    """Publishes frames at a steady rate until stopped; remembers (stamp, time sent)."""
+
+    def __init__(self, pub, make_msg, rate=10.0, info_pub=None, make_info=None):
+        super().__init__(daemon=True)
+        self.pub, self.make_msg, self.period = pub, make_msg, 1.0 / rate
+        self.info_pub, self.make_info = info_pub, make_info
+        self.sent = []
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()
+
+    def run(self):
+        i = 0
+        while not self.stop_event.is_set():
+            stamp = 1_800_000_000_000_000_000 + i * 10 ** 8
+            info = self.make_info(stamp) if self.info_pub is not None else None
+            if info is not None:
+                self.info_pub.publish(info)
+            msg = self.make_msg(stamp)
+            self.pub.publish(msg)
+            with self.lock:
+                self.sent.append((msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec, time.monotonic()))
+            i += 1
+            time.sleep(self.period)
+
+    def stamps_between(self, t0, t1):
+        with self.lock:
+            return [s for s, t in self.sent if t0 <= t <= t1]
+
+    def stop(self):
+        self.stop_event.set()
+        self.join(5)

@@ -2,49 +2,15 @@
 shutdown on SIGINT while frames are streaming."""
 
 import signal
-import threading
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 
-from ros_harness import RELIABLE, NodeProcess
+from ros_harness import RELIABLE, Camera, NodeProcess
 from test_node import (DiagnosticStatus_ERROR, DiagnosticStatus_OK, feed_until, image_msg, sample_scene_in_test_colours,
                        stamp_of, status_values, subscribe_outputs, wait_status)
-
-
-class Camera(threading.Thread):
-    """Publishes frames at a steady rate until stopped; remembers (stamp, time sent)."""
-
-    def __init__(self, pub, make_msg, rate=10.0, info_pub=None, make_info=None):
-        super().__init__(daemon=True)
-        self.pub, self.make_msg, self.period = pub, make_msg, 1.0 / rate
-        self.info_pub, self.make_info = info_pub, make_info
-        self.sent = []
-        self.stop_event = threading.Event()
-        self.lock = threading.Lock()
-
-    def run(self):
-        i = 0
-        while not self.stop_event.is_set():
-            stamp = 1_800_000_000_000_000_000 + i * 10 ** 8
-            if self.info_pub is not None:
-                self.info_pub.publish(self.make_info(stamp))
-            msg = self.make_msg(stamp)
-            self.pub.publish(msg)
-            with self.lock:
-                self.sent.append((stamp_of(msg), time.monotonic()))
-            i += 1
-            time.sleep(self.period)
-
-    def stamps_between(self, t0, t1):
-        with self.lock:
-            return [s for s, t in self.sent if t0 <= t <= t1]
-
-    def stop(self):
-        self.stop_event.set()
-        self.join(5)
 
 
 def test_backend_failure_mid_stream_is_reported_and_recovers(ros_domain, peer, colour_model, tmp_path):

@@ -16,7 +16,7 @@ from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomic
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from models import CLASS_ID, COLOR, TEST_LABEL_YAML, layout_ids, make_colour_model, paint_blocks
-from ros_harness import BEST_EFFORT, RELIABLE, NodeProcess
+from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
 OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay")
 LAYOUT = [
@@ -406,6 +406,7 @@ def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_dom
         vals = status_values(st)
         assert int(vals["frames dropped"]) >= len(stamps) / 2
         assert "stage inference (ms)" in vals and "stage overlay (ms)" not in vals
+        assert vals["input reliability"] == "reliable"
     finally:
         t0 = time.monotonic()
         assert node.stop(signal.SIGTERM) == 0, node.log()
@@ -464,24 +465,38 @@ def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_o
         # invalid CameraInfo (K all zero): no grid, ERROR in the grid status, masks go on
         bad = camera_info_msg(cam)
         bad.k = [0.0] * 9
-        n_grids = len(grids.snapshot())
+        mode = {"info": "bad"}
 
-        def bad_frame(stamp):
-            ci_pub.publish(bad)
-            return image_msg(rgb, stamp)
+        def info(stamp):
+            if mode["info"] == "bad":
+                return bad
+            return camera_info_msg(cam, stamp) if mode["info"] == "good" else None
 
-        stamp2 = feed_until(peer, pub, bad_frame, [outs["labels"]])
-        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR, suffix="drivable grid")
-        assert st is not None and "CameraInfo" in st.message, node.log()
-        time.sleep(0.5)
-        assert all(stamp_of(m) < stamp2 for m in grids.snapshot()[n_grids:])
-        # CameraInfo stops arriving: after camera_info_timeout the grid stops with a WARN
-        ci_pub.publish(camera_info_msg(cam))
-        time.sleep(2.5)  # default camera_info_timeout is 2 s
-        stamp3 = feed_until(peer, pub, lambda s: image_msg(rgb, s + 1), [outs["labels"]])
-        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_WARN and "CameraInfo" in s.message,
-                         suffix="drivable grid")
-        assert st is not None, node.log()
-        assert all(stamp_of(m) != stamp3 for m in grids.snapshot())
+        camera = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=ci_pub, make_info=info)
+        camera.start()
+        try:
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR, suffix="drivable grid")
+            assert st is not None and "CameraInfo" in st.message, node.log()
+            t_bad = time.monotonic()
+            n_labels = len(outs["labels"].snapshot())
+            time.sleep(1.5)
+            assert len(outs["labels"].snapshot()) > n_labels  # the masks go on
+            late = set(camera.stamps_between(t_bad, time.monotonic()))
+            assert not late & {stamp_of(m) for m in grids.snapshot()}
+            # CameraInfo stops arriving: after camera_info_timeout (2 s) the grid stops with a WARN
+            mode["info"] = "good"
+            assert grids.wait_for(lambda m: any(stamp_of(x) > max(late) for x in m), 10), node.log()
+            mode["info"] = "none"
+            t_stop = time.monotonic()
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_WARN and "CameraInfo" in s.message,
+                             suffix="drivable grid")
+            assert st is not None, node.log()
+            t_warn = time.monotonic()
+            time.sleep(1.0)
+            stale = set(camera.stamps_between(t_warn, time.monotonic()))
+            assert stale and not stale & {stamp_of(m) for m in grids.snapshot()}
+            assert t_warn - t_stop >= 1.5  # not before the timeout
+        finally:
+            camera.stop()
     finally:
         assert node.stop() == 0, node.log()

@@ -36,7 +36,8 @@ class NodeStats:
         self._latencies: List[float] = []
         self._problems: Dict[str, Problem] = {}
         self.last_error = ""
-        self.stage_ms: Dict[str, float] = {}
+        self.stage_ms: Dict[str, float] = {}  # median per stage over the last window with frames
+        self._win_stages: Dict[str, List[float]] = {}
 
     def on_received(self) -> None:
         with self._lock:
@@ -52,9 +53,8 @@ class NodeStats:
             self.processed += 1
             self._win_processed += 1
             self._latencies.append(latency_s)
-            for k, v in stages.items():  # exponential average per stage, ms
-                prev = self.stage_ms.get(k)
-                self.stage_ms[k] = v * 1e3 if prev is None else 0.9 * prev + 0.1 * v * 1e3
+            for k, v in stages.items():
+                self._win_stages.setdefault(k, []).append(v)
 
     def report(self, kind: str, level: bytes, message: str) -> None:
         with self._lock:
@@ -82,6 +82,9 @@ class NodeStats:
             rates = (self._win_received / dt, self._win_processed / dt)
             lat = self._latencies
             self._latencies = []
+            if self._win_stages:
+                self.stage_ms = {k: 1e3 * percentile(v, 50) for k, v in self._win_stages.items()}
+                self._win_stages = {}
             self._window_start, self._win_received, self._win_processed = now, 0, 0
             problems = dict(self._problems)
             for kind, pr in problems.items():

@@ -58,19 +58,17 @@ class CameraSegNode(Node):
             self.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
-        in_qos = QoSProfile(
-            history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
-            reliability=(ReliabilityPolicy.BEST_EFFORT if self.p["input_qos.reliability"] == "best_effort"
-                         else ReliabilityPolicy.RELIABLE),
-            durability=DurabilityPolicy.VOLATILE)
         if self.p["image_transport"] == "compressed":
             # as image_transport does: remapping 'image' moves the compressed topic with it
-            self.image_topic = _resolve(self, "image") + "/compressed"
-            self.create_subscription(CompressedImage, self.image_topic, self._on_image, in_qos)
+            self.image_topic, self._image_type = _resolve(self, "image") + "/compressed", CompressedImage
         else:
-            self.image_topic = _resolve(self, "image")
-            self.create_subscription(Image, "image", self._on_image, in_qos)
-        self.create_subscription(CameraInfo, "camera_info", self._on_camera_info, in_qos)
+            self.image_topic, self._image_type = _resolve(self, "image"), Image
+        self.info_topic = _resolve(self, "camera_info")
+        self._subs: Dict[str, object] = {}
+        self._sub_reliability: Dict[str, str] = {}
+        self._subscribe_inputs()
+        if self.p["input_qos.reliability"] == "auto":
+            self.create_timer(1.0, self._subscribe_inputs)  # follow the publishers' QoS
 
         # newest camera frame -> inference thread -> newest inferred frame -> output thread
         self.slot = LatestSlot()
@@ -84,7 +82,37 @@ class CameraSegNode(Node):
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
-            f"{_resolve(self, 'camera_info')}; publishing under {self.get_fully_qualified_name()}/")
+            f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+
+    # ---------------------------------------------------------------- inputs
+    def _subscribe_inputs(self) -> None:
+        """(Re)create the input subscriptions with the reliability the parameter asks for.
+
+        auto: reliable when every publisher of the topic offers reliable, else best-effort.
+        Measured here: a reliable publisher's 1920x1080 frames reach a reliable reader intact,
+        but a best-effort reader loses most of them (the loss is on the sending side, which the
+        node's profile cannot change); best-effort is the only choice that matches a best-effort
+        camera. Depth stays 1 either way: the newest frame wins, never a backlog."""
+        wanted = self.p["input_qos.reliability"]
+        for key, topic, msg_type, cb in (("image", self.image_topic, self._image_type, self._on_image),
+                                         ("camera_info", self.info_topic, CameraInfo, self._on_camera_info)):
+            rel = wanted
+            if wanted == "auto":
+                pubs = self.get_publishers_info_by_topic(topic)
+                rel = ("reliable" if pubs and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                                                  for p in pubs) else "best_effort")
+            if self._sub_reliability.get(key) == rel:
+                continue
+            if key in self._subs:
+                self.destroy_subscription(self._subs[key])
+            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
+                             reliability=(ReliabilityPolicy.RELIABLE if rel == "reliable"
+                                          else ReliabilityPolicy.BEST_EFFORT),
+                             durability=DurabilityPolicy.VOLATILE)
+            self._subs[key] = self.create_subscription(msg_type, topic, cb, qos)
+            self._sub_reliability[key] = rel
+            if wanted == "auto" and key == "image":
+                self.get_logger().info(f"{topic}: subscribing {rel.replace('_', '-')} to match its publishers")
 
     # ---------------------------------------------------------------- parameters
     def _declare_parameters(self) -> Dict[str, object]:
@@ -269,6 +297,7 @@ class CameraSegNode(Node):
             "model": self.model_path,
             "label file": self.label_path,
             "input topic": self.image_topic,
+            "input reliability": self._sub_reliability.get("image", "?"),
             "input rate (Hz)": f"{in_rate:.2f}",
             "processed rate (Hz)": f"{out_rate:.2f}",
             "frames received": s.received,

@@ -35,9 +35,10 @@ SPECS = (
     Spec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
          "sensor_msgs/CompressedImage on the resolved 'image' topic + '/compressed'.",
          choices=("raw", "compressed")),
-    Spec("input_qos.reliability", "best_effort", "QoS reliability of the image and camera_info "
-         "subscriptions (best_effort matches reliable and best-effort cameras).",
-         choices=("best_effort", "reliable")),
+    Spec("input_qos.reliability", "auto", "QoS reliability of the image and camera_info "
+         "subscriptions. auto: reliable when every publisher is reliable (full-HD frames from a "
+         "reliable camera arrive intact), else best_effort; best_effort matches any camera.",
+         choices=("auto", "best_effort", "reliable")),
     Spec("input_qos.depth", 1, "Queue depth of the input subscriptions.", range=(1, 100)),
     Spec("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay.", read_only=False,
          range=(0.0, 1.0)),

@@ -4,6 +4,9 @@
                                     1920x1080 stream (default)
     seg-perception bench backends   latency per backend / precision / size / batch (issue #3)
     seg-perception bench grid       occupancy-grid lookup-table build and per-frame time
+    seg-perception bench node       bare inference vs the whole node over DDS (issue #7)
+    seg-perception bench overload   a camera at twice the node's capacity for 60 s
+    seg-perception bench soak       10 minutes at camera rate, the node's memory curve
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_backends import add_arguments as backend_args
 
     backend_args(sub.add_parser("backends", help="latency per backend and precision"))
+    from .bench_node import add_arguments as node_args
+
+    node_args(sub)  # node, overload, soak (issue #7)
     grid = sub.add_parser("grid", help="occupancy grid lookup table and per-frame time")
     grid.add_argument("grid_args", nargs=argparse.REMAINDER, help="options of bench_grid (see --help)")
     p.set_defaults(bench=None)
@@ -46,6 +52,10 @@ def run(args) -> int:
         from .bench_backends import run as run_backends
 
         return run_backends(args)
+    if args.bench in ("node", "overload", "soak"):
+        from .bench_node import run as run_node
+
+        return run_node(args)
     if args.bench == "grid":
         from .bench_grid import main as grid_main
 

@@ -1,0 +1,437 @@
+"""Benchmarks of the running node (issue #7): throughput against bare inference, overload, and
+a long run's memory. Commands anyone can rerun; numbers, not pass/fail:
+
+    seg-perception bench node       (a) bare inference fps vs (b) the node's fps over DDS
+    seg-perception bench overload   a camera at twice the node's capacity for 60 s
+    seg-perception bench soak       10 minutes at camera rate; the node's memory curve
+
+The camera side runs in this process with default Fast DDS transports (like a camera driver);
+the node is camera_seg_node in its own process with the shipped params file. Outputs are
+subscribed raw (serialized) so this process spends little CPU on them: only the stamp is read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import statistics
+import struct
+import subprocess
+import threading
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+OUTPUT_NAMES = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay", "drivable_grid")
+
+
+def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
+    p.add_argument("--size", default="1920x1080", help="camera frame size WxH (rgb8)")
+    p.add_argument("--seconds", type=float, default=seconds, help="measured duration")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    p.add_argument("--params-file", default=None, help="node params file (default: the shipped one)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="extra node parameter")
+    p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "57")))
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+
+
+def _stamp_ns(raw: bytes) -> int:
+    """Header stamp from a serialized message: CDR encapsulation (4 bytes), int32 sec, uint32 nsec."""
+    little = raw[1] == 1
+    sec, nsec = struct.unpack_from("<iI" if little else ">iI", raw, 4)
+    return sec * 10 ** 9 + nsec
+
+
+class NodeUnderTest:
+    def __init__(self, args, extra_params: Optional[List[str]] = None, log_path: str = "") -> None:
+        from .demo import _node_command, _params_file
+        from ..core.sample import SampleCamera
+
+        w, h = (int(v) for v in args.size.lower().split("x"))
+        self.cam = SampleCamera(width=w, height=h)
+        cmd = _node_command() + ["--ros-args", "--params-file", _params_file(args.params_file),
+                                 "-p", f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
+                                 "-p", f"camera_pose.rpy:={list(self.cam.pose_rpy)}",
+                                 "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
+        for extra in list(args.param) + list(extra_params or []):
+            cmd += ["-p", extra]
+        env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+        self.log_path = log_path or f"/tmp/seg_bench_node_{os.getpid()}.log"
+        self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
+
+    def rss_mb(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+        return float("nan")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+class Harness:
+    """Camera publisher + raw output subscribers + diagnostics, in this process."""
+
+    def __init__(self, domain_id: int, cam) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..ros.participant import Participant
+        from ..ros.sample_stream import camera_info_msg, render_frames
+
+        os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)  # a plain camera-side process
+        self.cam = cam
+        print(f"rendering sample frames at {cam.width}x{cam.height} ...", flush=True)
+        self.frames = render_frames(cam, 4)
+        self.info = camera_info_msg(cam)
+        self.part = Participant("seg_bench_camera", domain_id)
+        node = self.part.node
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.lock = threading.Lock()
+        self.arrivals: Dict[str, Dict[int, float]] = {n: {} for n in OUTPUT_NAMES}
+        self.cond = threading.Condition(self.lock)
+        for name in OUTPUT_NAMES:
+            kind = OccupancyGrid if name == "drivable_grid" else Image
+            node.create_subscription(kind, f"/camera_seg/{name}", self._arrived(name), qos, raw=True)
+        self.diags: List[Dict[str, str]] = []
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
+        self.img_pub = node.create_publisher(Image, "/camera/image_raw", qos)
+        self.info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos)
+        self.sent: Dict[int, float] = {}
+        self._msgs = [self._image_msg(rgb) for rgb in self.frames]
+
+    @staticmethod
+    def _image_msg(rgb):
+        from ..ros.sample_stream import frame_msg
+
+        return frame_msg(rgb, 0)
+
+    def _arrived(self, name):
+        def cb(raw):
+            t = time.monotonic()
+            with self.cond:
+                self.arrivals[name][_stamp_ns(raw)] = t
+                self.cond.notify_all()
+        return cb
+
+    def _diag(self, msg) -> None:
+        for st in msg.status:
+            if st.name.endswith("segmentation"):
+                d = {kv.key: kv.value for kv in st.values}
+                d["level"] = str(int.from_bytes(st.level, "little"))
+                d["message"] = st.message
+                with self.lock:
+                    self.diags.append(d)
+
+    def wait_ready(self, timeout: float = 60.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.img_pub.get_subscription_count() and all(
+                    self.part.node.count_publishers(f"/camera_seg/{n}") for n in OUTPUT_NAMES):
+                return True
+            time.sleep(0.1)
+        return False
+
+    def publish(self, i: int) -> int:
+        msg = self._msgs[i % len(self._msgs)]
+        stamp = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10 ** 9)
+        self.info.header.stamp = msg.header.stamp
+        self.info_pub.publish(self.info)
+        t = time.monotonic()
+        self.img_pub.publish(msg)
+        with self.lock:
+            self.sent[stamp] = t
+        return stamp
+
+    def complete(self, stamp: int) -> bool:
+        return all(stamp in a for a in self.arrivals.values())
+
+    def wait_complete(self, stamp: int, timeout: float) -> bool:
+        end = time.monotonic() + timeout
+        with self.cond:
+            while not self.complete(stamp):
+                left = end - time.monotonic()
+                if left <= 0:
+                    return False
+                self.cond.wait(left)
+            return True
+
+    def wait_any_complete(self, stamps: List[int], timeout: float) -> Optional[int]:
+        """The newest of ``stamps`` whose outputs have all arrived (waits up to ``timeout``)."""
+        end = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                done = [s for s in stamps if self.complete(s)]
+                if done:
+                    return max(done)
+                left = end - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def last_diag(self) -> Dict[str, str]:
+        with self.lock:
+            return dict(self.diags[-1]) if self.diags else {}
+
+    def close(self) -> None:
+        self.part.close()
+
+
+def bare_inference(args, seconds: float) -> Dict[str, float]:
+    """(a) the configured model and backend alone, frames already at the model's input size,
+    with the node's thread budget (num_threads from the same parameters)."""
+    from ..core.sample import SampleCamera, render_frame
+    from ..core.segmenter import Segmenter
+    from ..ros.processing import default_parameters, load_parameters_file
+    from ..core import resources
+    from .bench import _parse_param
+
+    params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
+    params.update(dict(_parse_param(p) for p in args.param))
+    seg = Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
+                              num_threads=params["num_threads"])
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    rgb = render_frame(0, SampleCamera(width=w, height=h))[0]
+    x = seg.fit_for(h, w).to_model(rgb).copy()
+    for _ in range(3):
+        seg.infer_model_input(x)
+    times = []
+    t_end = time.monotonic() + seconds
+    while time.monotonic() < t_end:
+        t0 = time.perf_counter()
+        seg.infer_model_input(x)
+        times.append(time.perf_counter() - t0)
+    desc = seg.backend.describe()
+    seg.release()
+    med = statistics.median(times)
+    return {"fps": len(times) / sum(times), "median_ms": med * 1e3, "frames": len(times), "backend": desc,
+            "threads": params["num_threads"], "model_input": f"{x.shape[1]}x{x.shape[0]}"}
+
+
+def run_node_throughput(args) -> Dict[str, object]:
+    print(f"(a) bare inference for {args.seconds:.0f} s ...", flush=True)
+    bare = bare_inference(args, args.seconds)
+    print(f"    {bare['fps']:.1f} fps ({bare['median_ms']:.1f} ms median, {bare['backend']})", flush=True)
+    node = NodeUnderTest(args)
+    h = Harness(args.domain_id, node.cam)
+    try:
+        if not h.wait_ready():
+            raise SystemExit(f"the node did not come up; log: {node.log_path}")
+        print(f"(b) node over DDS, {node.cam.width}x{node.cam.height} rgb8, every output subscribed, "
+              f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
+        # as fast as it takes them: two frames in flight (one being processed, one waiting), the
+        # next sent as soon as one completes; an older frame overtaken by a newer one was dropped
+        in_flight: List[int] = []
+        i = 0
+        t_start = time.monotonic()
+        t_measure = t_start + args.warmup
+        done_times: List[float] = []
+        lost = 0
+        while time.monotonic() < t_measure + args.seconds:
+            while len(in_flight) < 2:
+                in_flight.append(h.publish(i))
+                i += 1
+            done = h.wait_any_complete(in_flight, timeout=3.0)
+            if done is None:
+                lost += len(in_flight)
+                in_flight.clear()
+                continue
+            t_done = max(h.arrivals[n][done] for n in OUTPUT_NAMES)
+            if t_done >= t_measure:
+                done_times.append(t_done)
+            lost += sum(1 for s in in_flight if s < done)
+            in_flight = [s for s in in_flight if s > done]
+        time.sleep(1.5)
+        diag = h.last_diag()
+    finally:
+        h.close()
+        node.stop()
+    fps = len(done_times) / args.seconds
+    stages = {k[len("stage "):-len(" (ms)")]: float(v) for k, v in diag.items() if k.startswith("stage ")}
+    result = {"bare": bare, "node": {"fps": fps, "frames": len(done_times), "not_completed": lost,
+                                     "frame": f"{node.cam.width}x{node.cam.height} rgb8",
+                                     "stages_ms_median": stages,
+                                     "latency_median_ms": diag.get("latency median (ms)")},
+              "ratio": fps / bare["fps"] if bare["fps"] else float("nan")}
+    print()
+    print(f"bare inference : {bare['fps']:6.1f} fps  ({bare['backend']}, input {bare['model_input']}, "
+          f"threads {bare['threads'] or 'default'})")
+    print(f"node over DDS  : {fps:6.1f} fps  ({result['node']['frame']}, all outputs subscribed)")
+    print(f"node / bare    : {result['ratio']:6.2f}")
+    if stages:
+        print("node stages (median ms, from /diagnostics; inference and output threads overlap):")
+        for k in ("convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"):
+            if k in stages:
+                print(f"  {k:<12}{stages[k]:8.2f}")
+    return result
+
+
+def run_overload(args) -> Dict[str, object]:
+    node = NodeUnderTest(args)
+    h = Harness(args.domain_id, node.cam)
+    try:
+        if not h.wait_ready():
+            raise SystemExit(f"the node did not come up; log: {node.log_path}")
+        # capacity: closed loop for a few seconds
+        t_end = time.monotonic() + args.warmup
+        n_done = 0
+        i = 0
+        t0 = time.monotonic()
+        while time.monotonic() < t_end:
+            s = h.publish(i)
+            i += 1
+            if h.wait_complete(s, 5.0):
+                n_done += 1
+        capacity = n_done / (time.monotonic() - t0)
+        rate = args.factor * capacity
+        print(f"node capacity ~{capacity:.1f} fps; publishing at {rate:.1f} Hz for {args.seconds:.0f} s ...",
+              flush=True)
+        stamps = []
+        t_start = time.monotonic()
+        k = 0
+        while time.monotonic() - t_start < args.seconds:
+            stamps.append(h.publish(i + k))
+            k += 1
+            time.sleep(max(0.0, t_start + k / rate - time.monotonic()))
+        time.sleep(2.0)
+        diag = h.last_diag()
+        with h.lock:
+            sent = dict(h.sent)
+            masks = dict(h.arrivals["road_mask"])
+    finally:
+        h.close()
+        node.stop()
+    lat = [(masks[s] - sent[s]) for s in stamps if s in masks]
+    t_of = [sent[s] - t_start for s in stamps if s in masks]
+    lat_ms = np.array(lat) * 1e3
+    first = lat_ms[np.array(t_of) < 10.0]
+    last = lat_ms[np.array(t_of) > args.seconds - 10.0]
+    inference_ms = float(diag.get("stage inference (ms)", "nan"))
+    result = {
+        "capacity_fps": capacity, "publish_rate_hz": rate, "published": len(stamps), "processed": len(lat),
+        "dropped_reported": int(diag.get("frames dropped", "0")),
+        "latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p90": float(np.percentile(lat_ms, 90)),
+                       "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())},
+        "latency_p50_first_10s_ms": float(np.median(first)) if first.size else None,
+        "latency_p50_last_10s_ms": float(np.median(last)) if last.size else None,
+        "inference_ms_median": inference_ms,
+    }
+    result["p99_over_inference"] = result["latency_ms"]["p99"] / inference_ms if inference_ms else None
+    print(f"published {result['published']} frames at {rate:.1f} Hz, masks for {result['processed']}; "
+          f"node reports {result['dropped_reported']} dropped in total")
+    L = result["latency_ms"]
+    print(f"image stamp -> road_mask received: p50 {L['p50']:.0f} ms, p90 {L['p90']:.0f}, p99 {L['p99']:.0f}, "
+          f"max {L['max']:.0f}; inference median {inference_ms:.0f} ms; p99 / inference = "
+          f"{result['p99_over_inference']:.2f} (target <= 2.5)")
+    print(f"latency p50 first 10 s {result['latency_p50_first_10s_ms']:.0f} ms, last 10 s "
+          f"{result['latency_p50_last_10s_ms']:.0f} ms (a growing queue would show here)")
+    return result
+
+
+def run_soak(args) -> Dict[str, object]:
+    node = NodeUnderTest(args)
+    h = Harness(args.domain_id, node.cam)
+    curve = []
+    errors = 0
+    try:
+        if not h.wait_ready():
+            raise SystemExit(f"the node did not come up; log: {node.log_path}")
+        print(f"{args.seconds / 60:.0f} min at {args.rate:g} Hz, {node.cam.width}x{node.cam.height} ...", flush=True)
+        t_start = time.monotonic()
+        k = 0
+        next_sample = t_start
+        while time.monotonic() - t_start < args.seconds and node.proc.poll() is None:
+            h.publish(k)
+            k += 1
+            now = time.monotonic()
+            if now >= next_sample:
+                curve.append((now - t_start, node.rss_mb()))
+                next_sample += args.sample_every
+                d = h.last_diag()
+                if d.get("level") == "2":
+                    errors += 1
+                if len(curve) % 30 == 1:
+                    print(f"  {curve[-1][0]:6.0f} s  RSS {curve[-1][1]:7.1f} MB  processed "
+                          f"{d.get('frames processed', '?')} dropped {d.get('frames dropped', '?')}", flush=True)
+            time.sleep(max(0.0, t_start + k / args.rate - time.monotonic()))
+        diag = h.last_diag()
+    finally:
+        h.close()
+        code = node.stop()
+    t = np.array([c[0] for c in curve])
+    rss = np.array([c[1] for c in curve])
+    after = rss[t >= args.warmup]
+    base = float(after[:5].mean()) if after.size >= 5 else float("nan")
+    end = float(after[-5:].mean()) if after.size >= 5 else float("nan")
+    result = {"seconds": args.seconds, "rate_hz": args.rate, "published": k,
+              "processed": int(diag.get("frames processed", "0")), "dropped": int(diag.get("frames dropped", "0")),
+              "failed": int(diag.get("frames failed", "0")), "error_statuses": errors, "exit_code": code,
+              "rss_mb_after_warmup": base, "rss_mb_end": end, "rss_growth": (end - base) / base,
+              "curve": [[float(a), float(b)] for a, b in curve]}
+    print(f"RSS after {args.warmup:.0f} s warm-up {base:.1f} MB, at the end {end:.1f} MB: growth "
+          f"{100 * result['rss_growth']:+.2f}% (target < 5%); frames processed {result['processed']}, "
+          f"failed {result['failed']}, ERROR statuses {errors}, exit code {code}")
+    if args.plot:
+        _plot(curve, args.plot, args.warmup)
+        print(f"memory curve: {args.plot}")
+    return result
+
+
+def _plot(curve, path: str, warmup: float) -> None:
+    import cv2
+
+    W, H, m = 900, 360, 50
+    img = np.full((H, W, 3), 255, np.uint8)
+    t = np.array([c[0] for c in curve])
+    r = np.array([c[1] for c in curve])
+    lo, hi = float(r.min()) * 0.98, float(r.max()) * 1.02
+    xs = m + (t - t.min()) / max(t.max() - t.min(), 1e-9) * (W - 2 * m)
+    ys = H - m - (r - lo) / max(hi - lo, 1e-9) * (H - 2 * m)
+    cv2.rectangle(img, (m, m), (W - m, H - m), (0, 0, 0), 1)
+    xw = m + (warmup - t.min()) / max(t.max() - t.min(), 1e-9) * (W - 2 * m)
+    cv2.line(img, (int(xw), m), (int(xw), H - m), (180, 180, 180), 1)
+    pts = np.stack([xs, ys], 1).astype(np.int32)
+    cv2.polylines(img, [pts], False, (200, 60, 20), 2)
+    cv2.putText(img, f"node RSS (MB) over {t.max():.0f} s; grey line: end of warm-up", (m, 30),
+                cv2.FONT_HERSHEY_SIMPLEX, 0.55, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, f"{hi:.0f}", (5, m + 5), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.putText(img, f"{lo:.0f}", (5, H - m), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
+    cv2.imwrite(path, img)
+
+
+def add_arguments(sub) -> None:
+    node = sub.add_parser("node", help="(a) bare inference vs (b) the whole node over DDS")
+    add_common(node, 20.0)
+    over = sub.add_parser("overload", help="camera at twice the node's capacity")
+    add_common(over, 60.0)
+    over.add_argument("--factor", type=float, default=2.0, help="publish rate / node capacity")
+    soak = sub.add_parser("soak", help="a long run at camera rate; memory curve")
+    add_common(soak, 600.0)
+    soak.set_defaults(warmup=60.0)
+    soak.add_argument("--rate", type=float, default=10.0, help="camera rate, Hz")
+    soak.add_argument("--sample-every", type=float, default=2.0, help="seconds between RSS samples")
+    soak.add_argument("--plot", default="soak_memory.png", help="PNG of the memory curve ('' for none)")
+
+
+def run(args) -> int:
+    fn = {"node": run_node_throughput, "overload": run_overload, "soak": run_soak}[args.bench]
+    result = fn(args)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
