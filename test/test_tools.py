@@ -9,10 +9,10 @@ import sys
 BIN = os.path.dirname(sys.executable)
 
 
-def test_demo_runs_the_node_on_the_sample_stream(tmp_path, ros_domain):
+def test_demo_replays_the_sample_drive_into_the_node(tmp_path, ros_domain):
     out = tmp_path / "demo"
     res = subprocess.run([os.path.join(BIN, "seg-perception"), "demo", "--out", str(out), "--width", "640",
-                          "--height", "360", "--frames", "2", "--seconds", "4", "--domain-id",
+                          "--height", "360", "--frames", "15", "--domain-id",
                           str(ros_domain[0])], capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
@@ -20,6 +20,8 @@ def test_demo_runs_the_node_on_the_sample_stream(tmp_path, ros_domain):
     for name in ("demo.png", "overlay.png", "road_mask.png", "drivable_grid.png"):
         assert (out / name).stat().st_size > 0
     assert summary["grid"]["cells"] == 400 * 400
+    assert summary["frames_published"] == 15
+    assert (out / "sample_drive" / "metadata.yaml").is_file()
 
 
 def test_pipeline_benchmark_prints_every_stage(tmp_path, ros_domain):

@@ -1,9 +1,11 @@
-"""`seg-perception demo`: the node on the project's own sample camera stream, end to end.
+"""`seg-perception demo`: the node on the project's own sample drive, end to end.
 
-Starts camera_seg_node as its own process (exactly as `ros2 run` would, with the shipped params
-file), publishes the sample street scene as sensor_msgs/Image + CameraInfo over real ROS 2 from
-this process, subscribes to every output and /diagnostics, saves pictures of what came back and
-prints a summary. Exit status 0 only when every output arrived.
+Writes the sample drive as a rosbag2 (the ray-cast street scene with CameraInfo and the camera's
+pose; `seg-perception sample-bag`), starts camera_seg_node as its own process (exactly as
+`ros2 run` would, with the shipped params file, on the bag's clock), replays the bag into it over
+real ROS 2 from this process with its recorded timing (`seg-perception replay`), subscribes to
+every output and /diagnostics, saves pictures of what came back and prints a summary. Exit status
+0 only when every output arrived.
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ from ..core.sample import SampleCamera
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", default="demo_output", help="folder for pictures and summary.json")
-    p.add_argument("--width", type=int, default=1920)
-    p.add_argument("--height", type=int, default=1080)
-    p.add_argument("--frames", type=int, default=8, help="distinct sample frames rendered (cycled)")
-    p.add_argument("--seconds", type=float, default=8.0, help="how long the camera streams")
-    p.add_argument("--rate", type=float, default=10.0, help="camera frame rate, Hz")
+    p.add_argument("--out", default="demo_output", help="folder for the bag, pictures and summary.json")
+    p.add_argument("--bag", default="", help="replay this bag instead of writing the sample drive "
+                   "(camera on /camera/image_raw and /camera/camera_info)")
+    p.add_argument("--width", type=int, default=1280, help="sample drive frame width")
+    p.add_argument("--height", type=int, default=720, help="sample drive frame height")
+    p.add_argument("--frames", type=int, default=40, help="sample drive frames (10 Hz)")
     p.add_argument("--params-file", default=None, help="node params file (default: the shipped one)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, as in --ros-args -p")
@@ -65,23 +67,31 @@ def run(args) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import OccupancyGrid
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import CameraInfo, Image
+    from sensor_msgs.msg import Image
 
     from ..ros.conversions import image_to_array
     from ..ros.participant import Participant
     from ..ros.processing import IMAGE_OUTPUTS
-    from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
+    from ..ros.sample_stream import pose_parameters
+    from .replay import Player
     from . import pictures
 
     os.makedirs(args.out, exist_ok=True)
-    cam = SampleCamera(width=args.width, height=args.height, rate=args.rate)
-    print(f"rendering {args.frames} sample frames at {cam.width}x{cam.height} ...", flush=True)
-    frames = render_frames(cam, args.frames)
+    bag = args.bag or os.path.join(args.out, "sample_drive")
+    if not args.bag:
+        from .sample_bag import write_sample_bag
+
+        print(f"writing the sample drive: {args.frames} frames {args.width}x{args.height} -> {bag}", flush=True)
+        info = write_sample_bag(bag, frames=args.frames, width=args.width, height=args.height, overwrite=True)
+        cam = info["camera"]
+    else:
+        cam = SampleCamera()
 
     env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id), PYTHONUNBUFFERED="1",
                ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
     xyz, rpy = pose_parameters(cam)
     cmd = _node_command() + ["--ros-args", "--params-file", _params_file(args.params_file),
+                             "-p", "use_sim_time:=true",
                              "-p", f"camera_pose.xyz:={xyz}", "-p", f"camera_pose.rpy:={rpy}",
                              "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
     for extra in args.param:
@@ -92,10 +102,11 @@ def run(args) -> int:
 
     # this process is the camera: no DDS profile of ours (like a camera driver)
     os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
-    participant = Participant("seg_demo_camera", args.domain_id)
+    participant = Participant("seg_demo", args.domain_id)
     peer = participant.node
     reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     received: Dict[str, list] = {n: [] for n in IMAGE_OUTPUTS + ("drivable_grid",)}
+    seen: Dict[str, set] = {n: set() for n in received}
     diags: list = []
     lock = threading.Lock()
 
@@ -103,42 +114,36 @@ def run(args) -> int:
         def cb(msg):
             with lock:
                 received[name].append(msg)
-                del received[name][:-3]  # keep memory flat
+                del received[name][:-2]  # keep memory flat
+                seen[name].add(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec)
         return cb
 
     for name in IMAGE_OUTPUTS:
         peer.create_subscription(Image, f"/camera_seg/{name}", keep(name), reliable)
     peer.create_subscription(OccupancyGrid, "/camera_seg/drivable_grid", keep("drivable_grid"), reliable)
     peer.create_subscription(DiagnosticArray, "/diagnostics", lambda m: diags.append(m), 10)
-    img_pub = peer.create_publisher(Image, "/camera/image_raw", reliable)
-    info_pub = peer.create_publisher(CameraInfo, "/camera/camera_info", reliable)
-    counts = {n: 0 for n in received}
+    player = None
+    sent = 0
     try:
+        player = Player(bag, context=participant.context, log=lambda text: None)
+        image_topic = "/camera/image_raw"
         end = time.monotonic() + 30.0
-        while img_pub.get_subscription_count() == 0 and time.monotonic() < end:
-            if node_proc.poll() is not None:
+        while time.monotonic() < end and node_proc.poll() is None:
+            if player.wait_for_subscribers([image_topic], timeout=0.5) == [] and all(
+                    peer.count_publishers(f"/camera_seg/{n}") for n in received):
                 break
-            time.sleep(0.1)
-        print(f"streaming {args.seconds:.0f} s at {args.rate:.0f} Hz ...", flush=True)
-        t0 = time.monotonic()
-        sent = 0
-        seen = {n: set() for n in received}
-        while time.monotonic() - t0 < args.seconds and node_proc.poll() is None:
-            stamp = time.time_ns()
-            info_pub.publish(camera_info_msg(cam, stamp))
-            img_pub.publish(frame_msg(frames[sent % len(frames)], stamp))
-            sent += 1
-            time.sleep(max(0.0, t0 + sent / args.rate - time.monotonic()))
-            with lock:
-                for n, msgs in received.items():
-                    seen[n].update(m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec for m in msgs)
-        time.sleep(1.0)
+        time.sleep(1.0)  # let the node switch its input QoS to the bag's (reliable) camera
+        print(f"replaying {bag} into the node ...", flush=True)
+        player.play(1)
+        player.flush()
+        sent = player.published.get(image_topic, 0)
+        time.sleep(1.5)
         with lock:
-            for n, msgs in received.items():
-                seen[n].update(m.header.stamp.sec * 10 ** 9 + m.header.stamp.nanosec for m in msgs)
             counts = {n: len(s) for n, s in seen.items()}
             last = {n: (msgs[-1] if msgs else None) for n, msgs in received.items()}
     finally:
+        if player is not None:
+            player.close()
         node_proc.send_signal(signal.SIGINT)
         try:
             node_proc.wait(10)
@@ -152,11 +157,10 @@ def run(args) -> int:
             if st.name.endswith("segmentation") or st.name.endswith("grid"):
                 status[st.name] = {"level": int.from_bytes(st.level, "little"), "message": st.message,
                                    **{kv.key: kv.value for kv in st.values}}
-    summary = {"camera": f"{cam.width}x{cam.height} rgb8 at {args.rate:g} Hz", "frames_published": sent,
+    summary = {"bag": bag, "camera": f"{cam.width}x{cam.height} rgb8 at {cam.rate:g} Hz", "frames_published": sent,
                "outputs_received": counts, "diagnostics": status}
     ok = all(last.values())
     if ok:
-        rgb = frames[0]
         imgs = {n: image_to_array(last[n]) for n in IMAGE_OUTPUTS}
         g = last["drivable_grid"]
         cells = np.frombuffer(g.data, np.int8).reshape(g.info.height, g.info.width)
@@ -164,7 +168,6 @@ def run(args) -> int:
         for n, arr in imgs.items():
             pictures.save_rgb(os.path.join(args.out, f"{n}.png"), arr)
         pictures.save_rgb(os.path.join(args.out, "drivable_grid.png"), grid_rgb)
-        pictures.save_rgb(os.path.join(args.out, "camera.png"), rgb)
         panel = pictures.composite(
             [imgs["overlay"], imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"], grid_rgb],
             ["overlay", "road_mask", "pedestrian_mask", "parking_mask", "drivable_grid (top view)"])
