@@ -31,7 +31,8 @@ SPECS = (
          "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged default."),
     Spec("backend", "auto", "Inference backend; auto prefers TensorRT on a GPU, then ONNX Runtime, "
          "then PyTorch.", choices=BACKENDS),
-    Spec("num_threads", 0, "CPU threads for inference (0: the runtime's default).", range=(0, 256)),
+    Spec("num_threads", 0, "CPU threads for inference (0: every core but one, which stays for "
+         "decoding, outputs and DDS).", range=(0, 256)),
     Spec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
          "sensor_msgs/CompressedImage on the resolved 'image' topic + '/compressed'.",
          choices=("raw", "compressed")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import array
 import dataclasses
+import os
 import time
 from typing import Callable, Collection, Dict, Optional, Tuple
 
@@ -237,12 +238,20 @@ def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
     return out
 
 
+def inference_threads(num_threads: int) -> int:
+    """The CPU threads the network gets: the parameter, or for 0 every core but one, which stays
+    for the node's own work (decoding, outputs, DDS) so the two run side by side."""
+    if num_threads > 0:
+        return int(num_threads)
+    return max(1, (os.cpu_count() or 2) - 1)
+
+
 def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = False) -> FrameProcessor:
     """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     model_path = p["model"] or resources.DEFAULT_MODEL
     label_path = p["label_file"] or resources.DEFAULT_LABEL_FILE
-    options = {"num_threads": p["num_threads"]}
+    options = {"num_threads": inference_threads(p["num_threads"])}
     if p["backend"] in ("auto", "tensorrt"):
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
                        precision=p["engine.precision"], progress=progress)

@@ -197,14 +197,15 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     with the node's thread budget (num_threads from the same parameters)."""
     from ..core.sample import SampleCamera, render_frame
     from ..core.segmenter import Segmenter
-    from ..ros.processing import default_parameters, load_parameters_file
+    from ..ros.processing import default_parameters, inference_threads, load_parameters_file
     from ..core import resources
     from .bench import _parse_param
 
     params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
     params.update(dict(_parse_param(p) for p in args.param))
+    threads = inference_threads(params["num_threads"])
     seg = Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
-                              num_threads=params["num_threads"])
+                              num_threads=threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb = render_frame(0, SampleCamera(width=w, height=h))[0]
     x = seg.fit_for(h, w).to_model(rgb).copy()
@@ -220,7 +221,7 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     seg.release()
     med = statistics.median(times)
     return {"fps": len(times) / sum(times), "median_ms": med * 1e3, "frames": len(times), "backend": desc,
-            "threads": params["num_threads"], "model_input": f"{x.shape[1]}x{x.shape[0]}"}
+            "threads": threads, "model_input": f"{x.shape[1]}x{x.shape[0]}"}
 
 
 def run_node_throughput(args) -> Dict[str, object]:
