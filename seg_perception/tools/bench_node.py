@@ -138,12 +138,18 @@ class Harness:
                     self.diags.append(d)
 
     def wait_ready(self, timeout: float = 60.0) -> bool:
+        """Discovery done and one frame through the whole node (model loaded, input QoS settled)."""
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.img_pub.get_subscription_count() and all(
                     self.part.node.count_publishers(f"/camera_seg/{n}") for n in OUTPUT_NAMES):
-                return True
+                break
             time.sleep(0.1)
+        i = 0
+        while time.monotonic() < end:
+            if self.wait_complete(self.publish(i), timeout=0.5):
+                return True
+            i += 1
         return False
 
     def publish(self, i: int) -> int:
@@ -224,6 +230,32 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
             "threads": threads, "model_input": f"{x.shape[1]}x{x.shape[0]}"}
 
 
+def _as_fast_as_it_takes(h: "Harness", seconds: float, warmup: float, first: int):
+    """Feed the node as fast as it takes frames: two in flight (one in the network, one waiting),
+    the next sent as soon as one completes (all outputs arrived); a frame overtaken by a newer one
+    was dropped by the node. Returns (completion times after warm-up, frames not completed)."""
+    in_flight: List[int] = []
+    i = first
+    t_measure = time.monotonic() + warmup
+    done_times: List[float] = []
+    lost = 0
+    while time.monotonic() < t_measure + seconds:
+        while len(in_flight) < 2:
+            in_flight.append(h.publish(i))
+            i += 1
+        done = h.wait_any_complete(in_flight, timeout=3.0)
+        if done is None:
+            lost += len(in_flight)
+            in_flight.clear()
+            continue
+        t_done = max(h.arrivals[n][done] for n in OUTPUT_NAMES)
+        if t_done >= t_measure:
+            done_times.append(t_done)
+        lost += sum(1 for s in in_flight if s < done)
+        in_flight = [s for s in in_flight if s > done]
+    return done_times, lost
+
+
 def run_node_throughput(args) -> Dict[str, object]:
     print(f"(a) bare inference for {args.seconds:.0f} s ...", flush=True)
     bare = bare_inference(args, args.seconds)
@@ -235,28 +267,7 @@ def run_node_throughput(args) -> Dict[str, object]:
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
         print(f"(b) node over DDS, {node.cam.width}x{node.cam.height} rgb8, every output subscribed, "
               f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
-        # as fast as it takes them: two frames in flight (one being processed, one waiting), the
-        # next sent as soon as one completes; an older frame overtaken by a newer one was dropped
-        in_flight: List[int] = []
-        i = 0
-        t_start = time.monotonic()
-        t_measure = t_start + args.warmup
-        done_times: List[float] = []
-        lost = 0
-        while time.monotonic() < t_measure + args.seconds:
-            while len(in_flight) < 2:
-                in_flight.append(h.publish(i))
-                i += 1
-            done = h.wait_any_complete(in_flight, timeout=3.0)
-            if done is None:
-                lost += len(in_flight)
-                in_flight.clear()
-                continue
-            t_done = max(h.arrivals[n][done] for n in OUTPUT_NAMES)
-            if t_done >= t_measure:
-                done_times.append(t_done)
-            lost += sum(1 for s in in_flight if s < done)
-            in_flight = [s for s in in_flight if s > done]
+        done_times, lost = _as_fast_as_it_takes(h, args.seconds, args.warmup, 0)
         time.sleep(1.5)
         diag = h.last_diag()
     finally:
@@ -288,17 +299,9 @@ def run_overload(args) -> Dict[str, object]:
     try:
         if not h.wait_ready():
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
-        # capacity: closed loop for a few seconds
-        t_end = time.monotonic() + args.warmup
-        n_done = 0
-        i = 0
-        t0 = time.monotonic()
-        while time.monotonic() < t_end:
-            s = h.publish(i)
-            i += 1
-            if h.wait_complete(s, 5.0):
-                n_done += 1
-        capacity = n_done / (time.monotonic() - t0)
+        # capacity: as fast as it takes frames (two in flight), for the warm-up time
+        done_times, i = _as_fast_as_it_takes(h, args.warmup, 0.0, 0)
+        capacity = len(done_times) / args.warmup
         rate = args.factor * capacity
         print(f"node capacity ~{capacity:.1f} fps; publishing at {rate:.1f} Hz for {args.seconds:.0f} s ...",
               flush=True)
