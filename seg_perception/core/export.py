@@ -9,7 +9,6 @@ pre- and post-processing, and only an HxW uint8 map leaves the device.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 from typing import Callable, Dict, Optional, Sequence, Tuple
@@ -19,7 +18,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .model_info import METADATA_KEY, ClassInfo, ModelInfo
+from .engine_cache import file_sha256
+from .model_info import ClassInfo, ModelInfo, set_onnx_metadata  # noqa: F401  (re-exported)
 # torch-free helpers shared with compare and the engine builder (re-exported here)
 from .quantize import (fit_to_model, load_images, onnxruntime_class_maps,  # noqa: F401
                        pixel_agreement, sample_frames)
@@ -175,15 +175,6 @@ def _name_batch_dim(model, name: str) -> None:
                 dim.dim_param = name
 
 
-def set_onnx_metadata(model, info: ModelInfo) -> None:
-    for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = info.to_json()
-
-
 def load_checkpoint(path: str, map_location: Optional[str] = "cpu"):
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
     info = ModelInfo.from_dict(ckpt["metadata"])
@@ -299,14 +290,6 @@ def verification_inputs(info: ModelInfo, frames_dir: str = "", count: int = 8
         return fit_to_model(load_images(frames_dir, count), info), frames_dir
     return (np.stack(sample_frames(count, info.input_height, info.input_width)),
             "seg_perception sample frames")
-
-
-def file_sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def export_verified(wrapped: ClassMapModel, info: ModelInfo, out_path: str,

@@ -138,6 +138,16 @@ def _color(v: Sequence[Any]) -> Tuple[int, int, int]:
     return (int(v[0]), int(v[1]), int(v[2]))
 
 
+def set_onnx_metadata(model, info: ModelInfo) -> None:
+    """Embed ``info`` in an onnx.ModelProto (replacing what was there)."""
+    for prop in list(model.metadata_props):
+        if prop.key == METADATA_KEY:
+            model.metadata_props.remove(prop)
+    entry = model.metadata_props.add()
+    entry.key = METADATA_KEY
+    entry.value = info.to_json()
+
+
 def read_onnx_metadata(path: str) -> Optional[str]:
     """The metadata JSON string embedded in an ONNX file, read without torch (onnx if present,
     else ONNX Runtime's model metadata)."""

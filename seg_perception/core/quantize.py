@@ -25,7 +25,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .model_info import METADATA_KEY, ModelInfo
+from .model_info import METADATA_KEY, ModelInfo, set_onnx_metadata
 
 log = logging.getLogger(__name__)
 
@@ -153,15 +153,6 @@ def read_info(model) -> ModelInfo:
     raise QuantizeError(f"the model carries no '{METADATA_KEY}' metadata")
 
 
-def _write_info(model, info: ModelInfo) -> None:
-    for prop in list(model.metadata_props):
-        if prop.key == METADATA_KEY:
-            model.metadata_props.remove(prop)
-    entry = model.metadata_props.add()
-    entry.key = METADATA_KEY
-    entry.value = info.to_json()
-
-
 def variant_path(fp32_path: str, precision: str) -> str:
     """model.onnx -> model_fp16.onnx / model_int8.onnx (fp32: unchanged)."""
     if precision == "fp32":
@@ -187,7 +178,7 @@ def convert_fp16(src: str, dst: str) -> str:
     info = read_info(model)
     # keep_io_types: the contract's uint8 input and output stay; only the float inside changes.
     converted = convert_float_to_float16(model, keep_io_types=True)
-    _write_info(converted, info.with_source(precision="fp16", derived_from=os.path.basename(src)))
+    set_onnx_metadata(converted, info.with_source(precision="fp16", derived_from=os.path.basename(src)))
     onnx.checker.check_model(converted)
     _save(converted, dst)
     return dst
@@ -259,7 +250,7 @@ def quantize_int8(src: str, dst: str, calibration_inputs: np.ndarray, method: st
             op_types_to_quantize=list(op_types), calibrate_method=calib,
             extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
     out = onnx.load(dst)
-    _write_info(out, info.with_source(
+    set_onnx_metadata(out, info.with_source(
         precision="int8", derived_from=os.path.basename(src),
         calibration={"images": int(len(calibration_inputs)), "method": method,
                      "source": calibration_source, "per_channel": bool(per_channel)}))
