@@ -205,8 +205,7 @@ class CameraSegNode(Node):
             try:
                 self._infer(*item)
             except Exception as exc:  # never let the worker die; report and go on
-                self.stats.report("frame", diag.ERROR, f"processing failed: {exc!r}")
-                self._log("frame", "error", f"processing failed: {exc!r}")
+                self._frame_error("frame", f"processing failed: {exc!r}")
 
     def _wanted(self) -> List[str]:
         return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
@@ -218,12 +217,10 @@ class CameraSegNode(Node):
         try:
             inferred = self.processor.infer(msg)
         except ImageError as exc:
-            self.stats.report("frame", diag.ERROR, f"bad image on {self.image_topic}: {exc}")
-            self._log("frame", "error", f"bad image on {self.image_topic}: {exc}")
+            self._frame_error("frame", f"bad image on {self.image_topic}: {exc}")
             return
         except Exception as exc:
-            self.stats.report("frame", diag.ERROR, f"inference failed: {exc}")
-            self._log("inference", "error", f"inference failed: {exc}")
+            self._frame_error("inference", f"inference failed: {exc}")
             return
         # hand over to the output thread; the network goes on with the next frame meanwhile
         if self.out_slot.put((inferred, t_received)):
@@ -238,8 +235,7 @@ class CameraSegNode(Node):
             try:
                 self._finish(*item)
             except Exception as exc:  # never let the worker die; report and go on
-                self.stats.report("frame", diag.ERROR, f"building outputs failed: {exc!r}")
-                self._log("frame", "error", f"building outputs failed: {exc!r}")
+                self._frame_error("outputs", f"building outputs failed: {exc!r}")
 
     def _finish(self, inferred, t_received: float) -> None:
         wanted = self._wanted()
@@ -271,6 +267,11 @@ class CameraSegNode(Node):
         self._log("grid", "warn" if level == diag.WARN else "error", text)
 
     # ---------------------------------------------------------------- diagnostics and logs
+    def _frame_error(self, log_kind: str, text: str) -> None:
+        """A frame that produced nothing: diagnostics ERROR and a throttled error log line."""
+        self.stats.report("frame", diag.ERROR, text)
+        self._log(log_kind, "error", text)
+
     def _log(self, kind: str, level: str, text: str) -> None:
         now = time.monotonic()
         if now - self._last_log.get(kind, -1e9) >= self.p["log_throttle_sec"]:
