@@ -500,3 +500,39 @@ def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_o
             camera.stop()
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_pose_from_tf_without_tf2_ros_stops_only_the_grid(ros_domain, peer, colour_model):
+    """camera_pose.source: tf needs tf2_ros, which cannot be installed here: the grid says why in
+    diagnostics and the masks go on (the TF lookup itself has never run here)."""
+    try:
+        import tf2_ros  # noqa: F401
+        pytest.skip("tf2_ros is installed: this checks the path without it")
+    except ImportError:
+        pass
+    from nav_msgs.msg import OccupancyGrid
+
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb = sample_scene_in_test_colours(320, 180)
+    node = start_node(ros_domain, colour_model, **{"grid.enabled": True, "camera_pose.source": "tf"})
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        ci_pub = peer.publisher(CameraInfo, "/camera_info", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        camera = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=ci_pub,
+                        make_info=lambda s: camera_info_msg(cam, s))
+        camera.start()
+        try:
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "tf2_ros" in s.message,
+                             suffix="drivable grid")
+            assert st is not None, node.log()
+            assert outs["labels"].wait_count(3, 10)
+            assert not grids.snapshot()
+        finally:
+            camera.stop()
+    finally:
+        assert node.stop() == 0, node.log()

@@ -70,3 +70,29 @@ def test_image_and_grid_messages_round_trip():
     g = occupancy_grid_msg(cells, 0.1, (0.0, -0.1), h)
     assert (g.info.width, g.info.height, g.info.origin.position.y) == (3, 2, -0.1)
     assert list(g.data) == [0, 100, -1, 100, 0, -1]
+
+
+def _qmul(a, b):
+    ax, ay, az, aw = a
+    bx, by, bz, bw = b
+    return (aw * bx + ax * bw + ay * bz - az * by, aw * by - ax * bz + ay * bw + az * bx,
+            aw * bz + ax * by - ay * bx + az * bw, aw * bw - ax * bx - ay * by - az * bz)
+
+
+def test_camera_body_pose_from_a_tf_optical_frame_transform():
+    import math
+
+    from seg_perception.core.grid import camera_pose
+    from seg_perception.ros.processing import body_pose_from_optical
+
+    # body -> optical as every camera URDF/static publisher has it: rpy (-pi/2, 0, -pi/2)
+    q_optical = (-0.5, 0.5, -0.5, 0.5)
+    T = body_pose_from_optical((1.0, 2.0, 3.0), q_optical)
+    np.testing.assert_allclose(T, camera_pose((1.0, 2.0, 3.0), (0.0, 0.0, 0.0)), atol=1e-12)
+    # a camera pitched 0.1 rad down and yawed 0.3 rad: grid <- body <- optical composed in the test
+    pitch, yaw = 0.1, 0.3
+    q_pitch = (0.0, math.sin(pitch / 2), 0.0, math.cos(pitch / 2))
+    q_yaw = (0.0, 0.0, math.sin(yaw / 2), math.cos(yaw / 2))
+    q_body = _qmul(q_yaw, q_pitch)  # fixed-axis roll-pitch-yaw: R = Rz(yaw) Ry(pitch) Rx(roll)
+    T = body_pose_from_optical((0.5, 0.0, 1.4), _qmul(q_body, q_optical))
+    np.testing.assert_allclose(T, camera_pose((0.5, 0.0, 1.4), (0.0, pitch, yaw)), atol=1e-12)

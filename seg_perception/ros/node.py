@@ -29,7 +29,7 @@ from ..core.latest import LatestSlot
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
-from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, build_processor
+from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_from_optical, build_processor
 
 NODE_NAME = "camera_seg"
 
@@ -66,6 +66,9 @@ class CameraSegNode(Node):
         self.info_topic = _resolve(self, "camera_info")
         self._subs: Dict[str, object] = {}
         self._sub_reliability: Dict[str, str] = {}
+        self._tf_buffer = None
+        if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
+            self._start_tf()
         self._subscribe_inputs()
         if self.p["input_qos.reliability"] == "auto":
             self.create_timer(1.0, self._subscribe_inputs)  # follow the publishers' QoS
@@ -83,6 +86,38 @@ class CameraSegNode(Node):
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
             f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+
+    # ---------------------------------------------------------------- camera pose from TF
+    def _start_tf(self) -> None:
+        """camera_pose.source tf: a tf2_ros listener (not installable where this was written; this
+        path has not run). Without tf2_ros the grid reports why and stays off; masks go on."""
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError as exc:
+            self._tf_error = f"camera_pose.source is tf but tf2_ros is not available ({exc})"
+            self.get_logger().error(self._tf_error)
+            return
+        self._tf_buffer = Buffer()
+        self._tf_listener = TransformListener(self._tf_buffer, self)
+
+    def _pose_from_tf(self, header) -> Optional[str]:
+        """Update the grid's camera pose from TF for this frame; the reason when it cannot."""
+        if self._tf_buffer is None:
+            return getattr(self, "_tf_error", "TF is not set up")
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            try:  # the pose at the frame's time, else the latest (a static mount is the same)
+                tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id,
+                                                      Time.from_msg(header.stamp), Duration(seconds=0.0))
+            except Exception:
+                tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id, Time())
+        except Exception as exc:  # tf2 LookupException, ExtrapolationException, ...
+            return f"no transform {self.p['grid.frame_id']} <- {header.frame_id}: {exc}"
+        t, q = tr.transform.translation, tr.transform.rotation
+        self.processor.set_pose_matrix(body_pose_from_optical((t.x, t.y, t.z), (q.x, q.y, q.z, q.w)))
+        return None
 
     # ---------------------------------------------------------------- inputs
     def _subscribe_inputs(self) -> None:
@@ -146,7 +181,8 @@ class CameraSegNode(Node):
         self.p = merged
         if self.processor is not None:
             self.processor.pipeline.set_overlay_alpha(merged["overlay_alpha"])
-            if "camera_pose.xyz" in changes or "camera_pose.rpy" in changes:
+            if ("camera_pose.xyz" in changes or "camera_pose.rpy" in changes) and \
+                    merged["camera_pose.source"] == "parameters":
                 self.processor.set_pose(merged["camera_pose.xyz"], merged["camera_pose.rpy"])
         return SetParametersResult(successful=True)
 
@@ -239,6 +275,13 @@ class CameraSegNode(Node):
 
     def _finish(self, inferred, t_received: float) -> None:
         wanted = self._wanted()
+        tf_error = None
+        if GRID_OUTPUT in wanted and self.p["camera_pose.source"] == "tf":
+            tf_error = self._pose_from_tf(inferred.header)
+            if tf_error:
+                wanted = [n for n in wanted if n != GRID_OUTPUT]
+                self.stats.report("grid", diag.ERROR, f"no grid: {tf_error}")
+                self._log("grid", "error", f"no grid: {tf_error}")
         timeout = self.p["camera_info_timeout"]
         fresh = (self._last_camera_info is not None and
                  (timeout <= 0 or time.monotonic() - self._last_camera_info <= timeout))

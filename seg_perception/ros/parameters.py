@@ -57,6 +57,9 @@ SPECS = (
     Spec("grid.y_max", 20.0, "Grid extent to the left, m.", range=(-1000.0, 1000.0)),
     Spec("grid.max_range", 40.0, "Ground farther than this from the camera is unknown, m.",
          range=(0.1, 1000.0)),
+    Spec("camera_pose.source", "parameters", "Where the camera pose comes from: parameters "
+         "(camera_pose.xyz/rpy) or tf (grid.frame_id <- the image's frame_id, needs tf2_ros).",
+         choices=("parameters", "tf")),
     Spec("camera_pose.xyz", [0.0, 0.0, 1.5], "Camera body frame position in grid.frame_id, m.",
          read_only=False, length=3),
     Spec("camera_pose.rpy", [0.0, 0.0, 0.0], "Camera body frame roll, pitch, yaw in grid.frame_id, "

@@ -94,6 +94,11 @@ class FrameProcessor:
             self._T_grid_body = camera_pose(xyz, rpy)
             self.grid_settings.pose_xyz, self.grid_settings.pose_rpy = tuple(xyz), tuple(rpy)
 
+    def set_pose_matrix(self, T_grid_body: np.ndarray) -> None:
+        """The camera body frame's pose as a 4x4 matrix (e.g. from TF, see body_pose_from_optical)."""
+        if self._grid is not None:
+            self._T_grid_body = np.asarray(T_grid_body, dtype=np.float64)
+
     @property
     def has_camera_info(self) -> bool:
         return self._camera_info is not None
@@ -236,6 +241,25 @@ def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def body_pose_from_optical(translation, quaternion_xyzw) -> np.ndarray:
+    """4x4 grid_frame <- camera body frame, from a transform grid_frame <- camera optical frame
+    (what TF holds for an image's frame_id: z forward, x right, y down)."""
+    from ..core.grid import R_BODY_OPTICAL
+
+    x, y, z, w = (float(v) for v in quaternion_xyzw)
+    n = (x * x + y * y + z * z + w * w) ** 0.5
+    if not n > 0:
+        raise ValueError("zero quaternion")
+    x, y, z, w = x / n, y / n, z / n, w / n
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    T = np.eye(4)
+    T[:3, :3] = R @ R_BODY_OPTICAL.T  # R_grid_optical = R_grid_body @ R_BODY_OPTICAL
+    T[:3, 3] = [float(v) for v in translation]
+    return T
 
 
 def inference_threads(num_threads: int) -> int:
