@@ -168,9 +168,11 @@ def run(args) -> int:
         for n, arr in imgs.items():
             pictures.save_rgb(os.path.join(args.out, f"{n}.png"), arr)
         pictures.save_rgb(os.path.join(args.out, "drivable_grid.png"), grid_rgb)
-        panel = pictures.composite(
-            [imgs["overlay"], imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"], grid_rgb],
-            ["overlay", "road_mask", "pedestrian_mask", "parking_mask", "drivable_grid (top view)"])
+        top = pictures.composite([imgs["overlay"], grid_rgb], ["~/overlay", "~/drivable_grid (top view, 40 m)"],
+                                 height=480)
+        bottom = pictures.composite([imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"]],
+                                    ["~/road_mask", "~/pedestrian_mask", "~/parking_mask"], height=240)
+        panel = pictures.stack_rows([top, bottom], width=1280)
         pictures.save_rgb(os.path.join(args.out, "demo.png"), panel)
         summary["grid"] = {"cells": int(cells.size), "drivable": int((cells == 0).sum()),
                            "not_drivable": int((cells == 100).sum()), "unknown": int((cells < 0).sum()),

@@ -42,6 +42,7 @@ def composite(panels: Sequence[np.ndarray], titles: Sequence[str], height: int =
         t = fit_height(img, height).copy()
         cv2.rectangle(t, (0, 0), (min(t.shape[1], 12 + 11 * len(title)), 26), (0, 0, 0), -1)
         cv2.putText(t, title, (6, 19), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.rectangle(t, (0, 0), (t.shape[1] - 1, t.shape[0] - 1), (90, 90, 90), 2)  # tile border
         tiles.append(t)
     return np.concatenate(tiles, axis=1)
 
@@ -51,3 +52,12 @@ def save_rgb(path: str, rgb: np.ndarray) -> None:
         cv2.imwrite(path, rgb)
     else:
         cv2.imwrite(path, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+
+
+def stack_rows(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
+    """Rows (each already side by side) scaled to one width and stacked."""
+    out = []
+    for r in rows:
+        h = max(1, int(round(r.shape[0] * width / r.shape[1])))
+        out.append(cv2.resize(r, (width, h), interpolation=cv2.INTER_AREA))
+    return np.concatenate(out, axis=0)

@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="isqrt")
     p.add_argument("--paint-parking", type=float, default=0.3, metavar="P",
                    help="probability of painting parking bays onto a training frame")
+    p.add_argument("--bn-momentum", type=float, default=0.1,
+                   help="BatchNorm running-statistics momentum while training")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
     p.add_argument("--log-every", type=int, default=20, help="progress line every N steps")
@@ -79,7 +81,7 @@ def config_from_args(args):
         color_jitter=args.color_jitter, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, class_weighting=args.class_weighting,
-        paint_parking=args.paint_parking, threads=args.threads, val_every=args.val_every,
+        paint_parking=args.paint_parking, bn_momentum=args.bn_momentum, threads=args.threads, val_every=args.val_every,
         log_every=args.log_every, max_steps=args.max_steps, limit=args.limit, seed=args.seed,
         time_budget_s=60.0 * args.time_budget)
 
