@@ -12,7 +12,7 @@ is set or RMW_IMPLEMENTATION names another middleware.
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
@@ -49,7 +49,8 @@ def launch_setup(context, *args, **kwargs):
         namespace=arg("namespace"),
         parameters=[params_file, overrides],
         remappings=[("image", arg("image")), ("camera_info", arg("camera_info"))],
-        additional_env=profile_env(),  # the DDS profile, unless the user chose their own
+        # the DDS profile, unless the user chose their own (also through SetEnvironmentVariable)
+        additional_env=profile_env(context.environment),
         output="screen",
         emulate_tty=True,
     )

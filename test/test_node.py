@@ -532,6 +532,8 @@ def test_pose_from_tf_without_tf2_ros_stops_only_the_grid(ros_domain, peer, colo
             assert st is not None, node.log()
             assert outs["labels"].wait_count(3, 10)
             assert not grids.snapshot()
+            res = set_params(peer, {"camera_pose.xyz": [0.0, 0.0, 2.0]})
+            assert not res[0].successful and "camera_pose.source is tf" in res[0].reason
         finally:
             camera.stop()
     finally:

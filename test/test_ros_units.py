@@ -53,6 +53,9 @@ def test_cross_parameter_checks_and_shipped_params_file():
     assert check_all(values) is None
     values["grid.x_min"] = 50.0
     assert "grid.x_min" in check_all(values)
+    values = default_parameters()
+    values["grid.frame_id"] = " "
+    assert "grid.frame_id" in check_all(values)
     shipped = load_parameters_file("config/camera_seg.yaml")
     # the params file documents every parameter with its default
     assert shipped == default_parameters()

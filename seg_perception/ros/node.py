@@ -19,6 +19,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.executors import ExternalShutdownException
+from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -47,6 +48,7 @@ class CameraSegNode(Node):
         self.label_path = self.p["label_file"] or resources.DEFAULT_LABEL_FILE
         self._last_log: Dict[str, float] = {}
         self._last_camera_info = None  # monotonic time of the last CameraInfo
+        self._latest_info = None
         self._idle = False
         self._grid_builds = 0  # cell->pixel lookup tables built (first frame, new size, new pose)
 
@@ -70,8 +72,10 @@ class CameraSegNode(Node):
         if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
             self._start_tf()
         self._subscribe_inputs()
+        # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.p["input_qos.reliability"] == "auto":
-            self.create_timer(1.0, self._subscribe_inputs)  # follow the publishers' QoS
+            self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
 
         # newest camera frame -> inference thread -> newest inferred frame -> output thread
         self.slot = LatestSlot()
@@ -82,10 +86,19 @@ class CameraSegNode(Node):
                                                daemon=True)
         self._worker.start()
         self._output_worker.start()
-        self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
+        self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
             f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+
+    def _guarded(self, fn):
+        """A timer callback that reports its errors instead of ending rclpy.spin (and the node)."""
+        def call() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                self._log("timer", "error", f"{fn.__name__} failed: {exc!r}")
+        return call
 
     # ---------------------------------------------------------------- camera pose from TF
     def _start_tf(self) -> None:
@@ -107,16 +120,14 @@ class CameraSegNode(Node):
         from rclpy.duration import Duration
         from rclpy.time import Time
 
-        try:
-            try:  # the pose at the frame's time, else the latest (a static mount is the same)
-                tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id,
-                                                      Time.from_msg(header.stamp), Duration(seconds=0.0))
-            except Exception:
-                tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id, Time())
-        except Exception as exc:  # tf2 LookupException, ExtrapolationException, ...
-            return f"no transform {self.p['grid.frame_id']} <- {header.frame_id}: {exc}"
-        t, q = tr.transform.translation, tr.transform.rotation
-        self.processor.set_pose_matrix(body_pose_from_optical((t.x, t.y, t.z), (q.x, q.y, q.z, q.w)))
+        try:  # the pose at the frame's time (a static mount is valid at any time)
+            tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id,
+                                                  Time.from_msg(header.stamp), Duration(seconds=0.05))
+            t, q = tr.transform.translation, tr.transform.rotation
+            T = body_pose_from_optical((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
+        except Exception as exc:  # tf2 LookupException, ExtrapolationException, a bad quaternion
+            return f"no usable transform {self.p['grid.frame_id']} <- {header.frame_id}: {exc}"
+        self.processor.set_pose_matrix(T)
         return None
 
     # ---------------------------------------------------------------- inputs
@@ -134,6 +145,8 @@ class CameraSegNode(Node):
             rel = wanted
             if wanted == "auto":
                 pubs = self.get_publishers_info_by_topic(topic)
+                if not pubs and key in self._subs:
+                    continue  # the camera is away for now: keep what matched it
                 rel = ("reliable" if pubs and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
                                                   for p in pubs) else "best_effort")
             if self._sub_reliability.get(key) == rel:
@@ -177,14 +190,22 @@ class CameraSegNode(Node):
         reason = check_all(merged)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
+        pose_changed = "camera_pose.xyz" in changes or "camera_pose.rpy" in changes
+        if pose_changed and merged["camera_pose.source"] == "tf":
+            return SetParametersResult(successful=False, reason="camera_pose.xyz/rpy are not used: "
+                                       "camera_pose.source is tf (the pose comes from TF)")
         # everything is valid: apply all of it
         self.p = merged
-        if self.processor is not None:
-            self.processor.pipeline.set_overlay_alpha(merged["overlay_alpha"])
-            if ("camera_pose.xyz" in changes or "camera_pose.rpy" in changes) and \
-                    merged["camera_pose.source"] == "parameters":
-                self.processor.set_pose(merged["camera_pose.xyz"], merged["camera_pose.rpy"])
+        self._apply_runtime_parameters(merged, pose_changed)
         return SetParametersResult(successful=True)
+
+    def _apply_runtime_parameters(self, p: Dict[str, object], pose_changed: bool) -> None:
+        processor = self.processor
+        if processor is None:
+            return  # the worker applies self.p once the model has loaded
+        processor.pipeline.set_overlay_alpha(p["overlay_alpha"])
+        if pose_changed and p["camera_pose.source"] == "parameters":
+            processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
 
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
@@ -212,11 +233,10 @@ class CameraSegNode(Node):
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._last_camera_info = time.monotonic()
+        self._latest_info = msg  # the worker applies it when the model has loaded
         processor = self.processor
         if processor is not None:
             processor.set_camera_info(msg)  # never raises: a bad CameraInfo is kept as a grid error
-        else:
-            self._pending_camera_info = msg
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -224,9 +244,11 @@ class CameraSegNode(Node):
         try:
             self._load()
             self.stats.clear("model")
-            pending = getattr(self, "_pending_camera_info", None)
-            if pending is not None:
-                self.processor.set_camera_info(pending)
+            # what changed while the model loaded (an engine build can take minutes)
+            self._apply_runtime_parameters(self.p, pose_changed=True)
+            latest = self._latest_info
+            if latest is not None:
+                self.processor.set_camera_info(latest)
         except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
             self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
             self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
@@ -248,8 +270,10 @@ class CameraSegNode(Node):
 
     def _infer(self, msg, t_received: float) -> None:
         self._idle = not self._wanted()
-        if self._idle:
-            return  # nobody listens: no work at all
+        if self._idle:  # nobody listens: no work at all, and no old problem reported as current
+            self.stats.clear("frame")
+            self.stats.clear("grid")
+            return
         try:
             inferred = self.processor.infer(msg)
         except ImageError as exc:
@@ -372,8 +396,8 @@ class CameraSegNode(Node):
         self.out_slot.close()
         self._worker.join(timeout=5.0)
         self._output_worker.join(timeout=5.0)
-        if self.processor is not None:
-            self.processor.pipeline.segmenter.release()
+        if self.processor is not None and not self._worker.is_alive() and not self._output_worker.is_alive():
+            self.processor.pipeline.segmenter.release()  # never under a thread still inferring
 
 
 def _resolve(node: Node, name: str) -> str:

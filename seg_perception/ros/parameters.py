@@ -112,6 +112,8 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
         reason = check(name, value)
         if reason:
             return reason
+    if not str(values["grid.frame_id"]).strip():
+        return "grid.frame_id must name a frame"
     if values["grid.x_min"] >= values["grid.x_max"]:
         return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
     if values["grid.y_min"] >= values["grid.y_max"]:

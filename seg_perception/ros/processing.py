@@ -65,9 +65,9 @@ class FrameProcessor:
         self._buffers: Dict[str, array.array] = {}
         self.grid_settings = grid
         self._grid = None
-        self._camera_info: Optional[CameraInfo] = None
-        self._camera_model = None
-        self._camera_error: Optional[str] = None
+        # (CameraInfo message, parsed camera model or None, error or None), replaced as one object:
+        # CameraInfo arrives on the executor thread while the output thread builds grids
+        self._camera: Optional[Tuple[CameraInfo, object, Optional[str]]] = None
         if grid is not None:
             from ..core.grid import GroundGrid, camera_pose
 
@@ -75,17 +75,18 @@ class FrameProcessor:
             self._T_grid_body = camera_pose(grid.pose_xyz, grid.pose_rpy)
 
     def set_camera_info(self, msg: CameraInfo) -> None:
-        if self._camera_info is not None and _same_camera(self._camera_info, msg):
+        current = self._camera
+        if current is not None and _same_camera(current[0], msg):
             return  # unchanged: keep the parsed model (and the grid's lookup table)
-        self._camera_info = msg
         if self._grid is None:
-            return  # only the grid uses the camera model
+            self._camera = (msg, None, None)  # only the grid uses the camera model
+            return
         try:
             model = camera_model_from_msg(msg)
             model.validate()
-            self._camera_model, self._camera_error = model, None
+            self._camera = (msg, model, None)
         except Exception as exc:  # core.grid.GridError, or a message too broken to read
-            self._camera_model, self._camera_error = None, f"invalid CameraInfo: {exc}"
+            self._camera = (msg, None, f"invalid CameraInfo: {exc}")
 
     def set_pose(self, xyz, rpy) -> None:
         if self._grid is not None:
@@ -101,7 +102,7 @@ class FrameProcessor:
 
     @property
     def has_camera_info(self) -> bool:
-        return self._camera_info is not None
+        return self._camera is not None
 
     def process(self, msg, wanted: Collection[str], grid_allowed: bool = True) -> Processed:
         """Decode ``msg`` (Image or CompressedImage), run the network, build the wanted outputs.
@@ -175,13 +176,16 @@ class FrameProcessor:
         if not grid_allowed:
             processed.grid_error = "CameraInfo is stale"
             return
-        if self._camera_info is None:
+        camera = self._camera  # one snapshot: the size check and the table use the same camera
+        if camera is None:
             processed.grid_error = "no CameraInfo received yet"
             return
-        if self._camera_model is None:
-            processed.grid_error = self._camera_error
+        _, model, error = camera
+        if model is None:
+            processed.grid_error = error
             return
-        w, h = self._camera_model.image_size()
+        T_grid_body = self._T_grid_body
+        w, h = model.image_size()
         if (w, h) != (result.width, result.height):
             processed.grid_error = (f"CameraInfo describes {w}x{h} images but the image is "
                                     f"{result.width}x{result.height}")
@@ -189,8 +193,7 @@ class FrameProcessor:
         t0 = time.perf_counter()
         labels = result.labels_small
         try:
-            processed.grid_rebuilt = self._grid.configure(self._camera_model, self._T_grid_body,
-                                                          labels.shape[0], labels.shape[1])
+            processed.grid_rebuilt = self._grid.configure(model, T_grid_body, labels.shape[0], labels.shape[1])
             cells = self._grid.compute(labels)
         except GridError as exc:
             processed.grid_error = str(exc)
