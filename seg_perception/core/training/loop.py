@@ -52,6 +52,10 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     class_weighting: str = "isqrt"
     paint_parking: float = 0.3
+    # torchvision's MobileNetV3 builds its BatchNorm with momentum 0.01: from scratch, the
+    # running statistics then lag the fast-changing weights for thousands of steps and eval-mode
+    # predictions collapse to one class. 0.1 (PyTorch's default) tracks them.
+    bn_momentum: float = 0.1
     threads: int = 1
     val_every: int = 5
     log_every: int = 20
@@ -225,6 +229,9 @@ class Trainer:
         self.load_data()
         self.info = camvid_parking_info(c.architecture, c.input_size)
         self.wrapped = build_wrapped_model(self.info)
+        for module in self.wrapped.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = c.bn_momentum
         freq = self.estimate_frequencies()
         weights = class_weights(freq, c.class_weighting)
         names = [n for n, _ in CAMVID_PARKING_CLASSES]
