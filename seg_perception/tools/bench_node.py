@@ -230,7 +230,7 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
             "threads": threads, "model_input": f"{x.shape[1]}x{x.shape[0]}"}
 
 
-def _as_fast_as_it_takes(h: "Harness", seconds: float, warmup: float, first: int):
+def _as_fast_as_it_takes(h: "Harness", seconds: float, warmup: float, first: int, depth: int = 2):
     """Feed the node as fast as it takes frames: two in flight (one in the network, one waiting),
     the next sent as soon as one completes (all outputs arrived); a frame overtaken by a newer one
     was dropped by the node. Returns (completion times after warm-up, frames not completed)."""
@@ -240,7 +240,7 @@ def _as_fast_as_it_takes(h: "Harness", seconds: float, warmup: float, first: int
     done_times: List[float] = []
     lost = 0
     while time.monotonic() < t_measure + seconds:
-        while len(in_flight) < 2:
+        while len(in_flight) < depth:
             in_flight.append(h.publish(i))
             i += 1
         done = h.wait_any_complete(in_flight, timeout=3.0)
@@ -267,7 +267,7 @@ def run_node_throughput(args) -> Dict[str, object]:
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
         print(f"(b) node over DDS, {node.cam.width}x{node.cam.height} rgb8, every output subscribed, "
               f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
-        done_times, lost = _as_fast_as_it_takes(h, args.seconds, args.warmup, 0)
+        done_times, lost = _as_fast_as_it_takes(h, args.seconds, args.warmup, 0, args.in_flight)
         time.sleep(1.5)
         diag = h.last_diag()
     finally:
@@ -299,9 +299,10 @@ def run_overload(args) -> Dict[str, object]:
     try:
         if not h.wait_ready():
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
-        # capacity: as fast as it takes frames (two in flight), for the warm-up time
-        done_times, i = _as_fast_as_it_takes(h, args.warmup, 0.0, 0)
-        capacity = len(done_times) / args.warmup
+        # capacity: as fast as it takes frames (two in flight), after a warm-up
+        done_times, _ = _as_fast_as_it_takes(h, 8.0, args.warmup, 0)
+        capacity = len(done_times) / 8.0
+        i = 10 ** 6
         rate = args.factor * capacity
         print(f"node capacity ~{capacity:.1f} fps; publishing at {rate:.1f} Hz for {args.seconds:.0f} s ...",
               flush=True)
@@ -421,6 +422,8 @@ def _plot(curve, path: str, warmup: float) -> None:
 def add_arguments(sub) -> None:
     node = sub.add_parser("node", help="(a) bare inference vs (b) the whole node over DDS")
     add_common(node, 20.0)
+    node.add_argument("--in-flight", type=int, default=2,
+                      help="frames sent ahead of completed ones (2: one in the network, one waiting)")
     over = sub.add_parser("overload", help="camera at twice the node's capacity")
     add_common(over, 60.0)
     over.add_argument("--factor", type=float, default=2.0, help="publish rate / node capacity")
