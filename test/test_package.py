@@ -117,3 +117,19 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
     from seg_perception.ros.dds_profile import profile_env
 
     assert callable(profile_env)
+
+
+def test_the_node_path_needs_neither_torch_nor_rosbags():
+    """On the vehicle the node runs with the runtime set: building its pipeline with the ONNX
+    Runtime backend must not import torch, torchvision, onnx or rosbags."""
+    code = (
+        "import sys\n"
+        "import seg_perception.ros.node\n"
+        "from seg_perception.ros.processing import build_processor, default_parameters\n"
+        "p = build_processor(default_parameters())\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'rosbags') if m in sys.modules)\n"
+        "print(p.pipeline.segmenter.backend.name, heavy)\n"
+        "sys.exit(1 if heavy else 0)\n")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert res.stdout.startswith("onnxruntime []")
