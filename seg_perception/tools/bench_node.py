@@ -384,12 +384,14 @@ def run_soak(args) -> Dict[str, object]:
     base = float(after[:5].mean()) if after.size >= 5 else float("nan")
     end = float(after[-5:].mean()) if after.size >= 5 else float("nan")
     result = {"seconds": args.seconds, "rate_hz": args.rate, "published": k,
+              "received": int(diag.get("frames received", "0")),
               "processed": int(diag.get("frames processed", "0")), "dropped": int(diag.get("frames dropped", "0")),
               "failed": int(diag.get("frames failed", "0")), "error_statuses": errors, "exit_code": code,
               "rss_mb_after_warmup": base, "rss_mb_end": end, "rss_growth": (end - base) / base,
               "curve": [[float(a), float(b)] for a, b in curve]}
     print(f"RSS after {args.warmup:.0f} s warm-up {base:.1f} MB, at the end {end:.1f} MB: growth "
-          f"{100 * result['rss_growth']:+.2f}% (target < 5%); frames processed {result['processed']}, "
+          f"{100 * result['rss_growth']:+.2f}% (target < 5%); frames published {k}, received by the node "
+          f"{result['received']}, processed {result['processed']}, "
           f"failed {result['failed']}, ERROR statuses {errors}, exit code {code}")
     if args.plot:
         _plot(curve, args.plot, args.warmup)
