@@ -9,7 +9,7 @@ from typing import Dict, List, Sequence, Tuple
 import cv2
 import numpy as np
 
-from models import layout_ids, paint_blocks
+from models import STREET_LAYOUT, layout_ids, paint_blocks
 
 from seg_perception.core import bagio
 
@@ -20,14 +20,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 INFO_TOPIC = "/camera/camera_info"
 LATCHED_TOPIC = "/map_static"          # a transient-local topic of an installed type
 BLOCK = 20
-LAYOUT = [
-    ["Sky", "Sky", "Building", "Sky", "Sky", "Sky", "Building", "Building"],
-    ["Building", "Sky", "Car", "Car", "Sky", "Sky", "Person", "Building"],
-    ["Sidewalk", "Person", "Road", "Road", "Road", "Car", "Person", "Sidewalk"],
-    ["Sidewalk", "Road", "Road", "Road", "Road", "Road", "Parking", "Parking"],
-    ["Road", "Road", "Road", "Person", "Road", "Road", "Parking", "Parking"],
-    ["Road", "Road", "Road", "Road", "Road", "Road", "Road", "Sidewalk"],
-]
+LAYOUT = STREET_LAYOUT
 # pose of the sample camera; the grid needs a camera looking at the ground
 POSE_PARAMS = {"camera_pose.xyz": [0.0, 0.0, 1.5], "camera_pose.rpy": [0.0, 0.3, 0.0]}
 

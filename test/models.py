@@ -25,6 +25,16 @@ TEST_CLASSES = (
 CLASS_ID = {n: i for i, (n, _) in enumerate(TEST_CLASSES)}
 COLOR = {n: c for n, c in TEST_CLASSES}
 
+# A street-like layout of class blocks (rows top to bottom), shared by the DDS and bag tests.
+STREET_LAYOUT = [
+    ["Sky", "Sky", "Building", "Sky", "Sky", "Sky", "Building", "Building"],
+    ["Building", "Sky", "Car", "Car", "Sky", "Sky", "Person", "Building"],
+    ["Sidewalk", "Person", "Road", "Road", "Road", "Car", "Person", "Sidewalk"],
+    ["Sidewalk", "Road", "Road", "Road", "Road", "Road", "Parking", "Parking"],
+    ["Road", "Road", "Road", "Person", "Road", "Road", "Parking", "Parking"],
+    ["Road", "Road", "Road", "Road", "Road", "Road", "Road", "Sidewalk"],
+]
+
 TEST_LABEL_YAML = """
 groups:
   road: [Road]

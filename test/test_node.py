@@ -15,18 +15,12 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from models import CLASS_ID, COLOR, TEST_LABEL_YAML, layout_ids, make_colour_model, paint_blocks
+from models import (CLASS_ID, COLOR, STREET_LAYOUT, TEST_LABEL_YAML, layout_ids, make_colour_model,
+                    paint_blocks)
 from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
 OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay")
-LAYOUT = [
-    ["Sky", "Sky", "Building", "Sky", "Sky", "Sky", "Building", "Building"],
-    ["Building", "Sky", "Car", "Car", "Sky", "Sky", "Person", "Building"],
-    ["Sidewalk", "Person", "Road", "Road", "Road", "Car", "Person", "Sidewalk"],
-    ["Sidewalk", "Road", "Road", "Road", "Road", "Road", "Parking", "Parking"],
-    ["Road", "Road", "Road", "Person", "Road", "Road", "Parking", "Parking"],
-    ["Road", "Road", "Road", "Road", "Road", "Road", "Road", "Sidewalk"],
-]
+LAYOUT = STREET_LAYOUT
 GROUPS = {"road_mask": ["Road"], "pedestrian_mask": ["Person"], "parking_mask": ["Parking"]}
 
 
