@@ -133,3 +133,19 @@ def test_the_node_path_needs_neither_torch_nor_rosbags():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("onnxruntime []")
+
+
+def test_readme_documents_every_parameter_and_launch_argument():
+    import re
+
+    from seg_perception.ros.parameters import SPECS
+
+    readme = open(os.path.join(REPO, "README.md")).read()
+    documented = set()
+    for row in re.findall(r"^\| (`[^|]+)\|", readme, flags=re.M):  # first cell of table rows
+        documented |= set(re.findall(r"`([a-z_.]+)`", row))
+    missing = sorted(s.name for s in SPECS if s.name not in documented)
+    assert not missing, f"parameters missing from the README: {missing}"
+    for arg in ("image", "camera_info", "image_transport", "params_file", "model", "backend",
+                "namespace", "use_sim_time", "rviz"):
+        assert f"`{arg}`" in readme, arg
