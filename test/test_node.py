@@ -422,20 +422,25 @@ def sample_scene_in_test_colours(width=640, height=360):
     return cam, rgb
 
 
-def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_on(ros_domain, peer, colour_model):
+def grid_test_topics(peer):
+    """Labels, grid and diagnostics subscriptions; image and CameraInfo publishers."""
     from nav_msgs.msg import OccupancyGrid
 
+    return (subscribe_outputs(peer, ("labels",)),
+            peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE),
+            peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE),
+            peer.publisher(Image, "/image", RELIABLE),
+            peer.publisher(CameraInfo, "/camera_info", RELIABLE))
+
+
+def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_on(ros_domain, peer, colour_model):
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb = sample_scene_in_test_colours()
     node = start_node(ros_domain, colour_model, **{
         "grid.enabled": True, "camera_pose.xyz": list(cam.pose_xyz), "camera_pose.rpy": list(cam.pose_rpy)})
     try:
-        outs = subscribe_outputs(peer, ("labels",))
-        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
-        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
-        pub = peer.publisher(Image, "/image", RELIABLE)
-        ci_pub = peer.publisher(CameraInfo, "/camera_info", RELIABLE)
+        outs, grids, diag, pub, ci_pub = grid_test_topics(peer)
         assert peer.wait_matched(pub) and peer.wait_matched(ci_pub), node.log()
 
         def frame(stamp):
@@ -504,18 +509,12 @@ def test_pose_from_tf_without_tf2_ros_stops_only_the_grid(ros_domain, peer, colo
         pytest.skip("tf2_ros is installed: this checks the path without it")
     except ImportError:
         pass
-    from nav_msgs.msg import OccupancyGrid
-
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb = sample_scene_in_test_colours(320, 180)
     node = start_node(ros_domain, colour_model, **{"grid.enabled": True, "camera_pose.source": "tf"})
     try:
-        outs = subscribe_outputs(peer, ("labels",))
-        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
-        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
-        pub = peer.publisher(Image, "/image", RELIABLE)
-        ci_pub = peer.publisher(CameraInfo, "/camera_info", RELIABLE)
+        outs, grids, diag, pub, ci_pub = grid_test_topics(peer)
         assert peer.wait_matched(pub), node.log()
         camera = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=ci_pub,
                         make_info=lambda s: camera_info_msg(cam, s))
