@@ -149,3 +149,58 @@ def test_latest_slot_keeps_only_the_newest_and_counts_drops():
     assert got == [(True, "x")]
     slot.close()
     assert slot.get(0.01) == (False, None)
+
+
+def test_latest_slot_hands_replaced_and_abandoned_items_to_on_drop():
+    dropped = []
+    slot = LatestSlot(on_drop=dropped.append)
+    slot.put("a")
+    slot.put("b")
+    assert dropped == ["a"]
+    assert slot.get(0.1) == (True, "b")
+    slot.put("c")
+    slot.close()  # left in the slot at close: dropped too (e.g. its buffer given back)
+    assert dropped == ["a", "c"]
+
+
+def test_prepared_frames_own_their_input_buffer_until_inferred(tmp_path):
+    """The node prepares the next frame while the network runs one: two prepared frames never
+    share an input buffer, and a buffer comes back once its frame was inferred (or dropped)."""
+    model = make_colour_model(str(tmp_path / "m.onnx"))
+    seg = Segmenter.from_file(model, backend="onnxruntime")
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups)
+    a_rgb = paint_blocks([["Road", "Sky"]], 60, 80)
+    b_rgb = paint_blocks([["Sky", "Road"]], 60, 80)
+    a = pipe.prepare(frame_from_rgb(a_rgb), pooled=True)
+    b = pipe.prepare(frame_from_rgb(b_rgb), pooled=True)
+    assert not np.shares_memory(a.model_input, b.model_input)
+    buffers = [a.model_input, b.model_input]  # references held: ids cannot be recycled
+    res_a, res_b = pipe.run(a), pipe.run(b)
+    assert a.model_input is None and b.model_input is None  # given back
+    # each result is its own frame's, though b was prepared before a ran
+    np.testing.assert_array_equal(res_a.labels(), seg.segment(a_rgb))
+    np.testing.assert_array_equal(res_b.labels(), seg.segment(b_rgb))
+    c = pipe.prepare(frame_from_rgb(a_rgb), pooled=True)
+    assert any(c.model_input is buf for buf in buffers)  # reused: no allocation per frame
+    c.release()  # a dropped frame gives its buffer back too
+    d = pipe.prepare(frame_from_rgb(b_rgb), pooled=True)
+    assert any(d.model_input is buf for buf in buffers)
+
+
+def test_overlay_is_shrunk_to_its_max_width_with_the_same_aspect(tmp_path):
+    model = make_colour_model(str(tmp_path / "m.onnx"))
+    seg = Segmenter.from_file(model, backend="onnxruntime")
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups, overlay_alpha=0.0, overlay_max_width=240)
+    layout = [["Sky", "Car", "Sky", "Person"], ["Road", "Road", "Parking", "Sidewalk"]]
+    rgb = paint_blocks(layout, 90, 120)  # 180 x 480
+    res = pipe.process(frame_from_rgb(rgb))
+    assert res.overlay_size == (90, 240)
+    # alpha 0: the overlay is the frame itself, shrunk; the masks keep the frame's size
+    np.testing.assert_array_equal(res.overlay(), rgb[::2, ::2])
+    assert res.labels().shape == (180, 480)
+    pipe.overlay_max_width = 0
+    assert pipe.process(frame_from_rgb(rgb)).overlay().shape == (180, 480, 3)
+    pipe.overlay_max_width = 960  # wider than the frame: no change
+    assert pipe.process(frame_from_rgb(rgb)).overlay_size == (180, 480)

@@ -8,11 +8,15 @@ frames (the real-time rule: latest frame wins).
 from __future__ import annotations
 
 import threading
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 
 class LatestSlot:
-    def __init__(self) -> None:
+    """``on_drop``: called with each item that is replaced or left at close (outside the lock),
+    e.g. to give a buffer back."""
+
+    def __init__(self, on_drop: Optional[Callable[[Any], None]] = None) -> None:
+        self._on_drop = on_drop
         self._cond = threading.Condition()
         self._item: Any = None
         self._has_item = False
@@ -24,12 +28,15 @@ class LatestSlot:
         """Store ``item``; returns True when it replaced an unprocessed one (a drop)."""
         with self._cond:
             replaced = self._has_item
+            old = self._item
             if replaced:
                 self.dropped += 1
             self._item, self._has_item = item, True
             self.received += 1
             self._cond.notify()
-            return replaced
+        if replaced and self._on_drop is not None:
+            self._on_drop(old)
+        return replaced
 
     def get(self, timeout: Optional[float] = None) -> Tuple[bool, Any]:
         """(True, newest item) or (False, None) on timeout or close."""
@@ -44,8 +51,11 @@ class LatestSlot:
     def close(self) -> None:
         with self._cond:
             self._closed = True
+            old, had = self._item, self._has_item
             self._item, self._has_item = None, False
             self._cond.notify_all()
+        if had and self._on_drop is not None:
+            self._on_drop(old)
 
     @property
     def closed(self) -> bool:

@@ -7,13 +7,13 @@ node adds DDS. Outputs are computed on first access, so an output nobody wants c
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
 from .image import Frame
 from .labels import LabelGroups, MASK_GROUPS
-from .postprocess import Postprocessor
+from .postprocess import Postprocessor, overlay_size
 from .segmenter import Fit, Segmenter
 
 
@@ -70,16 +70,25 @@ class FrameResult:
         return self._timed("mask:" + group, lambda: post.upsample(
             post.mask_small(self.labels_small, group), self.height, self.width, out))
 
+    @property
+    def overlay_size(self) -> Tuple[int, int]:
+        """(height, width) of the overlay: the frame's, at most overlay_max_width wide."""
+        return overlay_size(self.height, self.width, self.pipeline.overlay_max_width)
+
     def overlay(self, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """HxWx3 rgb8: the frame blended with its class colours."""
+        """rgb8 at overlay_size: the frame blended with its class colours."""
         return self._timed("overlay", lambda: self.pipeline.post.overlay(
-            self.frame.rgb(), self.labels_small, out), stage="overlay")
+            self.frame.rgb(), self.labels_small, out, self.overlay_size), stage="overlay")
 
 
 class SegmentationPipeline:
-    def __init__(self, segmenter: Segmenter, groups: LabelGroups, overlay_alpha: float = 0.5) -> None:
+    def __init__(self, segmenter: Segmenter, groups: LabelGroups, overlay_alpha: float = 0.5,
+                 overlay_max_width: int = 0) -> None:
         self.segmenter = segmenter
         self.groups = groups
+        # The overlay is for eyes (RViz): a full-HD one costs 4x the bytes and blending of a
+        # 960-wide one and shows nothing more on a screen. 0: the frame's size.
+        self.overlay_max_width = int(overlay_max_width)
         colors = [c.color for c in segmenter.info.classes]
         self.post = Postprocessor(groups, colors, overlay_alpha)
         # Test hook: a callable run before inference that may raise, to inject faults into the
@@ -96,17 +105,46 @@ class SegmentationPipeline:
         self.post.overlay_alpha = float(alpha)
 
     def process(self, frame: Frame, timer: Optional[StageTimer] = None) -> FrameResult:
+        """Preprocess and run the network on one frame (``prepare`` then ``run``)."""
+        return self.run(self.prepare(frame, timer))
+
+    def prepare(self, frame: Frame, timer: Optional[StageTimer] = None, pooled: bool = False) -> "Prepared":
+        """Fit the frame to the model's input. ``pooled``: into a buffer of its own (given back
+        by ``run``), so the next frame can be prepared while the network runs this one."""
         timer = timer or StageTimer()
         t0 = time.perf_counter()
         fit = self.segmenter.fit_for(frame.height, frame.width)
-        model_input = frame.resized_rgb(fit)
-        t1 = time.perf_counter()
-        timer.add("preprocess", t1 - t0)
-        if self.fault_hook is not None:
-            self.fault_hook(frame)
-        labels_model = self.segmenter.infer_model_input(model_input)
-        timer.add("inference", time.perf_counter() - t1)
-        return FrameResult(self, frame, fit, labels_model, timer)
+        buffer = fit.take_buffer() if pooled else None
+        model_input = frame.resized_rgb(fit, buffer)
+        timer.add("preprocess", time.perf_counter() - t0)
+        return Prepared(frame, fit, model_input, timer, buffer is not None)
+
+    def run(self, prepared: "Prepared") -> FrameResult:
+        """The network on a prepared frame."""
+        try:
+            t1 = time.perf_counter()
+            if self.fault_hook is not None:
+                self.fault_hook(prepared.frame)
+            labels_model = self.segmenter.infer_model_input(prepared.model_input)
+            prepared.timer.add("inference", time.perf_counter() - t1)
+        finally:
+            prepared.release()
+        return FrameResult(self, prepared.frame, prepared.fit, labels_model, prepared.timer)
+
+
+class Prepared:
+    """A frame fitted to the model's input, not yet through the network."""
+
+    __slots__ = ("frame", "fit", "model_input", "timer", "_pooled")
+
+    def __init__(self, frame: Frame, fit: Fit, model_input: np.ndarray, timer: StageTimer, pooled: bool) -> None:
+        self.frame, self.fit, self.model_input, self.timer, self._pooled = frame, fit, model_input, timer, pooled
+
+    def release(self) -> None:
+        """Give a pooled input buffer back (after inference, or when the frame is dropped)."""
+        if self._pooled and self.model_input is not None:
+            self.fit.give_back(self.model_input)
+        self.model_input = None
 
 
 MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)

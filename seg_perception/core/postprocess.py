@@ -51,9 +51,22 @@ class Postprocessor:
         # cv2.LUT wants as many channels in the source as in the table
         return cv2.LUT(cv2.merge([labels_small] * 3), self.colors.reshape(256, 1, 3))
 
-    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha). The
-        colour image is upsampled into ``out`` and blended there in place."""
-        color = self.upsample(self.color_small(labels_small), rgb.shape[0], rgb.shape[1], out)
+    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray, out: Optional[np.ndarray] = None,
+                size: Optional[Tuple[int, int]] = None) -> np.ndarray:
+        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha), at
+        ``size`` (height, width; default ``out``'s or the frame's). The colour image is upsampled
+        into ``out`` and blended there in place; a smaller size shrinks the frame first."""
+        h, w = size or (out.shape[:2] if out is not None else rgb.shape[:2])
+        if (h, w) != rgb.shape[:2]:
+            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+        color = self.upsample(self.color_small(labels_small), h, w, out)
         a = self.overlay_alpha
         return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0, dst=color)
+
+
+def overlay_size(height: int, width: int, max_width: int) -> Tuple[int, int]:
+    """(height, width) of the overlay: the frame's size, shrunk to ``max_width`` with the same
+    aspect ratio (0: no limit)."""
+    if max_width <= 0 or width <= max_width:
+        return height, width
+    return max(1, int(round(height * max_width / width))), max_width

@@ -9,10 +9,11 @@ leaves the device is the class map. Like Polygraphy's runners, a backend is acti
 from __future__ import annotations
 
 import abc
+import collections
 import importlib
 import logging
 import os
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -186,8 +187,25 @@ class Fit:
         shrinking = self.inner_w < src_w or self.inner_h < src_h
         self.interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
         # Reused model-input buffer: no per-frame allocation for the network input.
-        self.buffer = np.full((self.dst_h, self.dst_w, 3), self.pad_value, np.uint8)
+        self.buffer = self._new_buffer()
         self._inner = self.buffer[self.off_y:self.off_y + self.inner_h, self.off_x:self.off_x + self.inner_w]
+        # More buffers for a pipeline that prepares the next frame while the network runs one
+        # (take_buffer / give_back); their padding is filled once, like the buffer's.
+        self._free: Deque[np.ndarray] = collections.deque()
+
+    def _new_buffer(self) -> np.ndarray:
+        return np.full((self.dst_h, self.dst_w, 3), self.pad_value, np.uint8)
+
+    def take_buffer(self) -> np.ndarray:
+        """A model-input buffer nobody else writes until it is given back (thread-safe)."""
+        try:
+            return self._free.pop()
+        except IndexError:
+            return self._new_buffer()
+
+    def give_back(self, buffer: np.ndarray) -> None:
+        if len(self._free) < 4:  # in use at once: one in the network, one waiting, one being written
+            self._free.append(buffer)
 
     def to_model(self, image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:
         """Resize an HxWxC uint8 image into the model input buffer (or ``out``)."""
