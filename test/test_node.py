@@ -115,13 +115,16 @@ def subscribe_outputs(peer, names=OUTPUTS):
     return {n: peer.subscribe(Image, f"/camera_seg/{n}", RELIABLE) for n in names}
 
 
-def check_outputs(outs, stamp, rgb, frame_id="camera_optical"):
+def check_outputs(outs, stamp, rgb, frame_id="camera_optical", overlay_max_width=960):
     h, w = rgb.shape[:2]
     expected = np.kron(layout_ids(LAYOUT), np.ones((h // len(LAYOUT), w // len(LAYOUT[0])), np.uint8))
     msgs = {n: next(m for m in col.snapshot() if stamp_of(m) == stamp) for n, col in outs.items()}
+    # the overlay is for eyes: at most overlay_max_width wide, same aspect ratio
+    ow = min(w, overlay_max_width) if overlay_max_width else w
+    oh = h * ow // w
     for n, m in msgs.items():
         assert m.header.frame_id == frame_id, n
-        assert (m.height, m.width) == (h, w), n
+        assert (m.height, m.width) == ((oh, ow) if n == "overlay" else (h, w)), n
         assert m.encoding == ("rgb8" if n == "overlay" else "mono8"), n
     labels = as_array(msgs["labels"])
     np.testing.assert_array_equal(labels, expected)
@@ -132,14 +135,16 @@ def check_outputs(outs, stamp, rgb, frame_id="camera_optical"):
         assert want.any()
         np.testing.assert_array_equal(mask == 255, want, err_msg=n)
     overlay = as_array(msgs["overlay"]).astype(int)
-    # alpha 0.5 over a frame painted in the class colours: the overlay equals the frame
-    assert np.abs(overlay - rgb.astype(int)).max() <= 1
+    # alpha 0.5 over a frame painted in the class colours: the overlay equals the (shrunk) frame
+    frame = cv2.resize(rgb, (ow, oh), interpolation=cv2.INTER_AREA) if (oh, ow) != (h, w) else rgb
+    assert np.abs(overlay - frame.astype(int)).max() <= 1
     return msgs
 
 
 def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model):
     """1920x1080 rgb8 from a participant without our DDS profile reaches the node; every output
-    arrives with the input's header, at the input size, consistent with labels and label file."""
+    arrives with the input's header, at the input size (the overlay shrunk to overlay_max_width),
+    consistent with labels and label file."""
     node = start_node(ros_domain, colour_model)
     try:
         outs = subscribe_outputs(peer)

@@ -1,9 +1,13 @@
 """The camera_seg node: thin glue between ROS 2 topics and the core pipeline.
 
-Threads: the executor runs the subscription callbacks (which only keep the newest frame) and the
-diagnostics timer; one worker thread loads the model and then runs inference on the newest frame
-and publishes. A frame that arrives while the worker is busy replaces the waiting one (dropped and
-counted), so there is never a backlog of stale frames.
+Threads, each handing the newest item to the next through a one-slot mailbox (a waiting item
+that a newer one replaces is dropped and counted, so there is never a backlog of stale frames):
+  executor     subscription callbacks (they only keep the newest frame), timers, diagnostics
+  prepare      decode and resize the newest frame to the model's input, while the network runs
+               the previous one, so the network never waits for preprocessing
+  inference    loads the model, then runs the network on the newest prepared frame
+  outputs      builds and publishes the outputs of the newest inferred frame (at a lower CPU
+               priority, output_niceness, so on few cores it fills the network's gaps)
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+import cv2
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
@@ -30,7 +35,8 @@ from ..core.latest import LatestSlot
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
-from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_from_optical, build_processor
+from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_from_optical, build_processor, \
+    opencv_threads
 
 NODE_NAME = "camera_seg"
 
@@ -77,15 +83,18 @@ class CameraSegNode(Node):
         if self.p["input_qos.reliability"] == "auto":
             self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
 
-        # newest camera frame -> inference thread -> newest inferred frame -> output thread
+        # newest camera frame -> prepare -> newest prepared frame -> inference -> newest inferred
+        # frame -> outputs
         self.slot = LatestSlot()
+        self.ready_slot = LatestSlot(on_drop=lambda item: item[0].release())  # its input buffer
         self.out_slot = LatestSlot()
+        self._model_done = threading.Event()  # the model loaded, or failed to
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
-        self._worker = threading.Thread(target=self._work, name="camera_seg_inference", daemon=True)
-        self._output_worker = threading.Thread(target=self._publish_outputs, name="camera_seg_outputs",
-                                               daemon=True)
-        self._worker.start()
-        self._output_worker.start()
+        self._threads = [threading.Thread(target=fn, name=f"camera_seg_{name}", daemon=True)
+                         for name, fn in (("inference", self._work), ("prepare", self._prepare_frames),
+                                          ("outputs", self._publish_outputs))]
+        for thread in self._threads:
+            thread.start()
         self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
@@ -204,6 +213,7 @@ class CameraSegNode(Node):
         if processor is None:
             return  # the worker applies self.p once the model has loaded
         processor.pipeline.set_overlay_alpha(p["overlay_alpha"])
+        processor.pipeline.overlay_max_width = int(p["overlay_max_width"])
         if pose_changed and p["camera_pose.source"] == "parameters":
             processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
 
@@ -213,13 +223,16 @@ class CameraSegNode(Node):
         # the output thread publishes each message before it builds the next: buffers can be reused
         self.processor = build_processor(self.p, progress=self._engine_progress, reuse_buffers=True)
         segmenter = self.processor.pipeline.segmenter
+        cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
+        cv2.setNumThreads(cv_threads)
         self.backend_text = segmenter.backend.describe()
         self.backend_reason = getattr(segmenter.backend, "selection_reason", "")
         info = segmenter.info
         self.get_logger().info(
             f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
-            f"({self.backend_reason}); labels {self.label_path}; loaded in {time.monotonic() - t0:.1f} s")
+            f"({self.backend_reason}); labels {self.label_path}; OpenCV threads {cv_threads}; "
+            f"loaded in {time.monotonic() - t0:.1f} s")
 
     def _engine_progress(self, text: str) -> None:
         self._log("engine", "info", f"TensorRT engine: {text}")
@@ -240,7 +253,7 @@ class CameraSegNode(Node):
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
-        """Inference thread: load the model, then run the network on the newest frame."""
+        """Inference thread: load the model, then run the network on the newest prepared frame."""
         try:
             self._load()
             self.stats.clear("model")
@@ -252,6 +265,18 @@ class CameraSegNode(Node):
         except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
             self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
             self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
+        finally:
+            self._model_done.set()
+        while not self.ready_slot.closed:
+            ok, item = self.ready_slot.get(timeout=0.2)
+            if ok:
+                self._infer(*item)
+
+    def _prepare_frames(self) -> None:
+        """Prepare thread: decode and fit the newest camera frame to the model's input."""
+        while not self._model_done.wait(0.2):
+            if self.slot.closed:
+                return
         while not self.slot.closed:
             ok, item = self.slot.get(timeout=0.2)
             if not ok:
@@ -261,24 +286,30 @@ class CameraSegNode(Node):
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
             try:
-                self._infer(*item)
+                self._prepare(*item)
             except Exception as exc:  # never let the worker die; report and go on
                 self._frame_error("frame", f"processing failed: {exc!r}")
 
     def _wanted(self) -> List[str]:
         return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
 
-    def _infer(self, msg, t_received: float) -> None:
+    def _prepare(self, msg, t_received: float) -> None:
         self._idle = not self._wanted()
         if self._idle:  # nobody listens: no work at all, and no old problem reported as current
             self.stats.clear("frame")
             self.stats.clear("grid")
             return
         try:
-            inferred = self.processor.infer(msg)
+            prepared = self.processor.prepare(msg)
         except ImageError as exc:
             self._frame_error("frame", f"bad image on {self.image_topic}: {exc}")
             return
+        if self.ready_slot.put((prepared, t_received)):
+            self.stats.on_dropped()
+
+    def _infer(self, prepared, t_received: float) -> None:
+        try:
+            inferred = self.processor.run(prepared)
         except Exception as exc:
             self._frame_error("inference", f"inference failed: {exc}")
             return
@@ -288,6 +319,12 @@ class CameraSegNode(Node):
 
     def _publish_outputs(self) -> None:
         """Output thread: build the outputs of the newest inferred frame and publish them."""
+        if self.p["output_niceness"] > 0 and sys.platform.startswith("linux"):
+            try:  # this thread only (Linux thread id); raising niceness needs no privilege
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
+                               os.getpriority(os.PRIO_PROCESS, 0) + self.p["output_niceness"])
+            except OSError as exc:
+                self.get_logger().warn(f"output_niceness not applied: {exc}")
         while not self.out_slot.closed:
             ok, item = self.out_slot.get(timeout=0.2)
             if not ok:
@@ -392,11 +429,11 @@ class CameraSegNode(Node):
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
 
     def shutdown(self) -> None:
-        self.slot.close()
-        self.out_slot.close()
-        self._worker.join(timeout=5.0)
-        self._output_worker.join(timeout=5.0)
-        if self.processor is not None and not self._worker.is_alive() and not self._output_worker.is_alive():
+        for slot in (self.slot, self.ready_slot, self.out_slot):
+            slot.close()
+        for thread in self._threads:
+            thread.join(timeout=5.0)
+        if self.processor is not None and not any(t.is_alive() for t in self._threads):
             self.processor.pipeline.segmenter.release()  # never under a thread still inferring
 
 

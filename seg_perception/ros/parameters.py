@@ -33,6 +33,9 @@ SPECS = (
          "then PyTorch.", choices=BACKENDS),
     Spec("num_threads", 0, "CPU threads for inference (0: every core but one, which stays for "
          "decoding, outputs and DDS).", range=(0, 256)),
+    Spec("output_niceness", 5, "Niceness (Linux) of the thread that builds and publishes the "
+         "outputs: with few cores the network's thread keeps its core and the outputs fill the "
+         "gaps. 0: same priority as the network.", range=(0, 19)),
     Spec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
          "sensor_msgs/CompressedImage on the resolved 'image' topic + '/compressed'.",
          choices=("raw", "compressed")),
@@ -43,6 +46,9 @@ SPECS = (
     Spec("input_qos.depth", 1, "Queue depth of the input subscriptions.", range=(1, 100)),
     Spec("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay.", read_only=False,
          range=(0.0, 1.0)),
+    Spec("overlay_max_width", 960, "~/overlay is shrunk to at most this width (same aspect "
+         "ratio): it is for eyes, and a full-HD overlay costs 4x the bytes. 0: the image's size.",
+         read_only=False, range=(0, 16384)),
     Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
     Spec("log_throttle_sec", 5.0, "At most one log line per error kind in this many seconds.",
          read_only=False, range=(0.0, 3600.0)),

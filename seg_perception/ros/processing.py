@@ -38,6 +38,17 @@ class GridSettings:
 
 
 @dataclasses.dataclass
+class PreparedFrame:
+    """A frame decoded and fitted to the model's input, before inference."""
+    prepared: object  # core.pipeline.Prepared
+    header: object    # std_msgs/Header of the input
+
+    def release(self) -> None:
+        """A prepared frame that will not be inferred (dropped): give its buffer back."""
+        self.prepared.release()
+
+
+@dataclasses.dataclass
 class Inferred:
     """A frame after inference, before its outputs are built."""
     result: object   # core.pipeline.FrameResult
@@ -110,12 +121,22 @@ class FrameProcessor:
         return self.finish(self.infer(msg), wanted, grid_allowed)
 
     def infer(self, msg) -> Inferred:
-        """First half: decode, fit to the model and run it (the network's own thread)."""
+        """First half: decode, fit to the model and run it."""
+        return self.run(self.prepare(msg))
+
+    def prepare(self, msg) -> PreparedFrame:
+        """Decode and fit to the model's input (raises ImageError for a bad frame). With
+        reuse_buffers each prepared frame has an input buffer of its own, so the node prepares
+        the next frame while the network runs this one."""
         timer = StageTimer()
         t0 = time.perf_counter()
         frame = frame_from_msg(msg)
         timer.add("convert", time.perf_counter() - t0)
-        return Inferred(self.pipeline.process(frame, timer), msg.header)
+        return PreparedFrame(self.pipeline.prepare(frame, timer, pooled=self.reuse_buffers), msg.header)
+
+    def run(self, prepared: PreparedFrame) -> Inferred:
+        """The network on a prepared frame (the network's own thread)."""
+        return Inferred(self.pipeline.run(prepared.prepared), prepared.header)
 
     def finish(self, inferred: Inferred, wanted: Collection[str], grid_allowed: bool = True,
                publish: Optional[Callable[[str, object], None]] = None) -> Processed:
@@ -129,7 +150,8 @@ class FrameProcessor:
         for name in sorted((n for n in wanted if n in IMAGE_OUTPUTS), key=IMAGE_OUTPUTS.index):
             t1 = time.perf_counter()
             channels = 3 if name == "overlay" else 1
-            buf, view = self._buffer(name, result.height, result.width, channels)
+            height, width = result.overlay_size if name == "overlay" else (result.height, result.width)
+            buf, view = self._buffer(name, height, width, channels)
             t_msg += time.perf_counter() - t1
             if name == "labels":
                 arr = result.labels(view)
@@ -141,7 +163,7 @@ class FrameProcessor:
             if buf is None:
                 out[name] = image_msg(arr, "rgb8" if channels == 3 else "mono8", copy_header(header))
             else:
-                out[name] = image_msg_from_buffer(buf, result.height, result.width,
+                out[name] = image_msg_from_buffer(buf, height, width,
                                                   "rgb8" if channels == 3 else "mono8", copy_header(header))
             t_msg += time.perf_counter() - t1
             if publish is not None:
@@ -273,6 +295,15 @@ def inference_threads(num_threads: int) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
+def opencv_threads(backend_device: str, num_threads: int) -> int:
+    """OpenCV threads for the node's own image work (resize, masks, overlay): the cores the
+    network leaves free. Measured on 2 cores: with OpenCV's default pool its worker took the
+    network's core often enough to cost a tenth of the node's rate."""
+    cores = os.cpu_count() or 2
+    used = inference_threads(num_threads) if backend_device == "cpu" else 0
+    return max(1, cores - used)
+
+
 def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = False) -> FrameProcessor:
     """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
@@ -285,7 +316,7 @@ def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = F
     segmenter = Segmenter.from_file(model_path, p["backend"], **options)
     try:
         groups = load_label_file(label_path, segmenter.info.class_names)
-        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"])
+        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"])
         grid = None
         if p["grid.enabled"]:
             from ..core.grid import GridSpec

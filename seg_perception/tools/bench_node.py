@@ -5,9 +5,12 @@ a long run's memory. Commands anyone can rerun; numbers, not pass/fail:
     seg-perception bench overload   a camera at twice the node's capacity for 60 s
     seg-perception bench soak       10 minutes at camera rate; the node's memory curve
 
-The camera side runs in this process with default Fast DDS transports (like a camera driver);
-the node is camera_seg_node in its own process with the shipped params file. Outputs are
-subscribed raw (serialized) so this process spends little CPU on them: only the stamp is read.
+The camera side runs in this process; by default with the shipped Fast DDS profile (64 MB
+shared memory), as the README advises for a 1080p camera driver: on Fast DDS defaults the
+camera's sending side delays and loses 1080p frames, and the node then waits for frames instead
+of working (--camera-profile none measures exactly that). The node is camera_seg_node in its own
+process with the shipped params file. Outputs are subscribed raw (serialized) so this process
+spends little CPU on them: only the stamp is read.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "57")))
+    p.add_argument("--camera-profile", choices=("shipped", "none"), default="shipped",
+                   help="Fast DDS profile of the camera side: the shipped one (64 MB shared memory) "
+                        "or none (Fast DDS defaults)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
 
 
@@ -84,7 +90,7 @@ class NodeUnderTest:
 class Harness:
     """Camera publisher + raw output subscribers + diagnostics, in this process."""
 
-    def __init__(self, domain_id: int, cam) -> None:
+    def __init__(self, domain_id: int, cam, camera_profile: str = "shipped") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -93,7 +99,13 @@ class Harness:
         from ..ros.participant import Participant
         from ..ros.sample_stream import camera_info_msg, render_frames
 
-        os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)  # a plain camera-side process
+        from ..ros.dds_profile import PROFILE_VARS
+        from ..core.resources import FASTDDS_PROFILE
+
+        for var in PROFILE_VARS:  # before this process's participant exists
+            os.environ.pop(var, None)
+        if camera_profile == "shipped":
+            os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_PROFILE
         self.cam = cam
         print(f"rendering sample frames at {cam.width}x{cam.height} ...", flush=True)
         self.frames = render_frames(cam, 4)
@@ -261,7 +273,7 @@ def run_node_throughput(args) -> Dict[str, object]:
     bare = bare_inference(args, args.seconds)
     print(f"    {bare['fps']:.1f} fps ({bare['median_ms']:.1f} ms median, {bare['backend']})", flush=True)
     node = NodeUnderTest(args)
-    h = Harness(args.domain_id, node.cam)
+    h = Harness(args.domain_id, node.cam, args.camera_profile)
     try:
         if not h.wait_ready():
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
@@ -276,6 +288,7 @@ def run_node_throughput(args) -> Dict[str, object]:
     fps = len(done_times) / args.seconds
     stages = {k[len("stage "):-len(" (ms)")]: float(v) for k, v in diag.items() if k.startswith("stage ")}
     result = {"bare": bare, "node": {"fps": fps, "frames": len(done_times), "not_completed": lost,
+                                     "camera_profile": args.camera_profile,
                                      "frame": f"{node.cam.width}x{node.cam.height} rgb8",
                                      "stages_ms_median": stages,
                                      "latency_median_ms": diag.get("latency median (ms)")},
@@ -283,7 +296,8 @@ def run_node_throughput(args) -> Dict[str, object]:
     print()
     print(f"bare inference : {bare['fps']:6.1f} fps  ({bare['backend']}, input {bare['model_input']}, "
           f"threads {bare['threads'] or 'default'})")
-    print(f"node over DDS  : {fps:6.1f} fps  ({result['node']['frame']}, all outputs subscribed)")
+    print(f"node over DDS  : {fps:6.1f} fps  ({result['node']['frame']}, all outputs subscribed, "
+          f"camera Fast DDS profile: {args.camera_profile})")
     print(f"node / bare    : {result['ratio']:6.2f}")
     if stages:
         print("node stages (median ms, from /diagnostics; inference and output threads overlap):")
@@ -295,7 +309,7 @@ def run_node_throughput(args) -> Dict[str, object]:
 
 def run_overload(args) -> Dict[str, object]:
     node = NodeUnderTest(args)
-    h = Harness(args.domain_id, node.cam)
+    h = Harness(args.domain_id, node.cam, args.camera_profile)
     try:
         if not h.wait_ready():
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
@@ -350,7 +364,7 @@ def run_overload(args) -> Dict[str, object]:
 
 def run_soak(args) -> Dict[str, object]:
     node = NodeUnderTest(args)
-    h = Harness(args.domain_id, node.cam)
+    h = Harness(args.domain_id, node.cam, args.camera_profile)
     curve = []
     errors = 0
     try:
