@@ -3,6 +3,7 @@ newest-frame slot (plain pytest, no ROS)."""
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from models import CLASS_ID, TEST_CLASSES, TEST_LABEL_YAML, colour_model_info, l
 from seg_perception.core import resources
 from seg_perception.core.image import frame_from_rgb
 from seg_perception.core.labels import LabelFileError, load_label_file, parse_label_groups
-from seg_perception.core.latest import LatestSlot
+from seg_perception.core.latest import BusyClock, LatestSlot, smooth
 from seg_perception.core.model_info import ModelInfo, ModelInfoError, read_onnx_metadata
 from seg_perception.core.pipeline import SegmentationPipeline
 from seg_perception.core.segmenter import Fit, Segmenter, SegmenterError, choose_backend
@@ -204,3 +205,19 @@ def test_overlay_is_shrunk_to_its_max_width_with_the_same_aspect(tmp_path):
     assert pipe.process(frame_from_rgb(rgb)).overlay().shape == (180, 480, 3)
     pipe.overlay_max_width = 960  # wider than the frame: no change
     assert pipe.process(frame_from_rgb(rgb)).overlay_size == (180, 480)
+
+
+def test_busy_clock_expects_the_recent_job_length():
+    clock = BusyClock(smoothing=0.5)
+    assert clock.free_in() == 0.0  # idle, nothing known
+    clock.start()
+    assert clock.free_in() == 0.0  # running, but no length known yet
+    time.sleep(0.05)
+    clock.stop()
+    assert 0.04 <= clock.expected < 0.5
+    clock.start()
+    assert 0.0 < clock.free_in() <= clock.expected
+    time.sleep(clock.expected + 0.01)
+    assert clock.free_in() == 0.0  # overdue: whoever waits for it goes ahead
+    clock.stop()
+    assert smooth(None, 3.0, 0.2) == 3.0 and smooth(1.0, 3.0, 0.5) == 2.0

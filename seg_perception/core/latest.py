@@ -8,6 +8,7 @@ frames (the real-time rule: latest frame wins).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Callable, Optional, Tuple
 
 
@@ -60,3 +61,34 @@ class LatestSlot:
     @property
     def closed(self) -> bool:
         return self._closed
+
+
+class BusyClock:
+    """When a busy worker (the network) is expected to be free again: it marks the start and the
+    end of each job; the job's expected length is a moving average of the recent ones. Lets the
+    prepare stage work just in time, on the newest frame, instead of on every frame."""
+
+    def __init__(self, smoothing: float = 0.2) -> None:
+        self._smoothing = smoothing
+        self._started: Optional[float] = None
+        self.expected: Optional[float] = None  # seconds per job
+
+    def start(self) -> None:
+        self._started = time.monotonic()
+
+    def stop(self) -> None:
+        started, self._started = self._started, None
+        if started is not None:
+            self.expected = smooth(self.expected, time.monotonic() - started, self._smoothing)
+
+    def free_in(self) -> float:
+        """Seconds until the running job is expected to end; 0 when idle, unknown or overdue."""
+        started, expected = self._started, self.expected
+        if started is None or expected is None:
+            return 0.0
+        return max(0.0, started + expected - time.monotonic())
+
+
+def smooth(average: Optional[float], value: float, weight: float) -> float:
+    """Exponential moving average (the first value starts it)."""
+    return value if average is None else average + weight * (value - average)

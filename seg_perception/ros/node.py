@@ -3,8 +3,8 @@
 Threads, each handing the newest item to the next through a one-slot mailbox (a waiting item
 that a newer one replaces is dropped and counted, so there is never a backlog of stale frames):
   executor     subscription callbacks (they only keep the newest frame), timers, diagnostics
-  prepare      decode and resize the newest frame to the model's input, while the network runs
-               the previous one, so the network never waits for preprocessing
+  prepare      decode and resize the newest frame to the model's input just before the network
+               is free (while it runs the previous one), so it never waits for preprocessing
   inference    loads the model, then runs the network on the newest prepared frame
   outputs      builds and publishes the outputs of the newest inferred frame (at a lower CPU
                priority, output_niceness, so on few cores it fills the network's gaps)
@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
 from ..core.image import ImageError
-from ..core.latest import LatestSlot
+from ..core.latest import BusyClock, LatestSlot, smooth
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
@@ -89,6 +89,8 @@ class CameraSegNode(Node):
         self.ready_slot = LatestSlot(on_drop=lambda item: item[0].release())  # its input buffer
         self.out_slot = LatestSlot()
         self._model_done = threading.Event()  # the model loaded, or failed to
+        self._network = BusyClock()  # when the network will want its next frame
+        self._prepare_s: Optional[float] = None  # smoothed seconds per prepare
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
         self._threads = [threading.Thread(target=fn, name=f"camera_seg_{name}", daemon=True)
                          for name, fn in (("inference", self._work), ("prepare", self._prepare_frames),
@@ -285,10 +287,29 @@ class CameraSegNode(Node):
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
+            item = self._newest_when_needed(item)
+            if item is None:
+                return
             try:
                 self._prepare(*item)
             except Exception as exc:  # never let the worker die; report and go on
                 self._frame_error("frame", f"processing failed: {exc!r}")
+
+    def _newest_when_needed(self, item):
+        """Just in time: while the network runs a frame, hold ``item`` until the network is
+        about to be free (its expected end less one prepare), taking newer frames as they come.
+        Under overload about one frame per inference is prepared, and it is the newest; when
+        the network is idle the frame is prepared at once. None when the node closes."""
+        while True:
+            wait = self._network.free_in() - (self._prepare_s or 0.0) - 0.002
+            if wait <= 0:
+                return item
+            ok, newer = self.slot.get(timeout=wait)
+            if ok:
+                self.stats.on_dropped()  # replaced before it was prepared
+                item = newer
+            elif self.slot.closed:
+                return None
 
     def _wanted(self) -> List[str]:
         return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
@@ -299,20 +320,25 @@ class CameraSegNode(Node):
             self.stats.clear("frame")
             self.stats.clear("grid")
             return
+        t0 = time.monotonic()
         try:
             prepared = self.processor.prepare(msg)
         except ImageError as exc:
             self._frame_error("frame", f"bad image on {self.image_topic}: {exc}")
             return
+        self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
         if self.ready_slot.put((prepared, t_received)):
             self.stats.on_dropped()
 
     def _infer(self, prepared, t_received: float) -> None:
+        self._network.start()
         try:
             inferred = self.processor.run(prepared)
         except Exception as exc:
             self._frame_error("inference", f"inference failed: {exc}")
             return
+        finally:
+            self._network.stop()
         # hand over to the output thread; the network goes on with the next frame meanwhile
         if self.out_slot.put((inferred, t_received)):
             self.stats.on_dropped()
