@@ -205,6 +205,13 @@ def test_overlay_is_shrunk_to_its_max_width_with_the_same_aspect(tmp_path):
     assert pipe.process(frame_from_rgb(rgb)).overlay().shape == (180, 480, 3)
     pipe.overlay_max_width = 960  # wider than the frame: no change
     assert pipe.process(frame_from_rgb(rgb)).overlay_size == (180, 480)
+    # a buffer sized before the width changed (at runtime, from another thread) is filled whole
+    pipe.overlay_max_width = 240
+    res = pipe.process(frame_from_rgb(rgb))
+    out = np.zeros(res.overlay_size + (3,), np.uint8)
+    pipe.overlay_max_width = 0
+    assert res.overlay(out) is out
+    np.testing.assert_array_equal(out, rgb[::2, ::2])
 
 
 def test_busy_clock_expects_the_recent_job_length():
@@ -221,3 +228,11 @@ def test_busy_clock_expects_the_recent_job_length():
     assert clock.free_in() == 0.0  # overdue: whoever waits for it goes ahead
     clock.stop()
     assert smooth(None, 3.0, 0.2) == 3.0 and smooth(1.0, 3.0, 0.5) == 2.0
+
+
+def test_a_closed_latest_slot_drops_what_is_put():
+    dropped = []
+    slot = LatestSlot(on_drop=dropped.append)
+    slot.close()
+    slot.put("late")  # e.g. a frame prepared while the node shuts down: its buffer comes back
+    assert dropped == ["late"] and slot.get(0.01) == (False, None)

@@ -28,14 +28,16 @@ class LatestSlot:
     def put(self, item: Any) -> bool:
         """Store ``item``; returns True when it replaced an unprocessed one (a drop)."""
         with self._cond:
-            replaced = self._has_item
-            old = self._item
+            closed = self._closed
+            replaced = self._has_item and not closed
+            old = item if closed else self._item  # a closed slot takes nothing: dropped at once
             if replaced:
                 self.dropped += 1
-            self._item, self._has_item = item, True
-            self.received += 1
-            self._cond.notify()
-        if replaced and self._on_drop is not None:
+            if not closed:
+                self._item, self._has_item = item, True
+                self.received += 1
+                self._cond.notify()
+        if (replaced or closed) and self._on_drop is not None:
             self._on_drop(old)
         return replaced
 

@@ -76,9 +76,10 @@ class FrameResult:
         return overlay_size(self.height, self.width, self.pipeline.overlay_max_width)
 
     def overlay(self, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """rgb8 at overlay_size: the frame blended with its class colours."""
+        """rgb8 at overlay_size (or ``out``'s size): the frame blended with its class colours."""
+        size = out.shape[:2] if out is not None else self.overlay_size  # out was sized by the caller
         return self._timed("overlay", lambda: self.pipeline.post.overlay(
-            self.frame.rgb(), self.labels_small, out, self.overlay_size), stage="overlay")
+            self.frame.rgb(), self.labels_small, out, size), stage="overlay")
 
 
 class SegmentationPipeline:
@@ -115,7 +116,12 @@ class SegmentationPipeline:
         t0 = time.perf_counter()
         fit = self.segmenter.fit_for(frame.height, frame.width)
         buffer = fit.take_buffer() if pooled else None
-        model_input = frame.resized_rgb(fit, buffer)
+        try:
+            model_input = frame.resized_rgb(fit, buffer)
+        except Exception:
+            if buffer is not None:
+                fit.give_back(buffer)
+            raise
         timer.add("preprocess", time.perf_counter() - t0)
         return Prepared(frame, fit, model_input, timer, buffer is not None)
 

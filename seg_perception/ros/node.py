@@ -223,8 +223,8 @@ class CameraSegNode(Node):
     def _load(self) -> None:
         t0 = time.monotonic()
         # the output thread publishes each message before it builds the next: buffers can be reused
-        self.processor = build_processor(self.p, progress=self._engine_progress, reuse_buffers=True)
-        segmenter = self.processor.pipeline.segmenter
+        processor = build_processor(self.p, progress=self._engine_progress, reuse_buffers=True)
+        segmenter = processor.pipeline.segmenter
         cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
         cv2.setNumThreads(cv_threads)
         self.backend_text = segmenter.backend.describe()
@@ -235,6 +235,7 @@ class CameraSegNode(Node):
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
             f"({self.backend_reason}); labels {self.label_path}; OpenCV threads {cv_threads}; "
             f"loaded in {time.monotonic() - t0:.1f} s")
+        self.processor = processor  # last: the other threads use it once it is set
 
     def _engine_progress(self, text: str) -> None:
         self._log("engine", "info", f"TensorRT engine: {text}")
@@ -304,7 +305,8 @@ class CameraSegNode(Node):
             wait = self._network.free_in() - (self._prepare_s or 0.0) - 0.002
             if wait <= 0:
                 return item
-            ok, newer = self.slot.get(timeout=wait)
+            # in steps of at most 5 ms: the network may finish earlier than expected
+            ok, newer = self.slot.get(timeout=min(wait, 0.005))
             if ok:
                 self.stats.on_dropped()  # replaced before it was prepared
                 item = newer
