@@ -114,3 +114,17 @@ def paint_blocks(layout, block_h: int, block_w: int) -> np.ndarray:
 
 def layout_ids(layout) -> np.ndarray:
     return np.array([[CLASS_ID[n] for n in row] for row in layout], np.uint8)
+
+
+def reference_model_files(directory, height: int, width: int):
+    """The sample-scene reference model saved as a checkpoint and exported to ONNX in
+    ``directory``: (onnx path, checkpoint path, wrapped model, info). Imports torch."""
+    import os
+
+    from seg_perception.core import export as ex
+
+    wrapped, info = ex.sample_scene_reference_model(height, width)
+    ckpt, onnx_path = os.path.join(str(directory), "ref.pt"), os.path.join(str(directory), "ref.onnx")
+    ex.save_checkpoint(wrapped, info, ckpt)
+    ex.export_onnx(wrapped, info, onnx_path)
+    return onnx_path, ckpt, wrapped, info

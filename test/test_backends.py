@@ -9,16 +9,15 @@ from seg_perception.core.backends.onnxruntime import OnnxRuntimeBackend
 from seg_perception.core.segmenter import Segmenter, SegmenterError, choose_backend, create_backend
 from seg_perception.tools.bench_backends import bench_backends, format_table, parse_size
 
+from models import reference_model_files
+
 H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
 def model_files(tmp_path_factory):
     d = tmp_path_factory.mktemp("backends")
-    wrapped, info = ex.sample_scene_reference_model(H, W)
-    ckpt, onnx_path = str(d / "ref.pt"), str(d / "ref.onnx")
-    ex.save_checkpoint(wrapped, info, ckpt)
-    ex.export_onnx(wrapped, info, onnx_path)
+    onnx_path, ckpt, _, _ = reference_model_files(d, H, W)
     return onnx_path, ckpt
 
 

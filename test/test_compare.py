@@ -12,16 +12,15 @@ from seg_perception.core import quantize as q
 from seg_perception.tools import cli
 from seg_perception.tools.compare import compare, parse_spec
 
+from models import reference_model_files
+
 H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("compare")
-    wrapped, info = ex.sample_scene_reference_model(H, W)
-    ckpt, onnx_path = str(d / "ref.pt"), str(d / "ref.onnx")
-    ex.save_checkpoint(wrapped, info, ckpt)
-    ex.export_onnx(wrapped, info, onnx_path)
+    onnx_path, ckpt, _, info = reference_model_files(d, H, W)
     fp16 = q.convert_fp16(onnx_path, q.variant_path(onnx_path, "fp16"))
     int8 = q.quantize_int8(onnx_path, q.variant_path(onnx_path, "int8"),
                            np.stack(q.sample_frames(8, H, W)))
