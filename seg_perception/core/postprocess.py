@@ -8,6 +8,7 @@ exactly as if the lookup had been done on the full-size label image, at a fracti
 
 from __future__ import annotations
 
+import threading
 from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
@@ -31,6 +32,7 @@ class Postprocessor:
         self.mask_luts: Dict[str, np.ndarray] = {g: groups.lut(g) for g in groups.groups}
         self.colors = palette_lut(colors)
         self.overlay_alpha = float(overlay_alpha)
+        self._scratch = threading.local()
 
     @staticmethod
     def upsample(small: np.ndarray, height: int, width: int, out: Optional[np.ndarray] = None) -> np.ndarray:
@@ -43,6 +45,13 @@ class Postprocessor:
         if out is None:
             return cv2.resize(small, (width, height), interpolation=cv2.INTER_NEAREST)
         return cv2.resize(small, (width, height), dst=out, interpolation=cv2.INTER_NEAREST)
+
+    def _shrink_buffer(self, h: int, w: int) -> np.ndarray:
+        """The shrunk frame's buffer, reused from frame to frame (one per thread)."""
+        buf = getattr(self._scratch, "shrunk", None)
+        if buf is None or buf.shape[:2] != (h, w):
+            buf = self._scratch.shrunk = np.empty((h, w, 3), np.uint8)
+        return buf
 
     def mask_small(self, labels_small: np.ndarray, group: str) -> np.ndarray:
         return cv2.LUT(labels_small, self.mask_luts[group])
@@ -58,7 +67,7 @@ class Postprocessor:
         into ``out`` and blended there in place; a smaller size shrinks the frame first."""
         h, w = size or (out.shape[:2] if out is not None else rgb.shape[:2])
         if (h, w) != rgb.shape[:2]:
-            rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
+            rgb = cv2.resize(rgb, (w, h), dst=self._shrink_buffer(h, w), interpolation=cv2.INTER_AREA)
         color = self.upsample(self.color_small(labels_small), h, w, out)
         a = self.overlay_alpha
         return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0, dst=color)
