@@ -14,7 +14,7 @@ from models import CLASS_ID, TEST_CLASSES, TEST_LABEL_YAML, colour_model_info, l
 from seg_perception.core import resources
 from seg_perception.core.image import frame_from_rgb
 from seg_perception.core.labels import LabelFileError, load_label_file, parse_label_groups
-from seg_perception.core.latest import BusyClock, LatestSlot, smooth
+from seg_perception.core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from seg_perception.core.model_info import ModelInfo, ModelInfoError, read_onnx_metadata
 from seg_perception.core.pipeline import SegmentationPipeline
 from seg_perception.core.segmenter import Fit, Segmenter, SegmenterError, choose_backend
@@ -228,6 +228,53 @@ def test_busy_clock_expects_the_recent_job_length():
     assert clock.free_in() == 0.0  # overdue: whoever waits for it goes ahead
     clock.stop()
     assert smooth(None, 3.0, 0.2) == 3.0 and smooth(1.0, 3.0, 0.5) == 2.0
+
+
+def _busy_clock(expected: float) -> BusyClock:
+    clock = BusyClock()
+    clock.expected = expected
+    clock.start()
+    return clock
+
+
+def test_just_in_time_prepares_at_once_when_the_network_is_free():
+    frames, ready = LatestSlot(), LatestSlot()
+    t0 = time.monotonic()
+    assert newest_when_needed("f1", frames, ready, BusyClock(), prepare_s=0.01) == "f1"
+    assert time.monotonic() - t0 < 0.05
+
+
+def test_just_in_time_waits_for_the_network_and_takes_the_newest_frame():
+    frames, ready = LatestSlot(), LatestSlot()
+    clock = _busy_clock(expected=0.3)  # the network just started a 0.3 s job
+    replaced = []
+    threading.Timer(0.05, frames.put, ("f2",)).start()
+    t0 = time.monotonic()
+    item = newest_when_needed("f1", frames, ready, clock, prepare_s=0.1, on_replaced=lambda: replaced.append(1))
+    waited = time.monotonic() - t0
+    assert item == "f2" and replaced == [1]
+    assert 0.15 <= waited < 0.3  # about the job's end less one prepare
+
+
+def test_just_in_time_holds_while_a_prepared_frame_still_waits():
+    # the network overran (free_in is 0) and a prepared frame waits for it: preparing another
+    # now would make that one wait a whole inference behind the waiting one
+    frames, ready = LatestSlot(), LatestSlot()
+    clock = _busy_clock(expected=0.01)
+    time.sleep(0.02)
+    assert clock.free_in() == 0.0
+    ready.put("prepared")
+    threading.Timer(0.05, frames.put, ("f2",)).start()
+    threading.Timer(0.15, ready.get).start()  # the network takes the waiting frame
+    t0 = time.monotonic()
+    item = newest_when_needed("f1", frames, ready, clock, prepare_s=0.0)
+    assert item == "f2" and time.monotonic() - t0 >= 0.14
+
+
+def test_just_in_time_gives_up_when_the_frames_close():
+    frames, ready = LatestSlot(), LatestSlot()
+    threading.Timer(0.05, frames.close).start()
+    assert newest_when_needed("f1", frames, ready, _busy_clock(expected=5.0), prepare_s=0.0) is None
 
 
 def test_a_closed_latest_slot_drops_what_is_put():

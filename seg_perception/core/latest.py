@@ -64,6 +64,11 @@ class LatestSlot:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def occupied(self) -> bool:
+        """An item is waiting to be taken."""
+        return self._has_item
+
 
 class BusyClock:
     """When a busy worker (the network) is expected to be free again: it marks the start and the
@@ -89,6 +94,34 @@ class BusyClock:
         if started is None or expected is None:
             return 0.0
         return max(0.0, started + expected - time.monotonic())
+
+
+def newest_when_needed(item: Any, frames: LatestSlot, ready: LatestSlot, network: BusyClock,
+                       prepare_s: float, on_replaced: Callable[[], None] = lambda: None,
+                       poll_s: float = 0.005) -> Optional[Any]:
+    """Just in time: hold ``item`` (a frame to prepare) until the network is about to be free,
+    taking newer frames from ``frames`` as they come (``on_replaced`` for each frame skipped).
+    Returns the frame to prepare now, or None when ``frames`` closes.
+
+    It is time when no prepared frame waits in ``ready`` and the network's expected end is at
+    most one prepare (``prepare_s``) away; an idle or overdue network counts as free. A prepared
+    frame that still waits (the network overran) is taken next, so a frame prepared beside it
+    would wait a whole inference: hold until it is taken. Under overload about one frame per
+    inference is prepared, and it is the newest."""
+    while True:
+        if ready.occupied:
+            wait = poll_s
+        else:
+            wait = network.free_in() - prepare_s - 0.002
+        if wait <= 0:
+            return item
+        # in steps of at most poll_s: the network may finish earlier than expected
+        ok, newer = frames.get(timeout=min(wait, poll_s))
+        if ok:
+            on_replaced()
+            item = newer
+        elif frames.closed:
+            return None
 
 
 def smooth(average: Optional[float], value: float, weight: float) -> float:

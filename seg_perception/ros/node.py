@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
 from ..core.image import ImageError
-from ..core.latest import BusyClock, LatestSlot, smooth
+from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
@@ -288,30 +288,14 @@ class CameraSegNode(Node):
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
-            item = self._newest_when_needed(item)
+            item = newest_when_needed(item, self.slot, self.ready_slot, self._network, self._prepare_s or 0.0,
+                                      self.stats.on_dropped)
             if item is None:
                 return
             try:
                 self._prepare(*item)
             except Exception as exc:  # never let the worker die; report and go on
                 self._frame_error("frame", f"processing failed: {exc!r}")
-
-    def _newest_when_needed(self, item):
-        """Just in time: while the network runs a frame, hold ``item`` until the network is
-        about to be free (its expected end less one prepare), taking newer frames as they come.
-        Under overload about one frame per inference is prepared, and it is the newest; when
-        the network is idle the frame is prepared at once. None when the node closes."""
-        while True:
-            wait = self._network.free_in() - (self._prepare_s or 0.0) - 0.002
-            if wait <= 0:
-                return item
-            # in steps of at most 5 ms: the network may finish earlier than expected
-            ok, newer = self.slot.get(timeout=min(wait, 0.005))
-            if ok:
-                self.stats.on_dropped()  # replaced before it was prepared
-                item = newer
-            elif self.slot.closed:
-                return None
 
     def _wanted(self) -> List[str]:
         return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
