@@ -230,6 +230,20 @@ def test_busy_clock_expects_the_recent_job_length():
     assert smooth(None, 3.0, 0.2) == 3.0 and smooth(1.0, 3.0, 0.5) == 2.0
 
 
+def test_busy_clock_counts_busy_time_including_the_running_job():
+    clock = BusyClock()
+    assert clock.busy_seconds() == 0.0
+    clock.start()
+    time.sleep(0.05)
+    clock.stop()
+    time.sleep(0.1)  # idle time is not busy time
+    done = clock.busy_seconds()
+    assert 0.045 <= done < 0.1
+    clock.start()
+    time.sleep(0.05)
+    assert done + 0.045 <= clock.busy_seconds() < done + 0.1  # the running job counts too
+
+
 def _busy_clock(expected: float) -> BusyClock:
     clock = BusyClock()
     clock.expected = expected

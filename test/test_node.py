@@ -406,6 +406,10 @@ def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_dom
         assert int(vals["frames dropped"]) >= len(stamps) / 2
         assert "stage inference (ms)" in vals and "stage overlay (ms)" not in vals
         assert vals["input reliability"] == "reliable"
+        # ~0.7 s of network work in at most two 1 s diagnostics windows: one shows it busy
+        busy = [float(status_values(st)["network busy (%)"]) for arr in diag.snapshot()
+                for st in arr.status if st.name.endswith("segmentation")]
+        assert busy and 25 <= max(busy) <= 100.5, busy
     finally:
         t0 = time.monotonic()
         assert node.stop(signal.SIGTERM) == 0, node.log()

@@ -79,6 +79,7 @@ class BusyClock:
         self._smoothing = smoothing
         self._started: Optional[float] = None
         self.expected: Optional[float] = None  # seconds per job
+        self._busy_total = 0.0  # seconds in finished jobs
 
     def start(self) -> None:
         self._started = time.monotonic()
@@ -86,7 +87,17 @@ class BusyClock:
     def stop(self) -> None:
         started, self._started = self._started, None
         if started is not None:
-            self.expected = smooth(self.expected, time.monotonic() - started, self._smoothing)
+            took = time.monotonic() - started
+            self._busy_total += took
+            self.expected = smooth(self.expected, took, self._smoothing)
+
+    def busy_seconds(self) -> float:
+        """Seconds spent in jobs so far, the running one included (the share of a time window the
+        network was busy tells whether the node keeps it fed or the network is the limit)."""
+        started, total = self._started, self._busy_total
+        if started is not None and self._started == started:
+            total += time.monotonic() - started
+        return total
 
     def free_in(self) -> float:
         """Seconds until the running job is expected to end; 0 when idle, unknown or overdue."""

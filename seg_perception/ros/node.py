@@ -90,6 +90,7 @@ class CameraSegNode(Node):
         self.out_slot = LatestSlot()
         self._model_done = threading.Event()  # the model loaded, or failed to
         self._network = BusyClock()  # when the network will want its next frame
+        self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
         self._prepare_s: Optional[float] = None  # smoothed seconds per prepare
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
         self._threads = [threading.Thread(target=fn, name=f"camera_seg_{name}", daemon=True)
@@ -408,6 +409,9 @@ class CameraSegNode(Node):
         else:
             message = f"segmenting at {out_rate:.1f} Hz"
         p50, pmax = diag.percentile(lat, 50), (max(lat) if lat else None)
+        now, busy = time.monotonic(), self._network.busy_seconds()
+        busy_share = (busy - self._busy_mark[1]) / max(now - self._busy_mark[0], 1e-6)
+        self._busy_mark = (now, busy)
         values = {
             "backend": self.backend_text,
             "backend selection": self.backend_reason,
@@ -423,6 +427,8 @@ class CameraSegNode(Node):
             "frames failed": s.failed,
             "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}",
             "latency max (ms)": "n/a" if pmax is None else f"{pmax * 1e3:.1f}",
+            # near 100: the network is the limit; well below while frames are dropped: the node is
+            "network busy (%)": f"{100 * busy_share:.1f}",
             "last error": s.last_error or "none",
         }
         for stage, ms in sorted(s.stage_ms.items()):

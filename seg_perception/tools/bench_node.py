@@ -146,6 +146,7 @@ class Harness:
                 d = {kv.key: kv.value for kv in st.values}
                 d["level"] = str(int.from_bytes(st.level, "little"))
                 d["message"] = st.message
+                d["_t"] = time.monotonic()
                 with self.lock:
                     self.diags.append(d)
 
@@ -205,6 +206,14 @@ class Harness:
     def last_diag(self) -> Dict[str, str]:
         with self.lock:
             return dict(self.diags[-1]) if self.diags else {}
+
+    def network_busy(self, t0: float, t1: float) -> Optional[float]:
+        """Median of the node's 'network busy (%)' over the diagnostics that arrived in [t0, t1]
+        (each covers the diagnostics period before it)."""
+        with self.lock:
+            vals = [float(d["network busy (%)"]) for d in self.diags
+                    if t0 <= d["_t"] <= t1 and "network busy (%)" in d]
+        return statistics.median(vals) if vals else None
 
     def close(self) -> None:
         self.part.close()
@@ -279,7 +288,9 @@ def run_node_throughput(args) -> Dict[str, object]:
             raise SystemExit(f"the node did not come up; log: {node.log_path}")
         print(f"(b) node over DDS, {node.cam.width}x{node.cam.height} rgb8, every output subscribed, "
               f"{args.warmup:.0f} s warm-up + {args.seconds:.0f} s ...", flush=True)
+        t0 = time.monotonic()
         done_times, lost = _as_fast_as_it_takes(h, args.seconds, args.warmup, 0, args.in_flight)
+        busy = h.network_busy(t0 + args.warmup + 1.0, time.monotonic())
         time.sleep(1.5)
         diag = h.last_diag()
     finally:
@@ -291,7 +302,8 @@ def run_node_throughput(args) -> Dict[str, object]:
                                      "camera_profile": args.camera_profile,
                                      "frame": f"{node.cam.width}x{node.cam.height} rgb8",
                                      "stages_ms_median": stages,
-                                     "latency_median_ms": diag.get("latency median (ms)")},
+                                     "latency_median_ms": diag.get("latency median (ms)"),
+                                     "network_busy_percent_median": busy},
               "ratio": fps / bare["fps"] if bare["fps"] else float("nan")}
     print()
     print(f"bare inference : {bare['fps']:6.1f} fps  ({bare['backend']}, input {bare['model_input']}, "
@@ -299,6 +311,8 @@ def run_node_throughput(args) -> Dict[str, object]:
     print(f"node over DDS  : {fps:6.1f} fps  ({result['node']['frame']}, all outputs subscribed, "
           f"camera Fast DDS profile: {args.camera_profile})")
     print(f"node / bare    : {result['ratio']:6.2f}")
+    if busy is not None:
+        print(f"network busy   : {busy:6.1f} % of the time in the node (median of /diagnostics)")
     if stages:
         print("node stages (median ms, from /diagnostics; inference and output threads overlap):")
         for k in ("convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"):
@@ -327,6 +341,7 @@ def run_overload(args) -> Dict[str, object]:
             stamps.append(h.publish(i + k))
             k += 1
             time.sleep(max(0.0, t_start + k / rate - time.monotonic()))
+        busy = h.network_busy(t_start + 1.0, time.monotonic())
         time.sleep(2.0)
         diag = h.last_diag()
         with h.lock:
@@ -349,6 +364,7 @@ def run_overload(args) -> Dict[str, object]:
         "latency_p50_first_10s_ms": float(np.median(first)) if first.size else None,
         "latency_p50_last_10s_ms": float(np.median(last)) if last.size else None,
         "inference_ms_median": inference_ms,
+        "network_busy_percent_median": busy,
     }
     result["p99_over_inference"] = result["latency_ms"]["p99"] / inference_ms if inference_ms else None
     print(f"published {result['published']} frames at {rate:.1f} Hz, masks for {result['processed']}; "
@@ -357,6 +373,8 @@ def run_overload(args) -> Dict[str, object]:
     print(f"image stamp -> road_mask received: p50 {L['p50']:.0f} ms, p90 {L['p90']:.0f}, p99 {L['p99']:.0f}, "
           f"max {L['max']:.0f}; inference median {inference_ms:.0f} ms; p99 / inference = "
           f"{result['p99_over_inference']:.2f} (target <= 2.5)")
+    if busy is not None:
+        print(f"network busy {busy:.1f} % of the time (median of /diagnostics)")
     print(f"latency p50 first 10 s {result['latency_p50_first_10s_ms']:.0f} ms, last 10 s "
           f"{result['latency_p50_last_10s_ms']:.0f} ms (a growing queue would show here)")
     return result
