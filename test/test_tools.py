@@ -34,3 +34,31 @@ def test_pipeline_benchmark_prints_every_stage(tmp_path, ros_domain):
     assert {"convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg",
             "publish"} <= set(result["stages_ms"])
     assert "frames per second" in res.stdout
+
+
+def _bench_node(kind, tmp_path, ros_domain, *extra):
+    js = tmp_path / f"{kind}.json"
+    res = subprocess.run([os.path.join(BIN, "seg-perception"), "bench", kind, "--size", "640x360",
+                          "--warmup", "2", "--domain-id", str(ros_domain[0]), "--json", str(js), *extra],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    return json.loads(js.read_text()), res.stdout
+
+
+def test_node_benchmark_compares_the_node_with_bare_inference(tmp_path, ros_domain):
+    result, out = _bench_node("node", tmp_path, ros_domain, "--seconds", "4")
+    node = result["node"]
+    assert result["bare"]["fps"] > 0 and node["frames"] > 0
+    assert result["ratio"] == node["fps"] / result["bare"]["fps"]
+    # the node's own account of its network, read from /diagnostics during the run
+    assert 0 < node["network_busy_percent_median"] <= 100.5 and node["inference_ms_median"] > 0
+    assert "node / bare" in out and "inference" in node["stages_ms_median"]
+
+
+def test_overload_benchmark_counts_drops_and_latency(tmp_path, ros_domain):
+    result, out = _bench_node("overload", tmp_path, ros_domain, "--seconds", "5")
+    assert 0 < result["processed"] < result["published"]  # at twice its capacity the node drops frames
+    assert result["dropped_reported"] > 0
+    lat = result["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] and result["inference_ms_median"] > 0
+    assert "p99 / inference" in out
