@@ -427,7 +427,8 @@ class CameraSegNode(Node):
             "frames failed": s.failed,
             "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}",
             "latency max (ms)": "n/a" if pmax is None else f"{pmax * 1e3:.1f}",
-            # near 100: the network is the limit; well below while frames are dropped: the node is
+            # near 100: the network is the limit; well below it while frames are dropped: the
+            # node's own work (decoding, outputs, DDS) is
             "network busy (%)": f"{100 * busy_share:.1f}",
             "last error": s.last_error or "none",
         }
