@@ -95,6 +95,8 @@ class BusyClock:
         """Seconds spent in jobs so far, the running one included (the share of a time window the
         network was busy tells whether the node keeps it fed or the network is the limit)."""
         started, total = self._started, self._busy_total
+        # read without a lock from the diagnostics thread: add the running job only if it is
+        # still the same one (if it ended meanwhile, total may miss it until the next call)
         if started is not None and self._started == started:
             total += time.monotonic() - started
         return total
