@@ -9,8 +9,9 @@ from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 
 from ros_harness import RELIABLE, Camera, NodeProcess
-from test_node import (DiagnosticStatus_ERROR, DiagnosticStatus_OK, feed_until, image_msg, sample_scene_in_test_colours,
-                       stamp_of, status_values, subscribe_outputs, wait_status)
+from test_node import (DiagnosticStatus_ERROR, DiagnosticStatus_OK, DiagnosticStatus_WARN, feed_until, grid_test_topics,
+                       image_msg, latest_status, sample_scene_in_test_colours, stamp_of, status_values,
+                       subscribe_outputs, wait_status)
 
 
 def test_backend_failure_mid_stream_is_reported_and_recovers(ros_domain, peer, colour_model, tmp_path):
@@ -112,3 +113,160 @@ def test_sigint_while_streaming_exits_cleanly_and_quickly(ros_domain, peer, colo
         if cam is not None:
             cam.stop()
         node.stop()
+
+
+def test_late_camera_with_uncalibrated_info_logs_each_severity_and_outputs_go_on(ros_domain, peer, colour_model):
+    """Issue #12: a camera that starts after the node (WARN: CameraInfo never received), sends a
+    bad frame and then CameraInfo with K all zeros (grid ERROR). Logging WARN and then ERROR
+    killed the output thread; now every frame after that still gets its masks, the bad frame
+    is named for what it is and counted failed once."""
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb = sample_scene_in_test_colours(320, 180)
+    model, labels = colour_model
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={
+        "model": model, "label_file": labels, "log_throttle_sec": 0.0, "diagnostics_period": 0.25,
+        "camera_pose.xyz": list(cam.pose_xyz), "camera_pose.rpy": list(cam.pose_rpy)})
+    camera = None
+    try:
+        outs, grids, diag, pub, ci_pub = grid_test_topics(peer)
+        assert peer.wait_matched(pub) and peer.wait_matched(ci_pub), node.log()
+        # images, no CameraInfo yet: masks, and a WARN for the grid
+        mode = {"info": None}
+        bad_k = camera_info_msg(cam)
+        bad_k.k = [0.0] * 9
+        camera = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=ci_pub,
+                        make_info=lambda s: mode["info"])
+        camera.start()
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_WARN and "never received" in s.message,
+                         suffix="drivable grid")
+        assert st is not None, node.log()
+        assert "CameraInfo on /camera_info never received" in node.log()  # the WARN was logged
+        # one truncated frame after that WARN: its own error, counted once
+        short = image_msg(rgb, 1_600_000_000_000_000_000)
+        short.data = bytes(short.data[:1000])
+        pub.publish(short)
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "shorter than" in s.message)
+        assert st is not None, node.log()
+        assert "ValueError" not in st.message
+        st = wait_status(diag, lambda s: int(status_values(s)["frames failed"]) >= 1)
+        time.sleep(1.0)
+        assert int(status_values(latest_status(diag))["frames failed"]) == 1, node.log()
+        # now the uncalibrated CameraInfo: grid ERROR, and the masks keep coming
+        mode["info"] = bad_k
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "CameraInfo" in s.message,
+                         suffix="drivable grid")
+        assert st is not None, node.log()
+        t_bad = time.monotonic()
+        time.sleep(3.0)
+        served = {stamp_of(m) for m in outs["labels"].snapshot()}
+        sent = camera.stamps_between(t_bad, time.monotonic() - 0.5)
+        assert len(sent) >= 20 and len(served & set(sent)) >= len(sent) // 2, (len(sent), node.log())
+        assert not {stamp_of(m) for m in grids.snapshot()} & set(sent)
+        st = latest_status(diag)
+        assert int(status_values(st)["frames failed"]) == 1 and "building outputs failed" not in st.message
+        log = node.log()
+        assert "severity cannot be changed" not in log and "Traceback" not in log, log
+        assert node.alive()
+    finally:
+        if camera is not None:
+            camera.stop()
+        assert node.stop() == 0, node.log()
+
+
+def test_a_worker_thread_that_fails_is_reported_and_restarted(ros_domain, peer, colour_model, tmp_path):
+    """A bug outside the per-frame error handling (injected) ends a worker's loop: diagnostics
+    ERROR with the exception, the thread starts again, outputs resume and the status clears."""
+    fault_file = tmp_path / "fault"
+    node = NodeProcess(ros_domain[0], ros_domain[1],
+                       params={"model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False,
+                               "diagnostics_period": 0.25},
+                       env={"SEG_PERCEPTION_FAULT_FILE": str(fault_file)})
+    cam = None
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        _, rgb = sample_scene_in_test_colours(320, 180)
+        cam = Camera(pub, lambda s: image_msg(rgb, s))
+        cam.start()
+        for thread in ("outputs", "prepare", "inference"):
+            assert outs["labels"].wait_count(3, 30), node.log()
+            fault_file.write_text(f"crash-once {thread}")
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and f"{thread} thread failed" in s.message
+                             and "InjectedFault" in s.message)
+            assert st is not None, (thread, node.log())
+            t_crash = time.monotonic()
+            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_OK)
+            assert st is not None, (thread, node.log())
+            time.sleep(max(0.0, t_crash + 3.0 - time.monotonic()))
+            after = cam.stamps_between(t_crash + 1.0, t_crash + 3.0)
+            assert outs["labels"].wait_for(lambda m: any(stamp_of(x) in after for x in m), 10), (thread, node.log())
+        assert int(status_values(latest_status(diag))["worker restarts"]) == 3
+        assert node.alive()
+        assert node.log().count("Traceback") == 3  # each failure's traceback is in the log
+    finally:
+        if cam is not None:
+            cam.stop()
+        assert node.stop() == 0, node.log()
+
+
+def test_a_worker_thread_that_keeps_failing_ends_the_node_non_zero(ros_domain, peer, colour_model, tmp_path):
+    """Failing again and again (more than 3 times a minute), restarting in place is no cure: the
+    node says so in diagnostics and exits non-zero, for a launch file's respawn."""
+    fault_file = tmp_path / "fault"
+    fault_file.write_text("crash outputs")
+    node = NodeProcess(ros_domain[0], ros_domain[1],
+                       params={"model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False},
+                       env={"SEG_PERCEPTION_FAULT_FILE": str(fault_file)})
+    cam = None
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        _, rgb = sample_scene_in_test_colours(320, 180)
+        cam = Camera(pub, lambda s: image_msg(rgb, s))
+        cam.start()
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "exiting" in s.message, timeout=30)
+        assert st is not None and "outputs thread failed" in st.message, node.log()
+        node.proc.wait(10)
+        assert node.proc.returncode == 2, node.log()
+        assert not outs["labels"].snapshot()
+        assert "exiting with code 2" in node.log()
+    finally:
+        if cam is not None:
+            cam.stop()
+        node.stop()
+
+
+def test_repeated_sigint_and_sigterm_while_streaming_exit_cleanly(ros_domain, peer, colour_model):
+    """ros2 launch in a terminal: Ctrl-C reaches the node from the terminal and from launch, then
+    launch may escalate to SIGTERM. Exit 0, quickly, nothing aborted."""
+    model, labels = colour_model
+    for pause in (0.0, 0.05, 0.2):
+        node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": model, "label_file": labels})
+        cam = None
+        try:
+            outs = subscribe_outputs(peer, ("labels",))
+            pub = peer.publisher(Image, "/image", RELIABLE)
+            assert peer.wait_matched(pub), node.log()
+            _, rgb = sample_scene_in_test_colours(640, 360)
+            cam = Camera(pub, lambda s: image_msg(rgb, s), rate=30.0)
+            cam.start()
+            assert outs["labels"].wait_count(3, 30), node.log()
+            t0 = time.monotonic()
+            for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
+                node.proc.send_signal(sig)
+                time.sleep(pause)
+            node.proc.wait(10)
+            elapsed = time.monotonic() - t0
+            log = node.log()
+            assert node.proc.returncode == 0, (pause, log)
+            assert elapsed < 3.0, elapsed
+            assert "terminate called" not in log and "Traceback" not in log, log
+        finally:
+            if cam is not None:
+                cam.stop()
+            node.stop()

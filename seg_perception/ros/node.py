@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import os
 import sys
+import signal
 import threading
 import time
+import traceback
 from typing import Dict, List, Optional
 
 import cv2
@@ -30,6 +32,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
+from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from . import diagnostics as diag
@@ -39,6 +42,13 @@ from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_fr
     opencv_threads
 
 NODE_NAME = "camera_seg"
+# A worker thread that fails (a bug: per-frame errors are handled inside it) is restarted; one
+# that fails more than MAX_WORKER_RESTARTS times within RESTART_WINDOW_S ends the node with
+# EXIT_WORKER_FAILED, so that a launch file's respawn starts a fresh process.
+MAX_WORKER_RESTARTS = 3
+RESTART_WINDOW_S = 60.0
+WORKER_RESTART_DELAY_S = 0.5
+EXIT_WORKER_FAILED = 2
 
 
 class CameraSegNode(Node):
@@ -93,7 +103,11 @@ class CameraSegNode(Node):
         self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
         self._prepare_s: Optional[float] = None  # smoothed seconds per prepare
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
-        self._threads = [threading.Thread(target=fn, name=f"camera_seg_{name}", daemon=True)
+        self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
+        self._worker_restarts = 0
+        self._worker_fault = worker_fault_from_env()  # tests only: None unless the env var is set
+        self._threads = [threading.Thread(target=self._supervised(name, fn), name=f"camera_seg_{name}",
+                                          daemon=True)
                          for name, fn in (("inference", self._work), ("prepare", self._prepare_frames),
                                           ("outputs", self._publish_outputs))]
         for thread in self._threads:
@@ -102,6 +116,40 @@ class CameraSegNode(Node):
         self.get_logger().info(
             f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
             f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+
+    def _supervised(self, name: str, fn):
+        """A worker thread's target: fn run again when it fails (diagnostics ERROR with the
+        exception, the traceback in the log); failing too often, the node exits non-zero."""
+        def run() -> None:
+            failures: List[float] = []
+            while True:
+                try:
+                    fn()
+                    return  # its mailbox closed: the node is shutting down
+                except Exception as exc:
+                    if self.slot.closed:
+                        return
+                    now = time.monotonic()
+                    failures = [t for t in failures if now - t < RESTART_WINDOW_S] + [now]
+                    text = f"{name} thread failed: {exc!r}"
+                    if len(failures) > MAX_WORKER_RESTARTS:
+                        self._fail(f"{text}, {len(failures)} times in {RESTART_WINDOW_S:.0f} s", traceback.format_exc())
+                        return
+                    self._worker_restarts += 1
+                    self.stats.report("worker", diag.ERROR, f"{text}; restarted it")
+                    self.get_logger().error(f"{text}; restarting it\n{traceback.format_exc()}")
+                    time.sleep(WORKER_RESTART_DELAY_S)
+        return run
+
+    def _fail(self, text: str, trace: str) -> None:
+        """End the node: diagnostics ERROR now, then main() exits with EXIT_WORKER_FAILED."""
+        self.stats.report("worker", diag.ERROR, f"{text}; exiting (respawn restarts the node)")
+        try:
+            self._publish_diagnostics()
+        except Exception:
+            pass  # exiting anyway; the log says why
+        self.get_logger().fatal(f"{text}; exiting with code {EXIT_WORKER_FAILED}\n{trace}")
+        self.fatal_error = text
 
     def _guarded(self, fn):
         """A timer callback that reports its errors instead of ending rclpy.spin (and the node)."""
@@ -258,6 +306,19 @@ class CameraSegNode(Node):
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
         """Inference thread: load the model, then run the network on the newest prepared frame."""
+        if not self._model_done.is_set():  # a restarted thread goes straight to the frames
+            self._load_model()
+        while not self.ready_slot.closed:
+            ok, item = self.ready_slot.get(timeout=0.2)
+            if ok:
+                self._check_fault("inference")
+                self._infer(*item)
+
+    def _check_fault(self, thread_name: str) -> None:
+        if self._worker_fault is not None:
+            self._worker_fault(thread_name)
+
+    def _load_model(self) -> None:
         try:
             self._load()
             self.stats.clear("model")
@@ -271,10 +332,6 @@ class CameraSegNode(Node):
             self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
         finally:
             self._model_done.set()
-        while not self.ready_slot.closed:
-            ok, item = self.ready_slot.get(timeout=0.2)
-            if ok:
-                self._infer(*item)
 
     def _prepare_frames(self) -> None:
         """Prepare thread: decode and fit the newest camera frame to the model's input."""
@@ -285,6 +342,7 @@ class CameraSegNode(Node):
             ok, item = self.slot.get(timeout=0.2)
             if not ok:
                 continue
+            self._check_fault("prepare")
             if self.processor is None:
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
@@ -342,6 +400,7 @@ class CameraSegNode(Node):
             ok, item = self.out_slot.get(timeout=0.2)
             if not ok:
                 continue
+            self._check_fault("outputs")
             try:
                 self._finish(*item)
             except Exception as exc:  # never let the worker die; report and go on
@@ -362,6 +421,7 @@ class CameraSegNode(Node):
         result = self.processor.finish(inferred, wanted, grid_allowed=fresh or self._last_camera_info is None,
                                        publish=lambda name, msg: self.pubs[name].publish(msg))
         self.stats.clear("frame")
+        self.stats.clear("worker")  # a frame went all the way through: restarted workers work
         if GRID_OUTPUT in wanted:
             self._grid_status(result, fresh)
         self.stats.on_processed(time.monotonic() - t_received, result.timings)
@@ -390,10 +450,19 @@ class CameraSegNode(Node):
         self._log(log_kind, "error", text)
 
     def _log(self, kind: str, level: str, text: str) -> None:
+        """At most one line per kind per log_throttle_sec. One call site per severity: rclpy
+        refuses a call site whose severity changes between calls (ValueError)."""
         now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) >= self.p["log_throttle_sec"]:
-            self._last_log[kind] = now
-            getattr(self.get_logger(), level)(text)
+        if now - self._last_log.get(kind, -1e9) < self.p["log_throttle_sec"]:
+            return
+        self._last_log[kind] = now
+        logger = self.get_logger()
+        if level == "error":
+            logger.error(text)
+        elif level == "warn":
+            logger.warning(text)
+        else:
+            logger.info(text)
 
     def _publish_diagnostics(self) -> None:
         in_rate, out_rate, lat, problems = self.stats.window()
@@ -430,6 +499,7 @@ class CameraSegNode(Node):
             # near 100: the network is the limit; well below it while frames are dropped: the
             # node's own work (decoding, outputs, DDS) is
             "network busy (%)": f"{100 * busy_share:.1f}",
+            "worker restarts": self._worker_restarts,
             "last error": s.last_error or "none",
         }
         for stage, ms in sorted(s.stage_ms.items()):
@@ -447,13 +517,17 @@ class CameraSegNode(Node):
                  "lookup table builds": self._grid_builds}))
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
 
-    def shutdown(self) -> None:
+    def shutdown(self, timeout: float = 2.0) -> bool:
+        """Stop the workers; True when all of them ended within timeout (in total)."""
         for slot in (self.slot, self.ready_slot, self.out_slot):
             slot.close()
+        end = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=5.0)
-        if self.processor is not None and not any(t.is_alive() for t in self._threads):
+            thread.join(timeout=max(0.0, end - time.monotonic()))
+        stopped = not any(t.is_alive() for t in self._threads)
+        if self.processor is not None and stopped:
             self.processor.pipeline.segmenter.release()  # never under a thread still inferring
+        return stopped
 
 
 def _resolve(node: Node, name: str) -> str:
@@ -465,27 +539,65 @@ def _resolve(node: Node, name: str) -> str:
         return expand_topic_name(name, node.get_name(), node.get_namespace())
 
 
-def main(args=None) -> int:
+class StopSignals:
+    """SIGINT and SIGTERM ask the node to stop; more of them while it stops change nothing.
+
+    rclpy's own handlers are off (rclpy.init with SignalHandlerOptions.NO): under ros2 launch in
+    a terminal, Ctrl-C reaches the node twice (from the terminal and from launch), and a
+    KeyboardInterrupt raised by the second one inside the shutdown aborted the process."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self) -> None:
+        self.received: Optional[int] = None
+        for sig in self.SIGNALS:
+            signal.signal(sig, self._on_signal)
+
+    def _on_signal(self, signum, _frame) -> None:
+        if self.received is None:
+            self.received = signum
+
+
+def main(args=None) -> None:
+    """The camera_seg_node process; ends it with exit code 0, 1 (cannot start) or 2 (a worker
+    thread kept failing)."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
     applied = apply_default_profile()  # before rclpy.init(): Fast DDS reads it at participant creation
-    rclpy.init(args=args)
+    stop = StopSignals()
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     node = None
     code = 0
     try:
         node = CameraSegNode()
         if applied:
             node.get_logger().info(f"Fast DDS profile: {applied} (set FASTRTPS_DEFAULT_PROFILES_FILE to use your own)")
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        # short waits: a signal's Python handler runs between them
+        while stop.received is None and node.fatal_error is None:
+            executor.spin_once(timeout_sec=0.1)
+        if node.fatal_error is not None:
+            code = EXIT_WORKER_FAILED
+    except ExternalShutdownException:
         pass
     except Exception as exc:  # invalid parameters at start: say why and exit non-zero
         rclpy.logging.get_logger(NODE_NAME).fatal(f"camera_seg cannot start: {exc}")
         code = 1
     finally:
         if node is not None:
-            node.shutdown()
+            if not node.shutdown(timeout=2.0):
+                node.get_logger().warning("a worker thread did not stop within 2 s (a model still "
+                                          "loading or a long inference); exiting without it")
             node.destroy_node()
-        rclpy.try_shutdown()
-    return code
+        rclpy.try_shutdown()  # also flushes and closes ROS logging
+    # Everything is shut down: end the process here. Interpreter finalization would put the
+    # default signal handlers back (a Ctrl-C then kills the process by signal), and a worker
+    # still inside native code (a model loading) can abort it ('terminate called ...').
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
