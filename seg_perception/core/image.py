@@ -7,95 +7,134 @@ full-resolution work per frame is one resize, not a conversion and a resize.
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import cv2
 import numpy as np
 
-# encoding -> (channels, cv2 conversion to RGB applied to the native array, or None)
+class Encoding(NamedTuple):
+    channels: int              # values per pixel in a packed row (1 for the rows of a 4:2:0 image)
+    to_rgb: Optional[int]      # cv2 conversion of the native array to RGB; None: it is RGB
+    bytes_per_value: int = 1   # 2: 16-bit values, brought to 8 bits (value / 256, as cv_bridge)
+    convert_first: bool = False  # subsampled chroma or a mosaic: convert, then resize
+    planar_420: bool = False   # a full-size Y plane, then a half-size interleaved chroma plane
+
+
 ENCODINGS = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
-    # ROS 'yuv422' is UYVY, 'yuv422_yuy2' is YUYV (as in cv_bridge)
-    "yuv422": (2, cv2.COLOR_YUV2RGB_UYVY),
-    "yuv422_yuy2": (2, cv2.COLOR_YUV2RGB_YUYV),
+    "rgb8": Encoding(3, None),
+    "bgr8": Encoding(3, cv2.COLOR_BGR2RGB),
+    "rgba8": Encoding(4, cv2.COLOR_RGBA2RGB),
+    "bgra8": Encoding(4, cv2.COLOR_BGRA2RGB),
+    "mono8": Encoding(1, cv2.COLOR_GRAY2RGB),
+    "rgb16": Encoding(3, None, 2),
+    "bgr16": Encoding(3, cv2.COLOR_BGR2RGB, 2),
+    "rgba16": Encoding(4, cv2.COLOR_RGBA2RGB, 2),
+    "bgra16": Encoding(4, cv2.COLOR_BGRA2RGB, 2),
+    "mono16": Encoding(1, cv2.COLOR_GRAY2RGB, 2),
+    # 4:2:2: Jazzy names uyvy/yuyv; the older yuv422 (UYVY) and yuv422_yuy2 (YUYV) mean the same
+    "uyvy": Encoding(2, cv2.COLOR_YUV2RGB_UYVY, convert_first=True),
+    "yuyv": Encoding(2, cv2.COLOR_YUV2RGB_YUYV, convert_first=True),
+    "yuv422": Encoding(2, cv2.COLOR_YUV2RGB_UYVY, convert_first=True),
+    "yuv422_yuy2": Encoding(2, cv2.COLOR_YUV2RGB_YUYV, convert_first=True),
+    # 4:2:0 from ISPs and GMSL cameras: height rows of Y, then height/2 rows of UV (nv12) or VU
+    # (nv21) pairs, each row 'step' bytes
+    "nv12": Encoding(1, cv2.COLOR_YUV2RGB_NV12, convert_first=True, planar_420=True),
+    "nv21": Encoding(1, cv2.COLOR_YUV2RGB_NV21, convert_first=True, planar_420=True),
     # OpenCV names Bayer patterns by the second row's first two pixels, hence the shift
     # (the same mapping cv_bridge uses).
-    "bayer_rggb8": (1, cv2.COLOR_BayerBG2RGB),
-    "bayer_bggr8": (1, cv2.COLOR_BayerRG2RGB),
-    "bayer_gbrg8": (1, cv2.COLOR_BayerGR2RGB),
-    "bayer_grbg8": (1, cv2.COLOR_BayerGB2RGB),
+    "bayer_rggb8": Encoding(1, cv2.COLOR_BayerBG2RGB, convert_first=True),
+    "bayer_bggr8": Encoding(1, cv2.COLOR_BayerRG2RGB, convert_first=True),
+    "bayer_gbrg8": Encoding(1, cv2.COLOR_BayerGR2RGB, convert_first=True),
+    "bayer_grbg8": Encoding(1, cv2.COLOR_BayerGB2RGB, convert_first=True),
 }
-# Encodings whose pixels cannot be resized before conversion (subsampled chroma, mosaics).
-_CONVERT_FIRST = {"yuv422", "yuv422_yuy2", "bayer_rggb8", "bayer_bggr8", "bayer_gbrg8", "bayer_grbg8"}
 
 
 class ImageError(ValueError):
     """A frame that cannot be used: unknown encoding, short data, zero size, corrupt data."""
 
 
+def _to_8bit(arr: np.ndarray) -> np.ndarray:
+    """16-bit values (either byte order) to 8 bits, value / 256 as cv_bridge scales them."""
+    return (arr >> 8).astype(np.uint8) if arr.dtype != np.uint8 else arr
+
+
 class Frame:
-    """One camera frame in its native encoding, converted to RGB lazily."""
+    """One camera frame in its native encoding, converted to RGB lazily.
+
+    native: HxWxC values (uint8, or uint16 of either byte order), or for 4:2:0 encodings the
+    (H*3/2)xWx1 bytes of both planes."""
 
     __slots__ = ("native", "encoding", "height", "width", "_rgb")
 
-    def __init__(self, native: np.ndarray, encoding: str) -> None:
+    def __init__(self, native: np.ndarray, encoding: str, height: Optional[int] = None) -> None:
         self.native = native
         self.encoding = encoding
         self.height, self.width = native.shape[:2]
-        self._rgb: Optional[np.ndarray] = native if encoding == "rgb8" else None
+        if height is not None:
+            self.height = height
+        enc = ENCODINGS[encoding]
+        self._rgb: Optional[np.ndarray] = (native if enc.to_rgb is None and enc.bytes_per_value == 1
+                                           else None)
+
+    def _native_2d_or_3d(self) -> np.ndarray:
+        return self.native if self.native.shape[2] != 1 else self.native[:, :, 0]
+
+    def _convert(self, src: np.ndarray) -> np.ndarray:
+        code = ENCODINGS[self.encoding].to_rgb
+        src = _to_8bit(src)
+        if code is None:
+            return np.ascontiguousarray(src)
+        if src.ndim == 2 or ENCODINGS[self.encoding].convert_first:
+            src = np.ascontiguousarray(src)
+        return cv2.cvtColor(src, code)
 
     def rgb(self) -> np.ndarray:
         """HxWx3 uint8 RGB at full resolution (computed once, only when asked for)."""
         if self._rgb is None:
-            code = ENCODINGS[self.encoding][1]
-            src = self.native if self.native.ndim == 3 else self.native[:, :, 0]
-            if self.encoding in _CONVERT_FIRST or self.native.shape[2] == 1:
-                src = np.ascontiguousarray(src)
-            self._rgb = cv2.cvtColor(src, code)
+            self._rgb = self._convert(self._native_2d_or_3d())
         return self._rgb
 
     def resized_rgb(self, fit, out: Optional[np.ndarray] = None) -> np.ndarray:
         """RGB at the model's input size, written into the fit's buffer: resize first and convert
         the small image where the encoding allows, else convert then resize."""
-        if self.encoding in _CONVERT_FIRST or self._rgb is not None:
+        if ENCODINGS[self.encoding].convert_first or self._rgb is not None:
             return fit.to_model(self.rgb(), out)
-        code = ENCODINGS[self.encoding][1]
         w, h = fit.model_size_of_inner()
-        src = self.native if self.native.shape[2] != 1 else self.native[:, :, 0]
-        if (h, w) == src.shape[:2]:
-            small = src
-        else:
+        src = self._native_2d_or_3d()
+        if not src.dtype.isnative:  # big-endian 16-bit: OpenCV takes native byte order only
+            src = src.astype(src.dtype.newbyteorder("="))
+        if (h, w) != src.shape[:2]:
             interp = cv2.INTER_AREA if (w < self.width or h < self.height) else cv2.INTER_LINEAR
-            small = cv2.resize(src, (w, h), interpolation=interp)
-        return fit.to_model(cv2.cvtColor(small, code), out)
+            src = cv2.resize(src, (w, h), interpolation=interp)
+        return fit.to_model(self._convert(src), out)
 
 
-def frame_from_raw(data, height: int, width: int, step: int, encoding: str) -> Frame:
+def frame_from_raw(data, height: int, width: int, step: int, encoding: str, is_bigendian: bool = False) -> Frame:
     """Wrap raw image bytes (any buffer: bytes, array.array, numpy) as a Frame without copying."""
     enc = encoding.lower()
     if enc not in ENCODINGS:
         raise ImageError(f"unsupported encoding {encoding!r}; supported: {sorted(ENCODINGS)}")
     if height <= 0 or width <= 0:
         raise ImageError(f"zero-size image {width}x{height}")
-    channels = ENCODINGS[enc][0]
-    row = width * channels
+    spec = ENCODINGS[enc]
+    row = width * spec.channels * spec.bytes_per_value
     if step < row:
-        raise ImageError(f"step {step} is smaller than width*channels {row} for {encoding}")
+        raise ImageError(f"step {step} is smaller than width*channels*bytes {row} for {encoding}")
+    rows = height * 3 // 2 if spec.planar_420 else height
     buf = np.frombuffer(data, dtype=np.uint8)
-    if buf.size < height * step:
-        raise ImageError(f"image data is {buf.size} bytes, shorter than height*step = "
-                         f"{height}*{step} = {height * step}")
-    if enc.startswith("yuv422") and width % 2:
+    if buf.size < rows * step:
+        need = f"height*3/2*step = {rows}*{step}" if spec.planar_420 else f"height*step = {height}*{step}"
+        raise ImageError(f"image data is {buf.size} bytes, shorter than {need} = {rows * step}")
+    if (spec.channels == 2 or spec.planar_420) and width % 2:
         raise ImageError(f"{encoding} needs an even width, got {width}")
+    if spec.planar_420 and height % 2:
+        raise ImageError(f"{encoding} needs an even height, got {height}")
     if enc.startswith("bayer") and (width < 2 or height < 2):
         raise ImageError(f"{encoding} needs at least 2x2 pixels, got {width}x{height}")
-    rows = buf[:height * step].reshape(height, step)
-    native = rows[:, :row].reshape(height, width, channels)  # a view: row padding is a stride
-    return Frame(native, enc)
+    native = buf[:rows * step].reshape(rows, step)[:, :row]  # a view: row padding is a stride
+    if spec.bytes_per_value == 2:
+        native = native.view(">u2" if is_bigendian else "<u2")
+    return Frame(native.reshape(rows, width, spec.channels), enc, height=height)
 
 
 def frame_from_compressed(data, fmt: str = "") -> Frame:

@@ -22,7 +22,7 @@ def frame_from_msg(msg) -> Frame:
     """Frame from a sensor_msgs/Image or CompressedImage (raises core.image.ImageError)."""
     if isinstance(msg, CompressedImage):
         return frame_from_compressed(msg.data, msg.format)
-    return frame_from_raw(msg.data, msg.height, msg.width, msg.step, msg.encoding)
+    return frame_from_raw(msg.data, msg.height, msg.width, msg.step, msg.encoding, bool(msg.is_bigendian))
 
 
 def _bytes_array(arr: np.ndarray, typecode: str) -> array.array:
