@@ -113,6 +113,20 @@ def test_backend_factory_errors(tmp_path):
         choose_backend(str(corrupt), "openvino")
 
 
+def test_frames_larger_than_max_image_pixels_are_refused_before_any_work(tmp_path):
+    from seg_perception.core.image import ImageError
+
+    seg = Segmenter.from_file(make_colour_model(str(tmp_path / "m.onnx")), backend="onnxruntime")
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups, max_image_pixels=480 * 180)
+    rgb = paint_blocks([["Road", "Car"]], 180, 240)  # 180 x 480: exactly the limit
+    assert pipe.process(frame_from_rgb(rgb)).labels().shape == (180, 480)
+    with pytest.raises(ImageError, match=r"482x180 is 0.1 MP, more than max_image_pixels = 86400"):
+        pipe.prepare(frame_from_rgb(np.zeros((180, 482, 3), np.uint8)))
+    pipe.max_image_pixels = 0  # no limit
+    assert pipe.process(frame_from_rgb(np.zeros((180, 482, 3), np.uint8))).labels().shape == (180, 482)
+
+
 def test_pipeline_outputs_agree_with_each_other_and_the_painting(tmp_path):
     model = make_colour_model(str(tmp_path / "m.onnx"))
     seg = Segmenter.from_file(model, backend="onnxruntime")

@@ -270,3 +270,55 @@ def test_repeated_sigint_and_sigterm_while_streaming_exit_cleanly(ros_domain, pe
             if cam is not None:
                 cam.stop()
             node.stop()
+
+
+def test_a_frame_larger_than_max_image_pixels_is_rejected_and_the_limit_can_change(ros_domain, peer, colour_model):
+    from test_node import set_params
+
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={
+        "model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False,
+        "max_image_pixels": 320 * 180})
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        _, small = sample_scene_in_test_colours(320, 180)
+        _, big = sample_scene_in_test_colours(640, 360)
+        feed_until(peer, pub, lambda s: image_msg(small, s), [outs["labels"]])
+        big_stamp = 1_650_000_000_000_000_000
+        pub.publish(image_msg(big, big_stamp))
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "max_image_pixels" in s.message)
+        assert st is not None and "640x360" in st.message, (latest_status(diag), node.log())
+        time.sleep(1.0)
+        assert big_stamp not in {stamp_of(m) for m in outs["labels"].snapshot()}
+        # the limit is a runtime parameter: lifted, the same frame size is served
+        res = set_params(peer, {"max_image_pixels": 0})
+        assert res[0].successful, res[0].reason
+        stamp = feed_until(peer, pub, lambda s: image_msg(big, s + 7), [outs["labels"]])
+        m = next(x for x in outs["labels"].snapshot() if stamp_of(x) == stamp)
+        assert (m.width, m.height) == (640, 360)
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_auto_input_qos_waits_for_the_camera_and_answers_its_first_frame(ros_domain, peer, colour_model):
+    """input_qos.reliability auto with no camera yet: the node subscribes once the camera is
+    there, with its reliability (it subscribed best-effort at start and re-subscribed a second
+    later, losing the frame in flight). A camera that sends one frame once matched gets its answer."""
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={
+        "model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False})
+    try:
+        outs = subscribe_outputs(peer, ("labels",))
+        time.sleep(4.0)  # the node is up, no camera
+        assert "no publisher yet" in node.log(), node.log()
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+        _, rgb = sample_scene_in_test_colours(320, 180)
+        stamp = 1_640_000_000_000_000_000
+        pub.publish(image_msg(rgb, stamp))
+        assert outs["labels"].wait_for(lambda m: any(stamp_of(x) == stamp for x in m), 10), node.log()
+        log = node.log()
+        assert log.count("subscribing reliable to match its publishers") == 1 and "best-effort" not in log, log
+    finally:
+        assert node.stop() == 0, node.log()

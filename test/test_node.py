@@ -308,6 +308,10 @@ def set_params(peer, params: dict, timeout=20.0, atomically=False):
             pv.type, pv.string_value = ParameterType.PARAMETER_STRING, value
         elif isinstance(value, list):
             pv.type, pv.double_array_value = ParameterType.PARAMETER_DOUBLE_ARRAY, value
+        elif isinstance(value, bool):
+            pv.type, pv.bool_value = ParameterType.PARAMETER_BOOL, value
+        elif isinstance(value, int):
+            pv.type, pv.integer_value = ParameterType.PARAMETER_INTEGER, value
         else:
             pv.type, pv.double_value = ParameterType.PARAMETER_DOUBLE, float(value)
         req.parameters.append(Parameter(name=name, value=pv))

@@ -11,7 +11,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 
-from .image import Frame
+from .image import Frame, ImageError
 from .labels import LabelGroups, MASK_GROUPS
 from .postprocess import Postprocessor, overlay_size
 from .segmenter import Fit, Segmenter
@@ -84,12 +84,15 @@ class FrameResult:
 
 class SegmentationPipeline:
     def __init__(self, segmenter: Segmenter, groups: LabelGroups, overlay_alpha: float = 0.5,
-                 overlay_max_width: int = 0) -> None:
+                 overlay_max_width: int = 0, max_image_pixels: int = 0) -> None:
         self.segmenter = segmenter
         self.groups = groups
         # The overlay is for eyes (RViz): a full-HD one costs 4x the bytes and blending of a
         # 960-wide one and shows nothing more on a screen. 0: the frame's size.
         self.overlay_max_width = int(overlay_max_width)
+        # Larger frames are refused: each output buffer (and DDS's, which keep the largest size
+        # they have carried) grows to the largest frame seen. 0: no limit.
+        self.max_image_pixels = int(max_image_pixels)
         colors = [c.color for c in segmenter.info.classes]
         self.post = Postprocessor(groups, colors, overlay_alpha)
         # Test hook: a callable run before inference that may raise, to inject faults into the
@@ -112,6 +115,10 @@ class SegmentationPipeline:
     def prepare(self, frame: Frame, timer: Optional[StageTimer] = None, pooled: bool = False) -> "Prepared":
         """Fit the frame to the model's input. ``pooled``: into a buffer of its own (given back
         by ``run``), so the next frame can be prepared while the network runs this one."""
+        if self.max_image_pixels and frame.height * frame.width > self.max_image_pixels:
+            raise ImageError(f"{frame.width}x{frame.height} is {frame.height * frame.width / 1e6:.1f} MP, more than "
+                             f"max_image_pixels = {self.max_image_pixels} ({self.max_image_pixels / 1e6:.1f} MP); "
+                             f"raise max_image_pixels to accept such frames")
         timer = timer or StageTimer()
         t0 = time.perf_counter()
         fit = self.segmenter.fit_for(frame.height, frame.width)

@@ -49,6 +49,7 @@ MAX_WORKER_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 WORKER_RESTART_DELAY_S = 0.5
 EXIT_WORKER_FAILED = 2
+RETIRE_S = 2.0  # s a replaced input subscription overlaps the new one (discovery and matching)
 
 
 class CameraSegNode(Node):
@@ -84,6 +85,9 @@ class CameraSegNode(Node):
         self.info_topic = _resolve(self, "camera_info")
         self._subs: Dict[str, object] = {}
         self._sub_reliability: Dict[str, str] = {}
+        self._retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
+        self._told_waiting = False
+        self._last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
         self._tf_buffer = None
         if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
             self._start_tf()
@@ -194,30 +198,44 @@ class CameraSegNode(Node):
     def _subscribe_inputs(self) -> None:
         """(Re)create the input subscriptions with the reliability the parameter asks for.
 
-        auto: reliable when every publisher of the topic offers reliable, else best-effort.
+        auto: reliable when every publisher of the topic offers reliable, else best-effort; with
+        no publisher yet there is nothing to match, so the subscription waits for one (made
+        best-effort now and reliable a second later, the swap lost frames in flight). A later
+        change (another camera joins) makes the new subscription first and retires the old one
+        only after RETIRE_S, so no frame falls between them.
         Measured here: a reliable publisher's 1920x1080 frames reach a reliable reader intact,
         but a best-effort reader loses most of them (the loss is on the sending side, which the
         node's profile cannot change); best-effort is the only choice that matches a best-effort
         camera. Depth stays 1 either way: the newest frame wins, never a backlog."""
+        now = time.monotonic()
+        for old, since in list(self._retiring):
+            if now - since >= RETIRE_S:
+                self.destroy_subscription(old)
+                self._retiring.remove((old, since))
         wanted = self.p["input_qos.reliability"]
         for key, topic, msg_type, cb in (("image", self.image_topic, self._image_type, self._on_image),
                                          ("camera_info", self.info_topic, CameraInfo, self._on_camera_info)):
             rel = wanted
             if wanted == "auto":
                 pubs = self.get_publishers_info_by_topic(topic)
-                if not pubs and key in self._subs:
-                    continue  # the camera is away for now: keep what matched it
-                rel = ("reliable" if pubs and all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-                                                  for p in pubs) else "best_effort")
+                if not pubs:  # nothing to match yet, or the camera is away: keep what matched it
+                    if key == "image" and key not in self._subs and not self._told_waiting:
+                        self._told_waiting = True
+                        self.get_logger().info(f"{topic}: no publisher yet; subscribing once one appears, "
+                                               "with its reliability (input_qos.reliability auto)")
+                    continue
+                rel = ("reliable" if all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
+                                         for p in pubs) else "best_effort")
             if self._sub_reliability.get(key) == rel:
                 continue
-            if key in self._subs:
-                self.destroy_subscription(self._subs[key])
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
                              reliability=(ReliabilityPolicy.RELIABLE if rel == "reliable"
                                           else ReliabilityPolicy.BEST_EFFORT),
                              durability=DurabilityPolicy.VOLATILE)
-            self._subs[key] = self.create_subscription(msg_type, topic, cb, qos)
+            old = self._subs.get(key)
+            self._subs[key] = self.create_subscription(msg_type, topic, cb, qos)  # the new one first
+            if old is not None:
+                self._retiring.append((old, now))
             self._sub_reliability[key] = rel
             if wanted == "auto" and key == "image":
                 self.get_logger().info(f"{topic}: subscribing {rel.replace('_', '-')} to match its publishers")
@@ -265,6 +283,7 @@ class CameraSegNode(Node):
             return  # the worker applies self.p once the model has loaded
         processor.pipeline.set_overlay_alpha(p["overlay_alpha"])
         processor.pipeline.overlay_max_width = int(p["overlay_max_width"])
+        processor.pipeline.max_image_pixels = int(p["max_image_pixels"])
         if pose_changed and p["camera_pose.source"] == "parameters":
             processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
 
@@ -292,6 +311,10 @@ class CameraSegNode(Node):
 
     # ---------------------------------------------------------------- callbacks
     def _on_image(self, msg) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+        if self._retiring and key == self._last_image_key:
+            return  # the same frame through the old and the new subscription while they overlap
+        self._last_image_key = key
         self.stats.on_received()
         if self.slot.put((msg, time.monotonic())):
             self.stats.on_dropped()
@@ -487,7 +510,7 @@ class CameraSegNode(Node):
             "model": self.model_path,
             "label file": self.label_path,
             "input topic": self.image_topic,
-            "input reliability": self._sub_reliability.get("image", "?"),
+            "input reliability": self._sub_reliability.get("image", "not subscribed yet: no publisher"),
             "input rate (Hz)": f"{in_rate:.2f}",
             "processed rate (Hz)": f"{out_rate:.2f}",
             "frames received": s.received,

@@ -49,6 +49,10 @@ SPECS = (
     Spec("overlay_max_width", 960, "~/overlay is shrunk to at most this width (same aspect "
          "ratio): it is for eyes, and a full-HD overlay costs 4x the bytes. 0: the image's size.",
          read_only=False, range=(0, 16384)),
+    Spec("max_image_pixels", 4096 * 3072, "Frames with more pixels (width x height) are rejected "
+         "with an error: memory grows to fit the largest frame (DDS keeps its buffers at that size), "
+         "so one stray huge frame must not cost it for good. 0: no limit.", read_only=False,
+         range=(0, 1 << 30)),
     Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
     Spec("log_throttle_sec", 5.0, "At most one log line per error kind in this many seconds.",
          read_only=False, range=(0.0, 3600.0)),

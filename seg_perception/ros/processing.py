@@ -316,7 +316,8 @@ def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = F
     segmenter = Segmenter.from_file(model_path, p["backend"], **options)
     try:
         groups = load_label_file(label_path, segmenter.info.class_names)
-        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"])
+        pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"],
+                                        p["max_image_pixels"])
         grid = None
         if p["grid.enabled"]:
             from ..core.grid import GridSpec
