@@ -322,3 +322,34 @@ def test_auto_input_qos_waits_for_the_camera_and_answers_its_first_frame(ros_dom
         assert log.count("subscribing reliable to match its publishers") == 1 and "best-effort" not in log, log
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_camera_info_is_found_beside_the_remapped_image_topic(ros_domain, peer, colour_model):
+    """image_transport's convention: remapping only 'image' to /cam0/image_raw listens for
+    CameraInfo on /cam0/camera_info (the README's examples gave a node with no grid)."""
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import CameraInfo
+
+    from seg_perception.ros.node import camera_info_beside
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    assert camera_info_beside("/front/left/image_raw") == "/front/left/camera_info"
+    assert camera_info_beside("/image") == "/camera_info"
+    cam, rgb = sample_scene_in_test_colours(320, 180)
+    node = NodeProcess(ros_domain[0], ros_domain[1], remaps={"image": "/cam0/image_raw"}, params={
+        "model": colour_model[0], "label_file": colour_model[1],
+        "camera_pose.xyz": list(cam.pose_xyz), "camera_pose.rpy": list(cam.pose_rpy)})
+    try:
+        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        pub = peer.publisher(Image, "/cam0/image_raw", RELIABLE)
+        ci_pub = peer.publisher(CameraInfo, "/cam0/camera_info", RELIABLE)
+        assert peer.wait_matched(pub) and peer.wait_matched(ci_pub), node.log()
+
+        def frame(stamp):
+            ci_pub.publish(camera_info_msg(cam, stamp))
+            return image_msg(rgb, stamp)
+
+        feed_until(peer, pub, frame, [grids])
+        assert "subscribing /cam0/image_raw (raw) and /cam0/camera_info" in node.log()
+    finally:
+        assert node.stop() == 0, node.log()

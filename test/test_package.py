@@ -67,6 +67,8 @@ def test_package_xml_is_format_3_ament_python_with_the_real_dependencies():
                     if isinstance(node, ast.ImportFrom) and node.module and node.module.endswith(".msg"):
                         imported.add(node.module.split(".")[0])
     assert imported and imported <= deps, imported - deps
+    # the vehicle install stays lean: RViz and Qt only where a person looks (README)
+    assert "rviz2" not in deps
 
 
 def _launch_tree():
@@ -92,7 +94,9 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
         if pkg == "seg_perception":
             assert (lib / exe).exists(), exe
     seg = next(n for n in nodes if _kw(n, "executable").value == "camera_seg_node")
-    assert _kw(seg, "name").value == "camera_seg"
+    assert _kw(seg, "name").id == "NODE_NAME"
+    assert any(isinstance(n, ast.Assign) and n.targets[0].id == "NODE_NAME" and n.value.value == "camera_seg"
+               for n in tree.body)
     # the share files it refers to are installed
     share = colcon_install / "share" / "seg_perception"
     for rel in ("config/camera_seg.yaml", "rviz/camera_seg.rviz"):

@@ -82,7 +82,7 @@ class CameraSegNode(Node):
             self.image_topic, self._image_type = _resolve(self, "image") + "/compressed", CompressedImage
         else:
             self.image_topic, self._image_type = _resolve(self, "image"), Image
-        self.info_topic = _resolve(self, "camera_info")
+        self.info_topic = camera_info_topic(self)
         self._subs: Dict[str, object] = {}
         self._sub_reliability: Dict[str, str] = {}
         self._retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
@@ -459,7 +459,7 @@ class CameraSegNode(Node):
         if self._last_camera_info is None or not fresh:
             age = ("never received" if self._last_camera_info is None else
                    f"last one {time.monotonic() - self._last_camera_info:.1f} s ago")
-            text = f"no grid: CameraInfo on {_resolve(self, 'camera_info')} {age}"
+            text = f"no grid: CameraInfo on {self.info_topic} {age}"
             level = diag.WARN
         else:
             text, level = f"no grid: {err}", diag.ERROR
@@ -553,13 +553,29 @@ class CameraSegNode(Node):
         return stopped
 
 
-def _resolve(node: Node, name: str) -> str:
+def _resolve(node: Node, name: str, only_expand: bool = False) -> str:
     try:
-        return node.resolve_topic_name(name)
-    except AttributeError:  # very old rclpy
+        return node.resolve_topic_name(name, only_expand=only_expand)
+    except AttributeError:  # very old rclpy: no remapping known here
         from rclpy.expand_topic_name import expand_topic_name
 
         return expand_topic_name(name, node.get_name(), node.get_namespace())
+
+
+def camera_info_beside(image_topic: str) -> str:
+    """image_transport's convention: a camera's CameraInfo is 'camera_info' in the namespace of
+    its image topic (/front/image_raw -> /front/camera_info)."""
+    parent = image_topic.rsplit("/", 1)[0]
+    return f"{parent}/camera_info"
+
+
+def camera_info_topic(node: Node) -> str:
+    """'camera_info' where it is remapped, else beside the (remapped) image topic, so that
+    remapping only 'image' still finds the camera's CameraInfo."""
+    info = _resolve(node, "camera_info")
+    if info != _resolve(node, "camera_info", only_expand=True):
+        return info
+    return camera_info_beside(_resolve(node, "image"))
 
 
 class StopSignals:
