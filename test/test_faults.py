@@ -91,18 +91,24 @@ def test_resolution_change_mid_stream(ros_domain, peer, colour_model):
         assert node.stop() == 0, node.log()
 
 
+def stream_until_labels(peer, node, width=640, height=360, rate=30.0) -> Camera:
+    """A camera streaming the test scene to /image until the node's labels come back."""
+    outs = subscribe_outputs(peer, ("labels",))
+    pub = peer.publisher(Image, "/image", RELIABLE)
+    assert peer.wait_matched(pub), node.log()
+    _, rgb = sample_scene_in_test_colours(width, height)
+    cam = Camera(pub, lambda s: image_msg(rgb, s), rate=rate)
+    cam.start()
+    assert outs["labels"].wait_count(3, 30), node.log()
+    return cam
+
+
 def test_sigint_while_streaming_exits_cleanly_and_quickly(ros_domain, peer, colour_model):
     model, labels = colour_model
     node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": model, "label_file": labels})
     cam = None
     try:
-        outs = subscribe_outputs(peer, ("labels",))
-        pub = peer.publisher(Image, "/image", RELIABLE)
-        assert peer.wait_matched(pub), node.log()
-        _, rgb = sample_scene_in_test_colours(640, 360)
-        cam = Camera(pub, lambda s: image_msg(rgb, s), rate=30.0)
-        cam.start()
-        assert outs["labels"].wait_count(3, 30), node.log()
+        cam = stream_until_labels(peer, node)
         t0 = time.monotonic()
         code = node.stop(signal.SIGINT, timeout=10)
         elapsed = time.monotonic() - t0
@@ -249,13 +255,7 @@ def test_repeated_sigint_and_sigterm_while_streaming_exit_cleanly(ros_domain, pe
         node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": model, "label_file": labels})
         cam = None
         try:
-            outs = subscribe_outputs(peer, ("labels",))
-            pub = peer.publisher(Image, "/image", RELIABLE)
-            assert peer.wait_matched(pub), node.log()
-            _, rgb = sample_scene_in_test_colours(640, 360)
-            cam = Camera(pub, lambda s: image_msg(rgb, s), rate=30.0)
-            cam.start()
-            assert outs["labels"].wait_count(3, 30), node.log()
+            cam = stream_until_labels(peer, node)
             t0 = time.monotonic()
             for sig in (signal.SIGINT, signal.SIGINT, signal.SIGTERM, signal.SIGINT):
                 node.proc.send_signal(sig)
