@@ -51,6 +51,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    default="isqrt")
     p.add_argument("--paint-parking", type=float, default=0.3, metavar="P",
                    help="probability of painting parking bays onto a training frame")
+    p.add_argument("--paint-markings", type=float, default=0.0, metavar="P",
+                   help="probability of painting road markings that stay Road (lane lines, "
+                        "zig-zags, crossings, arrows, tram rails): negatives for parking")
+    p.add_argument("--kerb-parking", type=float, default=0.0, metavar="P",
+                   help="share of painted parking that is an unmarked lane along a kerb")
+    p.add_argument("--parked-cars", type=float, default=0.0, metavar="P",
+                   help="probability of a parked car (cut from the training frames) per bay")
+    p.add_argument("--photometric", type=float, default=0.0, metavar="S",
+                   help="strength of camera/light augmentation: exposure, gamma, white balance, "
+                        "blur, noise, JPEG (0 = off, 1 = the documented recipe)")
+    p.add_argument("--aspect", type=float, nargs=2, default=(1.0, 1.0), metavar=("MIN", "MAX"),
+                   help="random width stretch range (other cameras' aspect ratios)")
+    p.add_argument("--init-from", default=None, metavar="PATH.pt",
+                   help="start from these weights (e.g. the shipped model) instead of random")
+    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+                   help="keep an exponential moving average of the weights (e.g. 0.999) and "
+                        "validate/export it")
     p.add_argument("--bn-momentum", type=float, default=0.1,
                    help="BatchNorm running-statistics momentum while training")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -81,7 +98,10 @@ def config_from_args(args):
         color_jitter=args.color_jitter, epochs=args.epochs, batch_size=args.batch_size,
         optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=args.warmup_epochs, class_weighting=args.class_weighting,
-        paint_parking=args.paint_parking, bn_momentum=args.bn_momentum, threads=args.threads, val_every=args.val_every,
+        paint_parking=args.paint_parking, paint_markings=args.paint_markings,
+        kerb_parking=args.kerb_parking, parked_cars=args.parked_cars,
+        photometric=args.photometric, aspect=tuple(args.aspect), init_from=args.init_from,
+        ema=args.ema, bn_momentum=args.bn_momentum, threads=args.threads, val_every=args.val_every,
         log_every=args.log_every, max_steps=args.max_steps, limit=args.limit, seed=args.seed,
         time_budget_s=60.0 * args.time_budget)
 
@@ -97,8 +117,16 @@ def run(args) -> int:
     if args.architecture not in ARCHITECTURES:
         print(f"unknown architecture {args.architecture!r}; known: {sorted(ARCHITECTURES)}")
         return 2
-    if not 0.0 <= args.paint_parking <= 1.0:
-        print(f"--paint-parking must be a probability in [0, 1], got {args.paint_parking}")
+    for flag in ("paint_parking", "paint_markings", "kerb_parking", "parked_cars"):
+        value = getattr(args, flag)
+        if not 0.0 <= value <= 1.0:
+            print(f"--{flag.replace('_', '-')} must be a probability in [0, 1], got {value}")
+            return 2
+    if not 0.0 <= args.ema < 1.0:
+        print(f"--ema must be a decay in [0, 1), got {args.ema}")
+        return 2
+    if args.init_from and not os.path.isfile(args.init_from):
+        print(f"--init-from: no such checkpoint {args.init_from}")
         return 2
     cfg = config_from_args(args)
     if os.path.abspath(cfg.run_dir).startswith(os.path.dirname(os.path.dirname(

@@ -1,10 +1,16 @@
-"""Training samples: optional painted parking, then torchvision.transforms.v2 augmentation
-applied jointly to image and label (random scale, crop, horizontal flip; colour on the image only).
+"""Training samples: painted road markings (negatives) and parking bays with parked cars, then
+camera and light augmentation on the image (gamma, exposure, white balance, blur, sensor noise,
+JPEG), a random aspect-ratio change, and torchvision.transforms.v2 applied jointly to image and
+label (random scale, crop, horizontal flip, colour jitter on the image only).
+
+The photometric steps stand in for cameras and light the training frames do not have: the
+CamVid test drive is at dusk (mean pixel 62 against 108 in training), other cars' cameras have
+other white balance, optics, noise and compression.
 """
 
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -13,7 +19,10 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from .data import IGNORE, LabelledSet
-from .parking import paint_parking
+import cv2
+
+from .markings import paint_road_markings
+from .parking import CarCutout, car_cutouts, paint_parking
 
 
 def train_transforms(crop: Tuple[int, int], base_height: int,
@@ -32,19 +41,75 @@ def train_transforms(crop: Tuple[int, int], base_height: int,
     return v2.Compose(steps)
 
 
+def photometric(image: np.ndarray, rng: np.random.Generator, strength: float = 1.0) -> np.ndarray:
+    """Camera and light changes on one HxWx3 uint8 RGB frame (labels unaffected); each step is
+    drawn independently. ``strength`` 0 returns the frame unchanged."""
+    if strength <= 0:
+        return image
+    img = image.astype(np.float32) / 255.0
+    if rng.random() < 0.8 * strength:           # exposure and gamma: dusk to bright noon
+        img = img * rng.uniform(0.45, 1.3)
+        img = np.clip(img, 0, 1) ** rng.uniform(0.7, 1.8)
+    if rng.random() < 0.5 * strength:           # white balance / colour cast per channel
+        img = img * rng.uniform(0.85, 1.15, 3).astype(np.float32)
+    img = np.clip(img * 255.0, 0, 255)
+    if rng.random() < 0.25 * strength:          # defocus or motion blur
+        if rng.random() < 0.5:
+            img = cv2.GaussianBlur(img, (0, 0), rng.uniform(0.5, 1.5))
+        else:
+            k = int(rng.integers(3, 8))
+            kernel = np.zeros((k, k), np.float32)
+            kernel[k // 2] = 1.0 / k
+            img = cv2.filter2D(img, -1, kernel)
+    if rng.random() < 0.3 * strength:           # sensor noise, stronger in the dark
+        sigma = rng.uniform(2.0, 10.0)
+        img = img + rng.normal(0.0, sigma, img.shape).astype(np.float32)
+    out = np.clip(img + 0.5, 0, 255).astype(np.uint8)
+    if rng.random() < 0.3 * strength:           # JPEG (CompressedImage topics, dashcams)
+        ok, buf = cv2.imencode(".jpg", out[..., ::-1], [cv2.IMWRITE_JPEG_QUALITY,
+                                                        int(rng.integers(25, 90))])
+        if ok:
+            out = np.ascontiguousarray(cv2.imdecode(buf, cv2.IMREAD_COLOR)[..., ::-1])
+    return out
+
+
+def stretch_aspect(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
+                   limits: Tuple[float, float]) -> Tuple[np.ndarray, np.ndarray]:
+    """Change the frame's aspect ratio by a random factor in ``limits`` (width only): other
+    cameras, and wide frames stretched to the model input, change shapes this way."""
+    lo, hi = limits
+    if hi <= lo or (lo == 1.0 and hi == 1.0):
+        return image, label
+    factor = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    h, w = label.shape
+    new_w = max(8, int(round(w * factor)))
+    return (cv2.resize(image, (new_w, h), interpolation=cv2.INTER_LINEAR),
+            cv2.resize(label, (new_w, h), interpolation=cv2.INTER_NEAREST))
+
+
 class SegmentationTrainSet(Dataset):
     """LabelledSet -> (uint8 image [3, h, w], int64 label [h, w]) training samples.
 
-    Parking bays are painted with probability ``paint_parking_p`` before augmentation. The
-    random generator is reseeded per epoch (``set_epoch``) so a resumed run sees the same
-    sequence of samples it would have seen without the interruption.
+    Per sample: road-marking negatives with probability ``paint_markings_p``, parking bays with
+    ``paint_parking_p`` (an unmarked kerb lane instead with ``kerb_p``; parked cars cut from the
+    training frames with ``car_p``), then the aspect change, the photometric steps and the
+    torchvision transforms. The random generator is reseeded per epoch (``set_epoch``) so a
+    resumed run sees the same sequence of samples it would have seen without the interruption.
     """
 
     def __init__(self, data: LabelledSet, transforms: v2.Compose, paint_parking_p: float = 0.0,
-                 seed: int = 0) -> None:
+                 seed: int = 0, paint_markings_p: float = 0.0, kerb_p: float = 0.0,
+                 car_p: float = 0.0, photometric_strength: float = 0.0,
+                 aspect: Tuple[float, float] = (1.0, 1.0)) -> None:
         self.data = data
         self.transforms = transforms
         self.paint_parking_p = float(paint_parking_p)
+        self.paint_markings_p = float(paint_markings_p)
+        self.kerb_p = float(kerb_p)
+        self.car_p = float(car_p)
+        self.photometric_strength = float(photometric_strength)
+        self.aspect = tuple(aspect)
+        self.cars: List[CarCutout] = car_cutouts(data.images, data.labels) if car_p > 0 else []
         self.seed = seed
         self.rng = np.random.default_rng(seed)
 
@@ -56,13 +121,19 @@ class SegmentationTrainSet(Dataset):
         return len(self.data)
 
     def sample(self, index: int, paint: Optional[bool] = None):
+        """The painted frame (markings, bays) before augmentation."""
         image, label = self.data.images[index], self.data.labels[index]
+        if self.paint_markings_p > 0 and self.rng.random() < self.paint_markings_p:
+            image, label, _ = paint_road_markings(image, label, self.rng)
         if paint if paint is not None else self.rng.random() < self.paint_parking_p:
-            image, label, _ = paint_parking(image, label, self.rng)
+            image, label, _ = paint_parking(image, label, self.rng, cars=self.cars,
+                                            kerb_p=self.kerb_p, car_p=self.car_p)
         return image, label
 
     def __getitem__(self, index: int):
         image, label = self.sample(index)
+        image, label = stretch_aspect(image, label, self.rng, self.aspect)
+        image = photometric(image, self.rng, self.photometric_strength)
         img = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1))
         lab = tv_tensors.Mask(torch.from_numpy(np.ascontiguousarray(label)))
         img, lab = self.transforms(img, lab)

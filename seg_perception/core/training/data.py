@@ -102,9 +102,25 @@ def find_pairs(root: str, layout: str, split: str) -> List[Tuple[str, str]]:
     return pairs
 
 
+def parse_split(text: str) -> Tuple[str, slice]:
+    """"val" -> ("val", all frames); "val[:76]" / "val[76:]" -> a contiguous part of the split in
+    name order, so a split can be shared between training and a held-back check."""
+    text = text.strip()
+    if "[" not in text:
+        return text, slice(None)
+    name, rest = text.split("[", 1)
+    if not rest.endswith("]") or rest.count(":") != 1:
+        raise ValueError(f"bad split {text!r}: expected NAME or NAME[START:END]")
+    start, end = rest[:-1].split(":")
+    try:
+        return name, slice(int(start) if start else None, int(end) if end else None)
+    except ValueError:
+        raise ValueError(f"bad split {text!r}: START and END must be integers") from None
+
+
 def has_split(root: str, layout: str, split: str) -> bool:
     try:
-        find_pairs(root, layout, split)
+        find_pairs(root, layout, parse_split(split)[0])
         return True
     except (FileNotFoundError, ValueError):
         return False
@@ -113,8 +129,12 @@ def has_split(root: str, layout: str, split: str) -> bool:
 def load_split(root: str, layout: str, split: str, size: Optional[Tuple[int, int]] = None,
                limit: Optional[int] = None) -> LabelledSet:
     """Load one split into memory. ``size`` = (height, width) to stretch every frame to
-    (labels by nearest neighbour); None keeps the files' size."""
-    pairs = find_pairs(root, layout, split)[:limit]
+    (labels by nearest neighbour); None keeps the files' size. ``split`` may name a part of a
+    split, e.g. "val[:76]" (see parse_split)."""
+    name, part = parse_split(split)
+    pairs = find_pairs(root, layout, name)[part][:limit]
+    if not pairs:
+        raise ValueError(f"split {split!r} selects no frames")
     lut = camvid_lut() if layout == "camvid" else cityscapes_lut()
     images, labels = [], []
     for img_path, lab_path in pairs:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..datasets import CAMVID_CLASSES, CAMVID_PARKING_CLASSES
-from ..export import build_wrapped_model, export_onnx, save_checkpoint
+from ..export import ClassMapModel, build_wrapped_model, export_onnx, save_checkpoint
 from ..metrics import ConfusionMatrix
 from ..model_info import ClassInfo, ModelInfo
 from .augment import SegmentationTrainSet, train_transforms
@@ -52,6 +52,15 @@ class TrainConfig:
     warmup_epochs: float = 2.0
     class_weighting: str = "isqrt"
     paint_parking: float = 0.3
+    # Negatives and realism for the painted parking (issue #13): road paint that stays Road,
+    # unmarked kerb lanes, parked cars cut from the training frames.
+    paint_markings: float = 0.0
+    kerb_parking: float = 0.0
+    parked_cars: float = 0.0
+    photometric: float = 0.0                     # camera/light augmentation strength (0 = off)
+    aspect: Tuple[float, float] = (1.0, 1.0)     # random width stretch range
+    init_from: Optional[str] = None              # start from these weights (.pt), not random
+    ema: float = 0.0                             # EMA decay of the weights (0 = off)
     # torchvision's MobileNetV3 builds its BatchNorm with momentum 0.01: from scratch, the
     # running statistics then lag the fast-changing weights for thousands of steps and eval-mode
     # predictions collapse to one class. 0.1 (PyTorch's default) tracks them.
@@ -197,7 +206,12 @@ class Trainer:
     # -- checkpoints
     def _save(self, path: str, epoch: int, step: int) -> None:
         tmp = path + ".tmp"
-        save_checkpoint(self.wrapped, self.info, tmp, optimizer=self.optimizer.state_dict(),
+        extra = {}
+        if self.ema is not None:  # "state_dict" holds the EMA (what is used); the raw weights too
+            extra = {"train_state_dict": self.wrapped.model.state_dict(),
+                     "ema_n_averaged": self.ema.n_averaged}
+        save_checkpoint(self.eval_model(), self.info, tmp, **extra,
+                        optimizer=self.optimizer.state_dict(),
                         epoch=epoch, step=step, train_seconds=self.train_seconds,
                         best_miou=self.best_miou, best_epoch=self.best_epoch,
                         history=json.dumps(self.history), config=json.dumps(self.cfg.to_dict()),
@@ -206,7 +220,14 @@ class Trainer:
 
     def _restore(self, path: str) -> Tuple[int, int]:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        self.wrapped.model.load_state_dict(ckpt["state_dict"])
+        if self.ema is not None and "train_state_dict" in ckpt:
+            self.wrapped.model.load_state_dict(ckpt["train_state_dict"])
+            self.ema.module.model.load_state_dict(ckpt["state_dict"])
+            self.ema.n_averaged.copy_(ckpt["ema_n_averaged"])
+        else:
+            self.wrapped.model.load_state_dict(ckpt["state_dict"])
+            if self.ema is not None:
+                self.ema.module.model.load_state_dict(ckpt["state_dict"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.best_miou = float(ckpt["best_miou"])
         self.best_epoch = int(ckpt["best_epoch"])
@@ -239,12 +260,27 @@ class Trainer:
                  ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
         criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
                                         ignore_index=IGNORE)
+        if c.init_from and not (self.resume and os.path.isfile(self.last_path)):
+            init = torch.load(c.init_from, map_location="cpu", weights_only=True)
+            self.wrapped.model.load_state_dict(init["state_dict"])
+            self.log(f"initial weights from {c.init_from}")
         self.optimizer = make_optimizer(c.optimizer, self.wrapped.model.parameters(), c.lr,
                                         c.weight_decay)
+        self.ema = None
+        if c.ema > 0:
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            # use_buffers: BatchNorm running statistics are averaged with the weights, so the
+            # EMA model is consistent in eval mode without a recalibration pass.
+            self.ema = AveragedModel(self.wrapped, multi_avg_fn=get_ema_multi_avg_fn(c.ema),
+                                     use_buffers=True)
         dataset = SegmentationTrainSet(
             self.train_data, train_transforms(tuple(c.crop), c.input_size[0], tuple(c.scale),
                                               c.color_jitter),
-            c.paint_parking, c.seed)
+            c.paint_parking, c.seed, paint_markings_p=c.paint_markings, kerb_p=c.kerb_parking,
+            car_p=c.parked_cars, photometric_strength=c.photometric, aspect=tuple(c.aspect))
+        if c.parked_cars > 0:
+            self.log(f"parked cars: {len(dataset.cars)} car cutouts from the training frames")
         steps_per_epoch = len(dataset) // c.batch_size
         if steps_per_epoch == 0:
             raise ValueError(f"batch size {c.batch_size} exceeds the {len(dataset)} training frames")
@@ -285,6 +321,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 self.optimizer.step()
+                if self.ema is not None:
+                    self.ema.update_parameters(self.wrapped)
                 step += 1
                 loss_sum += loss.item()
                 loss_n += 1
@@ -306,7 +344,7 @@ class Trainer:
                     f"({seconds:.0f} s, {loss_n * c.batch_size / seconds:.1f} img/s)")
             last_epoch = stop or epoch + 1 == c.epochs
             if self.val_data is not None and ((epoch + 1) % c.val_every == 0 or last_epoch):
-                summary = evaluate_predictions(torch_predictor(self.wrapped), self.val_data)
+                summary = evaluate_predictions(torch_predictor(self.eval_model()), self.val_data)
                 entry["val"] = {k: summary[k] for k in ("miou", "road_iou", "pedestrian_iou")}
                 line += f"; val {format_summary(summary)}"
                 if summary["miou"] > self.best_miou:
@@ -326,6 +364,10 @@ class Trainer:
                          f"{c.time_budget_s / 60:.0f} min)")
                 break
         return self.finish()
+
+    def eval_model(self) -> ClassMapModel:
+        """The weights that are validated, kept and exported: the EMA when it is on."""
+        return self.ema.module if self.ema is not None else self.wrapped
 
     def progress(self, step: int, total_steps: int, warmup_steps: int) -> float:
         by_steps = (step - warmup_steps) / max(1, total_steps - warmup_steps)
@@ -375,10 +417,14 @@ class Trainer:
                   if k not in ("data_root", "run_dir", "max_steps", "log_every", "limit")}
         info = self.info.with_source(
             dataset=f"{c.layout}: {os.path.basename(os.path.normpath(c.data_root))} "
-                    f"({'+'.join(c.train_splits)}), parking bays painted",
+                    f"({'+'.join(c.train_splits)}), parking bays painted"
+                    + (", parked cars pasted" if c.parked_cars > 0 else "")
+                    + (", road-marking negatives" if c.paint_markings > 0 else ""),
             recipe=recipe, epochs=result["epoch"], steps=result["steps"],
             train_minutes=result["train_minutes"],
-            date=datetime.date.today().isoformat(), measured=measured, weights="trained from scratch")
+            date=datetime.date.today().isoformat(), measured=measured,
+            weights=(f"fine-tuned from {os.path.basename(c.init_from)}" if c.init_from
+                     else "trained from scratch"))
         export_onnx(self.wrapped, info, onnx_path)
         pt_path = os.path.splitext(onnx_path)[0] + ".pt"
         save_checkpoint(self.wrapped, info, pt_path)

@@ -15,21 +15,30 @@ Road:
 Pixels of any other class (a car or pedestrian standing on the road, pavement, buildings) are
 never touched, which also gives correct occlusion for free.
 
+Parked cars: cars cut from the training frames (their Car label kept) are pasted into bays, far
+ones first, about 1.5 m tall at the bay's distance. Parking lanes along a kerb: unmarked
+parallel spaces from a Road pixel beside Pavement into the road, mostly full of parked cars.
+The negatives (road paint that is not parking) are in markings.py.
+
 Limits (see docs/model_card.md): the camera pose is guessed, not the frame's real one, so bays
-need not line up with kerbs or lanes; no parked cars are added inside bays; markings are clean
-geometric lines; parking without markings is not modelled.
+need not line up with kerbs or lanes; pasted cars are any car of the training frames (a rear
+view may sit in a side-on bay), lit as they were in their own frame; markings are clean
+geometric lines.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-from typing import List, Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
 
-from .data import PARKING, ROAD
+from .data import CLASS_ID, PARKING, ROAD
+
+CAR = CLASS_ID["Car"]
+PAVEMENT = CLASS_ID["Pavement"]
 
 NEAR = 0.5  # m: polygons are clipped here before projection (points behind the camera)
 
@@ -122,9 +131,25 @@ class BayLayout:
     lines: List[np.ndarray]  # ground polygons of the marking lines
 
 
-def random_layout(rng: np.random.Generator, anchor_xy: np.ndarray) -> BayLayout:
+def random_layout(rng: np.random.Generator, anchor_xy: np.ndarray,
+                  kerb_side: Optional[float] = None) -> BayLayout:
     """A row of bays around ``anchor_xy`` (metres on the ground): perpendicular, angled or
-    parallel, with real-world sizes, random heading and marking style."""
+    parallel, with real-world sizes, random heading and marking style.
+
+    With ``kerb_side`` (+1 kerb on the left, -1 on the right) it is an unmarked parking lane
+    instead: parallel spaces along the driving direction from the kerb (the anchor) into the
+    road, with no lines at all (cars parked at the kerb are what marks it)."""
+    if kerb_side is not None:
+        along, depth = rng.uniform(5.0, 6.5), rng.uniform(1.9, 2.4)
+        r = np.array([1.0, rng.normal(0.0, 0.03)])
+        r /= np.linalg.norm(r)
+        n = kerb_side * np.array([-r[1], r[0]])
+        count = int(rng.integers(3, 9))
+        origin = anchor_xy - rng.uniform(0.2, 0.8) * count * along * r - depth * n
+        bays = [np.array([origin + i * along * r, origin + (i + 1) * along * r,
+                          origin + (i + 1) * along * r + depth * n,
+                          origin + i * along * r + depth * n]) for i in range(count)]
+        return BayLayout(bays, [])
     style = rng.choice(["perpendicular", "angled", "parallel"], p=[0.45, 0.25, 0.30])
     if style == "parallel":
         along, depth, angle = rng.uniform(5.0, 6.5), rng.uniform(2.0, 2.5), math.pi / 2
@@ -181,8 +206,9 @@ def _rasterize(camera: GroundCamera, polys: List[np.ndarray], shape: Tuple[int, 
 
 
 def paint_parking(image: np.ndarray, label: np.ndarray, rng: np.random.Generator,
-                  min_fraction: float = 0.004, max_road_share: float = 0.6, attempts: int = 10
-                  ) -> Tuple[np.ndarray, np.ndarray, bool]:
+                  min_fraction: float = 0.004, max_road_share: float = 0.6, attempts: int = 10,
+                  cars: Optional[Sequence["CarCutout"]] = None, kerb_p: float = 0.0,
+                  car_p: float = 0.5) -> Tuple[np.ndarray, np.ndarray, bool]:
     """Paint a row of parking bays onto the Road pixels of one frame.
 
     image: HxWx3 uint8 RGB; label: HxW uint8 model class ids. Returns (image, label, painted):
@@ -190,27 +216,140 @@ def paint_parking(image: np.ndarray, label: np.ndarray, rng: np.random.Generator
     ``min_fraction`` of the frame and at most ``max_road_share`` of the road (bays lie beside
     a lane that stays road); when no attempt fits (little or no road in view) the frame comes
     back unchanged with painted=False.
+
+    With probability ``kerb_p`` the layout is an unmarked parking lane along a kerb (a Road
+    pixel beside Pavement) instead of marked bays. With ``cars`` (cutouts from the training
+    frames), each marked bay gets a parked car with probability ``car_p``, and each space of a
+    kerb lane with probability max(car_p, 0.85): the car keeps its Car label and occludes
+    what is behind it.
     """
     h, w = label.shape
     road = label == ROAD
     rows, cols = np.nonzero(road)
     if rows.size < min_fraction * h * w:
         return image.copy(), label.copy(), False
+    kerb = rng.random() < kerb_p
+    if kerb:
+        beside = cv2.dilate((label == PAVEMENT).astype(np.uint8), np.ones((1, 9), np.uint8)) > 0
+        rows, cols = np.nonzero(road & beside)
+        if rows.size == 0:
+            kerb = False
+            rows, cols = np.nonzero(road)
     for _ in range(attempts):
         camera = random_camera(rng, h, w)
         k = int(rng.integers(rows.size))
         anchor = camera.ground_point(cols[k] + 0.5, rows[k] + 0.5)
         if anchor is None or not 3.0 <= anchor[0] <= 30.0:
             continue
-        layout = random_layout(rng, anchor[:2])
+        side = (1.0 if cols[k] < camera.cx else -1.0) if kerb else None
+        layout = random_layout(rng, anchor[:2], kerb_side=side)
         footprint = _rasterize(camera, layout.bays, (h, w), antialias=False) > 0
         parking = footprint & road
         area = parking.sum()
-        if area < min_fraction * h * w or area > max_road_share * rows.size:
+        if area < min_fraction * h * w or area > max_road_share * road.sum():
             continue
-        return _apply(image, label, road, parking, _rasterize(camera, layout.lines, (h, w), True),
-                      rng) + (True,)
+        out_image, out_label = _apply(image, label, road, parking,
+                                      _rasterize(camera, layout.lines, (h, w), True), rng)
+        if cars:
+            p = max(car_p, 0.85) if kerb else car_p
+            occupied = [bay for bay in layout.bays if rng.random() < p]
+            park_cars(out_image, out_label, camera, occupied, cars, rng)
+        return out_image, out_label, True
     return image.copy(), label.copy(), False
+
+
+# ----------------------------------------------------------------------------- parked cars
+
+# Classes a pasted car may cover: the background behind a parked car. People, bikes, poles,
+# signs and cars already in the frame are assumed nearer and stay in front.
+_BEHIND = (ROAD, PARKING, PAVEMENT, CLASS_ID["Sky"], CLASS_ID["Building"], CLASS_ID["Tree"],
+           CLASS_ID["Fence"])
+
+
+@dataclasses.dataclass(frozen=True)
+class CarCutout:
+    """A whole car cut from a training frame: its pixels and mask (the label said Car)."""
+
+    rgb: np.ndarray    # hxwx3 uint8
+    mask: np.ndarray   # hxw bool
+
+
+def car_cutouts(images: Sequence[np.ndarray], labels: Sequence[np.ndarray],
+                min_pixels: int = 800, max_count: int = 400) -> List[CarCutout]:
+    """Cars worth pasting: connected Car regions that are compact, not cut by the frame's
+    border, with a car's aspect ratio."""
+    out: List[CarCutout] = []
+    for image, label in zip(images, labels):
+        car = (label == CAR).astype(np.uint8)
+        n, comp, stats, _ = cv2.connectedComponentsWithStats(car, connectivity=8)
+        H, W = label.shape
+        for i in range(1, n):
+            x, y, w, h, area = (int(v) for v in stats[i])
+            if area < min_pixels or x == 0 or y == 0 or x + w >= W or y + h >= H:
+                continue
+            if not 0.8 <= w / h <= 3.2 or area < 0.55 * w * h:
+                continue
+            out.append(CarCutout(image[y:y + h, x:x + w].copy(), comp[y:y + h, x:x + w] == i))
+            if len(out) >= max_count:
+                return out
+    return out
+
+
+def park_cars(image: np.ndarray, label: np.ndarray, camera: GroundCamera,
+              bays: Sequence[np.ndarray], cars: Sequence[CarCutout],
+              rng: np.random.Generator) -> None:
+    """Paste a car into each ground polygon of ``bays`` (in place), far ones first so near ones
+    occlude them. Its size follows the bay's distance: about 1.5 m tall at the bay's centre."""
+    h, w = label.shape
+    placed = []
+    for bay in bays:
+        centre = np.append(bay.mean(axis=0), 0.0)
+        cam = camera.to_camera(centre[None])[0]
+        if cam[2] < 2.0:
+            continue
+        placed.append((cam[2], camera.project(cam[None])[0]))
+    pasted = np.zeros((h, w), bool)
+    for depth, (u, v) in sorted(placed, key=lambda t: -t[0]):
+        car = cars[int(rng.integers(len(cars)))]
+        ch = int(round(camera.fy * rng.uniform(1.35, 1.65) / depth))
+        cw = int(round(ch * car.rgb.shape[1] / car.rgb.shape[0]))
+        if ch < 6 or cw < 6 or ch > 2 * h:
+            continue
+        rgb = cv2.resize(car.rgb, (cw, ch), interpolation=cv2.INTER_AREA if ch < car.rgb.shape[0]
+                         else cv2.INTER_LINEAR)
+        mask = cv2.resize(car.mask.astype(np.uint8), (cw, ch), interpolation=cv2.INTER_NEAREST) > 0
+        if rng.random() < 0.5:
+            rgb, mask = rgb[:, ::-1], mask[:, ::-1]
+        x0, y0 = int(round(u - cw / 2)), int(round(v - 0.85 * ch))
+        xs, ys = max(0, x0), max(0, y0)
+        xe, ye = min(w, x0 + cw), min(h, y0 + ch)
+        if xe <= xs or ye <= ys:
+            continue
+        sub = mask[ys - y0:ye - y0, xs - x0:xe - x0]
+        lab = label[ys:ye, xs:xe]
+        free = np.isin(lab, _BEHIND) | pasted[ys:ye, xs:xe]
+        sel = sub & free
+        gain = rng.uniform(0.8, 1.2)
+        patch = np.clip(rgb[ys - y0:ye - y0, xs - x0:xe - x0].astype(np.float32) * gain, 0, 255)
+        image[ys:ye, xs:xe][sel] = patch[sel].astype(np.uint8)
+        lab[sel] = CAR
+        pasted[ys:ye, xs:xe] |= sel
+
+
+def _blend_markings(img: np.ndarray, image: np.ndarray, road: np.ndarray, line_cov: np.ndarray,
+                    rng: np.random.Generator, yellow: bool = False) -> np.ndarray:
+    """Blend paint (coverage from an anti-aliased raster) into ``img`` (float RGB) on road pixels:
+    worn by low-frequency noise, brightness following the local road brightness (shadows)."""
+    h, w = road.shape
+    wear = cv2.resize(rng.uniform(0.55, 1.0, (max(2, h // 24), max(2, w // 24))).astype(np.float32),
+                      (w, h), interpolation=cv2.INTER_LINEAR)
+    alpha = (line_cov.astype(np.float32) / 255.0) * wear * rng.uniform(0.75, 0.95) * road
+    luma = cv2.GaussianBlur(image.astype(np.float32).mean(axis=2), (0, 0), 5.0)
+    level = np.clip(luma * rng.uniform(2.0, 3.0), 150.0, 250.0)
+    colour = (np.array([1.0, 0.85, 0.25], np.float32) if yellow
+              else np.array([1.0, 1.0, rng.uniform(0.93, 1.0)], np.float32))
+    paint = level[..., None] * colour
+    return img * (1.0 - alpha[..., None]) + paint * alpha[..., None]
 
 
 def _apply(image, label, road, parking, line_cov, rng):
@@ -220,16 +359,7 @@ def _apply(image, label, road, parking, line_cov, rng):
     strength = rng.uniform(0.6, 1.0)
     factor = 1.0 + (tint - 1.0) * strength
     img[parking] *= factor.astype(np.float32)
-    # White markings: coverage from the anti-aliased raster, worn by low-frequency noise, shown
-    # only on road pixels; their brightness follows the local road brightness (shadows).
-    h, w = label.shape
-    wear = cv2.resize(rng.uniform(0.55, 1.0, (max(2, h // 24), max(2, w // 24))).astype(np.float32),
-                      (w, h), interpolation=cv2.INTER_LINEAR)
-    alpha = (line_cov.astype(np.float32) / 255.0) * wear * rng.uniform(0.75, 0.95) * road
-    luma = cv2.GaussianBlur(image.astype(np.float32).mean(axis=2), (0, 0), 5.0)
-    white_level = np.clip(luma * rng.uniform(2.0, 3.0), 150.0, 250.0)
-    white = white_level[..., None] * np.array([1.0, 1.0, rng.uniform(0.93, 1.0)], np.float32)
-    img = img * (1.0 - alpha[..., None]) + white * alpha[..., None]
+    img = _blend_markings(img, image, road, line_cov, rng)
     out_image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     out_image[~road] = image[~road]  # exact: nothing off the road changes
     out_label = label.copy()
