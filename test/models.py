@@ -52,11 +52,31 @@ def colour_model_info(height: int = 60, width: int = 80, fit: str = "stretch") -
                      source={"weights": "nearest class colour (built by the tests)"})
 
 
+# The colour model's scores scaled by this give its softmax: a pure class colour is sure
+# (closest other class colour >= 6764 squared units away), a blend of two is not.
+CONFIDENCE_TEMPERATURE = 1e-3
+
+
+def colour_confidence(rgb: np.ndarray) -> np.ndarray:
+    """What the colour model's confidence output is for these pixels (uint8 [..., 3] -> [...])."""
+    colors = np.array([c for _, c in TEST_CLASSES], np.float64)
+    x = rgb.astype(np.float64)
+    scores = (2.0 * x @ colors.T - (colors ** 2).sum(1)) * CONFIDENCE_TEMPERATURE
+    p_max = 1.0 / np.exp(scores - scores.max(-1, keepdims=True)).sum(-1)
+    return np.round(p_max * 255.0).astype(np.uint8)
+
+
 def make_colour_model(path: str, height: int = 60, width: int = 80, fit: str = "stretch",
-                      extra_matmuls: int = 0) -> str:
+                      extra_matmuls: int = 0, confidence: bool = True) -> str:
     """Write the nearest-colour ONNX model. ``extra_matmuls`` adds honest compute (square
-    matmuls whose result is multiplied by zero) to make inference slow for overload tests."""
+    matmuls whose result is multiplied by zero) to make inference slow for overload tests.
+    ``confidence``: the second output of exported models (round(255 x max softmax)); off, the
+    single-output graph of models exported before it."""
     info = colour_model_info(height, width, fit)
+    if confidence:
+        import dataclasses
+
+        info = dataclasses.replace(info, confidence_name="confidence")
     colors = np.array([c for _, c in TEST_CLASSES], np.float32)  # K x 3
     w = (2.0 * colors.T).astype(np.float32)                     # 3 x K
     b = -(colors ** 2).sum(1).astype(np.float32)                 # K
@@ -89,12 +109,27 @@ def make_colour_model(path: str, height: int = 60, width: int = 80, fit: str = "
         last = "scores2"
     nodes += [helper.make_node("ArgMax", [last], ["am"], axis=3, keepdims=0),
               helper.make_node("Cast", ["am"], ["labels"], to=TensorProto.UINT8)]
+    outputs = [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", height, width])]
+    if confidence:
+        inits += [helper.make_tensor("T", TensorProto.FLOAT, [1], [CONFIDENCE_TEMPERATURE]),
+                  helper.make_tensor("S", TensorProto.FLOAT, [1], [255.0]),
+                  helper.make_tensor("axis", TensorProto.INT64, [1], [3])]
+        nodes += [helper.make_node("Mul", [last, "T"], ["z"]),
+                  helper.make_node("ReduceMax", ["z", "axis"], ["zmax"], keepdims=1),
+                  helper.make_node("Sub", ["z", "zmax"], ["zc"]),
+                  helper.make_node("Exp", ["zc"], ["ez"]),
+                  helper.make_node("ReduceSum", ["ez", "axis"], ["esum"], keepdims=0),
+                  helper.make_node("Reciprocal", ["esum"], ["pmax"]),
+                  helper.make_node("Mul", ["pmax", "S"], ["p255"]),
+                  helper.make_node("Round", ["p255"], ["pr"]),
+                  helper.make_node("Cast", ["pr"], ["confidence"], to=TensorProto.UINT8)]
+        outputs.append(helper.make_tensor_value_info("confidence", TensorProto.UINT8,
+                                                     ["N", height, width]))
     graph = helper.make_graph(
         nodes, "nearest_colour",
         [helper.make_tensor_value_info("image", TensorProto.UINT8, ["N", height, width, 3])],
-        [helper.make_tensor_value_info("labels", TensorProto.UINT8, ["N", height, width])],
-        initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
     model.ir_version = 8
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, info.to_json()

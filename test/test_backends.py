@@ -37,6 +37,14 @@ def test_onnxruntime_and_torch_agree(model_files, frames):
         assert np.mean(a == b) >= 0.999
         assert ort_b.info == torch_b.info
         assert "channels_last" in torch_b.describe() and torch_b.device == "cpu"
+        # the confidence output: both backends give it, within one step of each other
+        (ids_a, conf_a), (ids_b, conf_b) = (ort_b.infer_with_confidence(frames),
+                                            torch_b.infer_with_confidence(frames))
+        assert ort_b.has_confidence and torch_b.has_confidence
+        assert np.array_equal(ids_a, a) and np.array_equal(ids_b, b)
+        assert conf_a.shape == (5, H, W) and conf_a.dtype == conf_b.dtype == np.uint8
+        assert np.mean(np.abs(conf_a.astype(int) - conf_b.astype(int)) <= 1) >= 0.999
+        assert conf_a.min() < 200  # not sure everywhere: the comparison means something
     finally:
         ort_b.release()
         torch_b.release()
@@ -51,10 +59,14 @@ def test_iobinding_matches_plain_run_across_batch_sizes(model_files, frames):
     try:
         assert "IOBinding" in bound.describe() and "IOBinding" not in plain.describe()
         first = bound.infer(frames[:2])
+        first_conf = bound.infer_with_confidence(frames[:2])[1]
         for n in (2, 1, 5, 2):
             assert np.array_equal(bound.infer(frames[:n]), plain.infer(frames[:n]))
+            for x, y in zip(bound.infer_with_confidence(frames[:n]), plain.infer_with_confidence(frames[:n])):
+                assert np.array_equal(x, y)
         # results handed out earlier are not overwritten by later calls (buffers are reused)
         assert np.array_equal(first, plain.infer(frames[:2]))
+        assert np.array_equal(first_conf, plain.infer_with_confidence(frames[:2])[1])
     finally:
         bound.release()
         bound.release()  # twice is safe

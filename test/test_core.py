@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import yaml
 
-from models import CLASS_ID, TEST_CLASSES, TEST_LABEL_YAML, colour_model_info, layout_ids, \
+from models import COLOR, CLASS_ID, colour_confidence, TEST_CLASSES, TEST_LABEL_YAML, colour_model_info, layout_ids, \
     make_colour_model, paint_blocks
 from seg_perception.core import resources
 from seg_perception.core.image import frame_from_rgb
-from seg_perception.core.labels import LabelFileError, load_label_file, parse_label_groups
+from seg_perception.core.labels import UNKNOWN_ID, LabelFileError, load_label_file, parse_label_groups
 from seg_perception.core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from seg_perception.core.model_info import ModelInfo, ModelInfoError, read_onnx_metadata
 from seg_perception.core.pipeline import SegmentationPipeline
@@ -147,6 +147,63 @@ def test_pipeline_outputs_agree_with_each_other_and_the_painting(tmp_path):
     # nothing asked, nothing computed
     res2 = pipe.process(frame_from_rgb(rgb))
     assert "postprocess" not in res2.timer.times and "overlay" not in res2.timer.times
+
+
+def _blend(a: str, b: str, share_b: float):
+    return tuple(int(round((1 - share_b) * ca + share_b * cb)) for ca, cb in zip(COLOR[a], COLOR[b]))
+
+
+def test_min_confidence_leaves_unsure_pixels_out_of_each_mask_by_its_own_threshold(tmp_path):
+    seg = Segmenter.from_file(make_colour_model(str(tmp_path / "m.onnx")), backend="onnxruntime")
+    assert seg.has_confidence
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups)
+    # blocks: a sure road, a road/parking blend (road wins), a person/car blend (person wins),
+    # a parking/sidewalk blend (parking wins)
+    colours = [COLOR["Road"], _blend("Road", "Parking", 0.49), _blend("Person", "Car", 0.3),
+               _blend("Parking", "Sidewalk", 0.495)]
+    rgb = np.concatenate([np.broadcast_to(np.array(c, np.uint8), (180, 120, 3)) for c in colours], 1)
+    block_conf = colour_confidence(np.array(colours, np.uint8))
+    assert block_conf[0] >= 250 and all(60 < c < 200 for c in block_conf[1:]), block_conf
+    want_ids = [CLASS_ID["Road"], CLASS_ID["Road"], CLASS_ID["Person"], CLASS_ID["Parking"]]
+    res = pipe.process(frame_from_rgb(rgb))
+    expected_conf = np.repeat(block_conf, 120)[None, :].repeat(180, 0)
+    np.testing.assert_array_equal(res.confidence(), expected_conf)
+    np.testing.assert_array_equal(res.labels(), np.repeat(np.array(want_ids, np.uint8), 120)[None].repeat(180, 0))
+
+    def blocks(mask):
+        return [bool((mask[:, 120 * i:120 * (i + 1)] == 255).all()) for i in range(4)]
+    assert blocks(res.mask("road")) == [True, True, False, False]       # 0: every pixel counts
+    # between the blends' confidences: unsure road and parking go, the probable person stays
+    level = (max(block_conf[1], block_conf[3]) + 1) / 255.0
+    assert level * 255 <= block_conf[0]
+    pipe.set_min_confidence({"road": level, "parking": level, "pedestrian": 0.2})
+    res = pipe.process(frame_from_rgb(rgb))
+    assert blocks(res.mask("road")) == [True, False, False, False]
+    assert blocks(res.mask("parking")) == [False, False, False, False]
+    assert blocks(res.mask("pedestrian")) == [False, False, True, False]
+    # the class map itself stays as the network made it; the grid's copy marks unsure unknown
+    assert (res.labels()[:, 120:240] == CLASS_ID["Road"]).all()
+    pipe.set_min_confidence({"grid": level})
+    grid_ids = pipe.process(frame_from_rgb(rgb)).grid_labels()
+    assert (grid_ids[:, :grid_ids.shape[1] // 4] == CLASS_ID["Road"]).all()
+    assert (grid_ids[:, grid_ids.shape[1] // 4:] == UNKNOWN_ID).all()
+    with pytest.raises(ValueError, match="min_confidence"):
+        pipe.set_min_confidence({"road": 0.5, "parking": 1.5})
+    assert pipe.min_confidence["road"] == level  # a rejected set changes nothing
+
+
+def test_a_model_without_confidence_output_still_works_and_thresholds_do_nothing(tmp_path):
+    seg = Segmenter.from_file(make_colour_model(str(tmp_path / "m.onnx"), confidence=False),
+                              backend="onnxruntime")
+    assert not seg.has_confidence and seg.info.confidence_name == ""
+    groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
+    pipe = SegmentationPipeline(seg, groups, min_confidence={"road": 0.99, "grid": 0.99})
+    rgb = paint_blocks([["Road", "Person"]], 180, 240)
+    res = pipe.process(frame_from_rgb(rgb))
+    assert res.confidence() is None
+    assert (res.mask("road")[:, :240] == 255).all() and (res.mask("road")[:, 240:] == 0).all()
+    assert UNKNOWN_ID not in res.grid_labels()
 
 
 def test_latest_slot_keeps_only_the_newest_and_counts_drops():

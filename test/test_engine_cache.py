@@ -2,6 +2,7 @@
 invalidation, sidecars, corrupt files, error paths, the I/O contract check, parser error reports
 and build progress. No fake tensorrt module: versions and GPU facts are plain arguments."""
 
+import dataclasses
 import importlib.util
 import json
 import os
@@ -192,11 +193,25 @@ def test_build_lock_can_be_taken_again_after_release(tmp_path):
 
 def test_check_io_accepts_the_contract_and_rejects_others():
     good = [("image", True, "UINT8", (-1, 360, 480, 3)), ("labels", False, "UINT8", (-1, 360, 480))]
-    assert trtb.check_io(good, INFO) == ("image", "labels", 360, 480)
+    assert trtb.check_io(good, INFO) == ("image", "labels", 360, 480, None)
     with pytest.raises(SegmenterError, match="uint8"):
         trtb.check_io([good[0], ("labels", False, "INT64", (-1, 360, 480))])
-    with pytest.raises(SegmenterError, match="one of each"):
+    with pytest.raises(SegmenterError, match="uint8"):
         trtb.check_io(good + [("logits", False, "FLOAT", (-1, 12, 360, 480))])
+    with pytest.raises(SegmenterError, match="3 outputs"):
+        trtb.check_io(good + [("a", False, "UINT8", (-1, 360, 480)),
+                              ("b", False, "UINT8", (-1, 360, 480))])
+    # The confidence output, named in the metadata, in either order of the engine's tensors.
+    conf_info = dataclasses.replace(INFO, confidence_name="confidence")
+    conf = ("confidence", False, "UINT8", (-1, 360, 480))
+    assert trtb.check_io([good[0], conf, good[1]], conf_info) == (
+        "image", "labels", 360, 480, "confidence")
+    # An old engine without it, under metadata that names it, still runs (without confidence).
+    assert trtb.check_io(good, conf_info)[4] is None
+    with pytest.raises(SegmenterError, match="differ from metadata"):
+        trtb.check_io(good + [("other", False, "UINT8", (-1, 360, 480))], conf_info)
+    with pytest.raises(SegmenterError, match=r"not \[N, H, W\]"):
+        trtb.check_io(good + [("confidence", False, "UINT8", (-1, 180, 240))], conf_info)
     with pytest.raises(SegmenterError, match=r"\[N, H, W, 3\]"):
         trtb.check_io([("image", True, "UINT8", (-1, 3, 360, 480)), good[1]])
     with pytest.raises(SegmenterError, match="metadata says"):

@@ -1,6 +1,7 @@
 """Export: the ONNX graph contract, embedded metadata, dynamic batch and the verification that
 makes an export fail when it does not agree with PyTorch."""
 
+import dataclasses
 import json
 import os
 
@@ -33,23 +34,51 @@ def test_graph_contract_uint8_in_class_map_out_dynamic_batch(reference):
     path, _, _, info, _ = reference
     model = onnx.load(path)
     onnx.checker.check_model(model, full_check=True)
-    (inp,), (out,) = model.graph.input, model.graph.output
+    (inp,), (out, conf) = model.graph.input, model.graph.output
+    assert (out.name, conf.name) == (info.output_name, ex.CONFIDENCE_OUTPUT)
     assert inp.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     assert out.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert conf.type.tensor_type.elem_type == onnx.TensorProto.UINT8
     in_dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
     out_dims = [d.dim_param or d.dim_value for d in out.type.tensor_type.shape.dim]
-    assert in_dims == ["batch", H, W, 3] and out_dims == ["batch", H, W]
+    conf_dims = [d.dim_param or d.dim_value for d in conf.type.tensor_type.shape.dim]
+    assert in_dims == ["batch", H, W, 3] and out_dims == ["batch", H, W] == conf_dims
     ops = {n.op_type for n in model.graph.node}
     assert "ArgMax" in ops and "Sub" in ops and "Mul" in ops  # argmax and normalisation in graph
     # TensorRT takes uint8 only as network I/O next to a Cast: nothing else may touch it
     consumers = [n.op_type for n in model.graph.node if inp.name in n.input]
-    producers = [n.op_type for n in model.graph.node if out.name in n.output]
-    assert consumers == ["Cast"] and producers == ["Cast"]
+    producers = [n.op_type for n in model.graph.node if {out.name, conf.name} & set(n.output)]
+    assert consumers == ["Cast"] and producers == ["Cast", "Cast"]
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     frames = np.stack(ex.sample_frames(3, H, W))
     for n in (1, 3):
-        labels = sess.run(None, {info.input_name: frames[:n]})[0]
-        assert labels.shape == (n, H, W) and labels.dtype == np.uint8
+        labels, confidence = sess.run(None, {info.input_name: frames[:n]})
+        assert labels.shape == confidence.shape == (n, H, W) and labels.dtype == np.uint8
+        assert confidence.dtype == np.uint8
+
+
+def test_confidence_output_is_the_rounded_largest_softmax_probability(reference):
+    path, _, wrapped, info, _ = reference
+    frames = np.stack(ex.sample_frames(3, H, W))
+    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    labels, confidence = sess.run(None, {info.input_name: frames})
+    with torch.inference_mode():
+        probs = torch.softmax(wrapped.logits(torch.from_numpy(frames)), dim=1)
+    expected = torch.round(probs.amax(dim=1) * 255).to(torch.uint8).numpy()
+    # float rounding may move a value sitting on a .5 boundary by one step
+    assert np.abs(confidence.astype(int) - expected).max() <= 1
+    assert (labels == probs.argmax(dim=1).numpy()).mean() >= 0.999
+    # a model of 12 classes is never below 1/12 sure, and this one is not sure everywhere
+    assert confidence.min() >= 255 // info.num_classes and confidence.min() < 250
+    assert ModelInfo.from_json(read_onnx_metadata(path)).confidence_name == ex.CONFIDENCE_OUTPUT
+
+
+def test_export_without_confidence_keeps_the_single_output_contract(reference, tmp_path):
+    _, _, wrapped, info, _ = reference
+    path = ex.export_onnx(wrapped, info, str(tmp_path / "single.onnx"), confidence=False)
+    model = onnx.load(path)
+    assert [o.name for o in model.graph.output] == [info.output_name]
+    assert ModelInfo.from_json(read_onnx_metadata(path)).confidence_name == ""
 
 
 def test_metadata_embedded_and_readable_without_torch(reference):
@@ -58,9 +87,9 @@ def test_metadata_embedded_and_readable_without_torch(reference):
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     meta = sess.get_modelmeta().custom_metadata_map[METADATA_KEY]
     read = ModelInfo.from_json(meta)
-    assert read == info
+    assert read == dataclasses.replace(info, confidence_name=ex.CONFIDENCE_OUTPUT)
     assert read.class_names[3] == "Road" and read.input_height == H
-    assert ModelInfo.from_json(read_onnx_metadata(path)) == info
+    assert ModelInfo.from_json(read_onnx_metadata(path)) == read
     assert json.loads(meta)["normalization"]["in_graph"] is True
 
 
@@ -152,3 +181,22 @@ def test_cli_export_fresh_architecture(tmp_path):
     info = ModelInfo.from_json(read_onnx_metadata(str(out)))
     assert (info.input_height, info.input_width, info.architecture) == (48, 64, "tiny_fcn")
     assert "random initialisation" in info.source["weights"]
+
+
+def test_torchvision_models_take_confidence_at_the_head_resolution_with_the_same_ids(tmp_path):
+    """LR-ASPP's confidence comes from its 1/8-resolution logits, resized like them: the ids stay
+    exactly forward()'s, the confidence stays close to the full-resolution softmax, and the ONNX
+    file computes the same."""
+    wrapped, info = ex.fresh_model("lraspp_mobilenet_v3_large", 64, 96, seed=3)
+    frames = torch.from_numpy(np.stack(ex.sample_frames(2, 64, 96)))
+    with torch.inference_mode():
+        ids, conf = wrapped.with_confidence(frames)
+        assert torch.equal(ids, wrapped(frames))
+        full = torch.round(torch.softmax(wrapped.logits(frames), 1).amax(1) * 255)
+    assert wrapped._head_logits(wrapped._normalised(frames)).shape[-2:] == (8, 12)
+    assert (conf.float() - full).abs().mean() < 4
+    path = ex.export_onnx(wrapped, info, str(tmp_path / "l.onnx"))
+    got_ids, got_conf = ort.InferenceSession(path, providers=["CPUExecutionProvider"]).run(
+        None, {info.input_name: frames.numpy()})
+    assert np.mean(got_ids == ids.numpy()) >= 0.999
+    assert np.abs(got_conf.astype(int) - conf.numpy()).max() <= 1

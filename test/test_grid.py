@@ -20,6 +20,7 @@ import pytest
 
 from seg_perception.core import sample
 from seg_perception.core.datasets import CAMVID_PARKING_CLASSES
+from seg_perception.core.labels import UNKNOWN_ID
 from seg_perception.core.grid import CameraModel, GridError, GridSpec, GroundGrid, camera_pose
 from seg_perception.core.labels import parse_label_groups
 
@@ -586,3 +587,18 @@ def test_sample_street_scene_end_to_end():
     assert np.array_equal(out[ground], np.where(drivable[ground], 0, 100).astype(np.int8))
     inside_building = region & (np.abs(Y) > 11.0)  # behind the buildings' faces
     assert inside_building.sum() > 50 and (out[inside_building] == -1).all()
+
+
+def test_unsure_pixels_leave_their_cells_unknown_never_drivable():
+    cam = Cam()
+    grid = make_grid(cam)
+    labels = render_labels(cam, ROAD_SCENE)
+    sure = grid.compute(labels)
+    unsure = labels.copy()
+    unsure[:, : labels.shape[1] // 2][labels[:, : labels.shape[1] // 2] == ID["Road"]] = UNKNOWN_ID
+    out = grid.compute(unsure)
+    changed = out != sure
+    # what changed became unknown, nothing became drivable or blocked on a guess
+    assert changed.sum() > 500 and (out[changed] == -1).all()
+    assert (sure[changed] == 0).sum() > 500
+    assert (grid.compute(np.full_like(labels, UNKNOWN_ID)) == -1).all()

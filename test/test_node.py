@@ -15,11 +15,11 @@ from rcl_interfaces.msg import Parameter, ParameterType, ParameterValue
 from rcl_interfaces.srv import GetParameters, SetParameters, SetParametersAtomically
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from models import (CLASS_ID, COLOR, STREET_LAYOUT, TEST_LABEL_YAML, layout_ids, make_colour_model,
+from models import (CLASS_ID, colour_confidence, COLOR, STREET_LAYOUT, TEST_LABEL_YAML, layout_ids, make_colour_model,
                     paint_blocks)
 from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
-OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay")
+OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "confidence", "overlay")
 LAYOUT = STREET_LAYOUT
 GROUPS = {"road_mask": ["Road"], "pedestrian_mask": ["Person"], "parking_mask": ["Parking"]}
 
@@ -128,6 +128,9 @@ def check_outputs(outs, stamp, rgb, frame_id="camera_optical", overlay_max_width
         assert m.encoding == ("rgb8" if n == "overlay" else "mono8"), n
     labels = as_array(msgs["labels"])
     np.testing.assert_array_equal(labels, expected)
+    if "confidence" in msgs:  # the model's second output, at the frame's size
+        conf = as_array(msgs["confidence"])
+        assert np.abs(conf.astype(int) - colour_confidence(rgb).astype(int)).max() <= 1
     for n, classes in GROUPS.items():
         mask = as_array(msgs[n])
         assert set(np.unique(mask)) <= {0, 255}

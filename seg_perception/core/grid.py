@@ -7,7 +7,8 @@ Per frame, the grid is two nearest-pixel gathers (cv2.remap), a row erosion and 
 table lookups.
 
 Cell values (nav_msgs/OccupancyGrid): 0 drivable, 100 not drivable (ground classes that are not
-drivable, and the ground contact of obstacles), -1 unknown.
+drivable, and the ground contact of obstacles), -1 unknown (not seen, hidden, or seen through a
+pixel whose confidence is below min_confidence.grid: never drivable on a guess).
 
 Occlusion. A cell's pixel shows whatever the camera ray towards the cell hits first. Under the
 flat-ground model, a ground label there means the cell itself is seen; an obstacle label means
@@ -33,7 +34,7 @@ from typing import Any, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from .labels import LabelGroups
+from .labels import UNKNOWN_ID, LabelGroups
 
 
 class GridError(ValueError):
@@ -50,6 +51,9 @@ FREE, OCCUPIED, UNKNOWN = 0, 100, -1
 # What one label pixel tells about the ground. For the far edge, an obstacle pixel whose two
 # horizontal neighbours are obstacle too becomes _SEEN_OBSTACLE_INSIDE (= obstacle + erosion).
 _SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE, _SEEN_OBSTACLE_INSIDE = 0, 1, 2, 4, 8
+# A pixel the network was not sure about (labels.UNKNOWN_ID): a cell with such an edge is
+# unknown, never drivable on a guess. 3 is free: a pixel has one code, never 1 | 2.
+_SEEN_UNSURE = 3
 _NEAR_SHIFT = 16  # near-edge code * 16 | far-edge code indexes the rule table
 
 # Fixed rotation body (x fwd, y left, z up) -> optical (z fwd, x right, y down): its columns are
@@ -327,13 +331,15 @@ def project_to_labels(camera: CameraModel, K_label: np.ndarray, points_optical: 
 def _rule_table() -> np.ndarray:
     """256-entry uint8 table: near-edge code * 16 | far-edge code -> cell value."""
     ground = (_SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE)
-    near_codes = (_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE)
+    near_codes = (_SEEN_NOTHING, _SEEN_DRIVABLE, _SEEN_NOT_DRIVABLE, _SEEN_OBSTACLE, _SEEN_UNSURE)
     far_codes = near_codes + (_SEEN_OBSTACLE_INSIDE,)
 
     def ground_value(code: int) -> int:
         return FREE if code == _SEEN_DRIVABLE else OCCUPIED
 
     def value(near: int, far: int) -> int:
+        if _SEEN_UNSURE in (near, far):
+            return UNKNOWN
         if near in ground and far in ground:
             # drivable only if the whole cell is: an edge inside it makes it not drivable
             return FREE if near == far == _SEEN_DRIVABLE else OCCUPIED
@@ -366,6 +372,7 @@ class GroundGrid:
         codes[groups.member("obstacle")] = _SEEN_OBSTACLE
         codes[groups.member("ground")] = _SEEN_NOT_DRIVABLE
         codes[groups.member("drivable")] = _SEEN_DRIVABLE
+        codes[UNKNOWN_ID] = _SEEN_UNSURE
         self._codes = codes
         self._near_codes = codes * _NEAR_SHIFT
         self._row_kernel = np.ones((1, 3), np.uint8)

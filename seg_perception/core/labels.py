@@ -24,6 +24,10 @@ import yaml
 
 GROUPS = ("road", "pedestrian", "parking", "drivable", "ground", "obstacle")
 MASK_GROUPS = ("road", "pedestrian", "parking")
+# Class id of a pixel the network is not sure enough about (confidence below the threshold):
+# in no group, so no mask shows it, and the grid makes the cells it sees unknown (-1). A model
+# has at most 255 classes (ids 0..254), so 255 is never a real class.
+UNKNOWN_ID = 255
 
 
 class LabelFileError(ValueError):

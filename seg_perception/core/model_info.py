@@ -42,6 +42,9 @@ class ModelInfo:
     # Graph contract: input uint8 [N, H, W, 3] RGB, output uint8 [N, H, W] class ids.
     input_name: str = "image"
     output_name: str = "labels"
+    # Optional second output uint8 [N, H, W]: per-pixel confidence, round(255 x the largest
+    # softmax probability). Empty: the model has no such output (older exports).
+    confidence_name: str = ""
     architecture: str = ""
     source: Dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -69,6 +72,9 @@ class ModelInfo:
             },
             "normalization": {"mean": list(self.mean), "std": list(self.std), "in_graph": True},
             "output": {"name": self.output_name, "dtype": "uint8", "semantics": "class_id_map"},
+            **({"confidence": {"name": self.confidence_name, "dtype": "uint8",
+                               "semantics": "max_softmax_probability_x255"}}
+               if self.confidence_name else {}),
             "architecture": self.architecture,
             "source": dict(self.source),
         }
@@ -97,6 +103,7 @@ class ModelInfo:
                 std=tuple(float(v) for v in norm.get("std", (0.229, 0.224, 0.225))),
                 input_name=str(inp.get("name", "image")),
                 output_name=str(out.get("name", "labels")),
+                confidence_name=str(d.get("confidence", {}).get("name", "")),
                 architecture=str(d.get("architecture", "")),
                 source=dict(d.get("source", {})),
             )
@@ -116,6 +123,9 @@ class ModelInfo:
         return cls.from_dict(d)
 
     def validate(self) -> None:
+        if self.confidence_name in (self.input_name, self.output_name):
+            raise ModelInfoError(f"confidence output name {self.confidence_name!r} clashes with "
+                                 "the input or class map name")
         if not 1 <= len(self.classes) <= 255:
             raise ModelInfoError(f"a model needs 1..255 classes (uint8 map), has {len(self.classes)}")
         names = self.class_names

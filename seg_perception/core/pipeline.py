@@ -12,7 +12,7 @@ from typing import Callable, Dict, Optional, Tuple
 import numpy as np
 
 from .image import Frame, ImageError
-from .labels import LabelGroups, MASK_GROUPS
+from .labels import LabelGroups, MASK_GROUPS, UNKNOWN_ID
 from .postprocess import Postprocessor, overlay_size
 from .segmenter import Fit, Segmenter
 
@@ -33,12 +33,16 @@ class FrameResult:
     """What the pipeline made of one frame. Each output is computed once, on first access."""
 
     def __init__(self, pipeline: "SegmentationPipeline", frame: Frame, fit: Fit,
-                 labels_model: np.ndarray, timer: StageTimer) -> None:
+                 labels_model: np.ndarray, timer: StageTimer,
+                 confidence_model: Optional[np.ndarray] = None) -> None:
         self.pipeline = pipeline
         self.frame = frame
         self.fit = fit
         self.labels_model = labels_model           # class map at the model's input size
         self.labels_small = fit.labels_inner(labels_model)  # the part that shows the frame
+        # uint8 confidence (255 x max softmax probability) beside it; None for older models
+        self.confidence_small = (fit.labels_inner(confidence_model)
+                                 if confidence_model is not None else None)
         self.timer = timer
         self._cache: Dict[str, np.ndarray] = {}
 
@@ -64,11 +68,39 @@ class FrameResult:
         post = self.pipeline.post
         return self._timed("labels", lambda: post.upsample(self.labels_small, self.height, self.width, out))
 
+    def known_labels(self, min_confidence: float) -> np.ndarray:
+        """The model-size class map (frame part) with UNKNOWN_ID where the confidence is below
+        ``min_confidence`` (0..1). Without a confidence map, or at 0, the class map itself."""
+        level = confidence_level(min_confidence)
+        if self.confidence_small is None or level == 0:
+            return self.labels_small
+
+        def make() -> np.ndarray:
+            known = self.labels_small.copy()
+            known[self.confidence_small < level] = UNKNOWN_ID
+            return known
+        return self._timed(f"known:{level}", make)
+
+    def grid_labels(self) -> np.ndarray:
+        """What the drivable grid is made from: the class map with unsure pixels unknown."""
+        return self.known_labels(self.pipeline.min_confidence.get("grid", 0.0))
+
     def mask(self, group: str, out: Optional[np.ndarray] = None) -> np.ndarray:
-        """HxW uint8: 255 where the class belongs to ``group`` (road, pedestrian, parking)."""
+        """HxW uint8: 255 where the class belongs to ``group`` (road, pedestrian, parking) with
+        at least the group's minimum confidence."""
         post = self.pipeline.post
+        labels = self.known_labels(self.pipeline.min_confidence.get(group, 0.0))
         return self._timed("mask:" + group, lambda: post.upsample(
-            post.mask_small(self.labels_small, group), self.height, self.width, out))
+            post.mask_small(labels, group), self.height, self.width, out))
+
+    def confidence(self, out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
+        """HxW uint8 confidence at the frame's size (255 = certain), None for a model without
+        a confidence output."""
+        if self.confidence_small is None:
+            return None
+        post = self.pipeline.post
+        return self._timed("confidence", lambda: post.upsample(
+            self.confidence_small, self.height, self.width, out))
 
     @property
     def overlay_size(self) -> Tuple[int, int]:
@@ -84,7 +116,8 @@ class FrameResult:
 
 class SegmentationPipeline:
     def __init__(self, segmenter: Segmenter, groups: LabelGroups, overlay_alpha: float = 0.5,
-                 overlay_max_width: int = 0, max_image_pixels: int = 0) -> None:
+                 overlay_max_width: int = 0, max_image_pixels: int = 0,
+                 min_confidence: Optional[Dict[str, float]] = None) -> None:
         self.segmenter = segmenter
         self.groups = groups
         # The overlay is for eyes (RViz): a full-HD one costs 4x the bytes and blending of a
@@ -93,6 +126,10 @@ class SegmentationPipeline:
         # Larger frames are refused: each output buffer (and DDS's, which keep the largest size
         # they have carried) grows to the largest frame seen. 0: no limit.
         self.max_image_pixels = int(max_image_pixels)
+        # Minimum confidence (0..1) per use: "grid" and each mask group. A pixel below it is
+        # unknown there: no mask shows it, the grid leaves its cells -1. Missing keys: 0.
+        self.min_confidence: Dict[str, float] = {}
+        self.set_min_confidence(min_confidence or {})
         colors = [c.color for c in segmenter.info.classes]
         self.post = Postprocessor(groups, colors, overlay_alpha)
         # Test hook: a callable run before inference that may raise, to inject faults into the
@@ -104,6 +141,16 @@ class SegmentationPipeline:
     @property
     def info(self):
         return self.segmenter.info
+
+    def set_min_confidence(self, values: Dict[str, float]) -> None:
+        bad = {k: v for k, v in values.items()
+               if k not in CONFIDENCE_USES or not 0.0 <= float(v) <= 1.0}
+        if bad:
+            raise ValueError(f"min_confidence takes values in [0, 1] for {list(CONFIDENCE_USES)}, "
+                             f"got {bad}")
+        merged = dict(self.min_confidence)
+        merged.update({k: float(v) for k, v in values.items()})
+        self.min_confidence = merged  # one assignment: a frame sees the old or the new set
 
     def set_overlay_alpha(self, alpha: float) -> None:
         self.post.overlay_alpha = float(alpha)
@@ -138,11 +185,13 @@ class SegmentationPipeline:
             t1 = time.perf_counter()
             if self.fault_hook is not None:
                 self.fault_hook(prepared.frame)
-            labels_model = self.segmenter.infer_model_input(prepared.model_input)
+            labels_model, confidence_model = self.segmenter.infer_model_input_with_confidence(
+                prepared.model_input)
             prepared.timer.add("inference", time.perf_counter() - t1)
         finally:
             prepared.release()
-        return FrameResult(self, prepared.frame, prepared.fit, labels_model, prepared.timer)
+        return FrameResult(self, prepared.frame, prepared.fit, labels_model, prepared.timer,
+                           confidence_model)
 
 
 class Prepared:
@@ -161,3 +210,9 @@ class Prepared:
 
 
 MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
+CONFIDENCE_USES = ("grid",) + MASK_GROUPS
+
+
+def confidence_level(min_confidence: float) -> int:
+    """The uint8 confidence a pixel needs to meet a threshold in [0, 1]."""
+    return int(np.ceil(float(min_confidence) * 255.0 - 1e-9))

@@ -241,8 +241,10 @@ def quantize_int8(src: str, dst: str, calibration_inputs: np.ndarray, method: st
              "entropy": CalibrationMethod.Entropy}[method]
     with tempfile.TemporaryDirectory(prefix="seg_perception_int8_") as tmp:
         pre = os.path.join(tmp, "pre.onnx")
-        # Shape inference and graph clean-up first, as ONNX Runtime's quantizer recommends.
-        quant_pre_process(src, pre)
+        # Shape inference and graph clean-up first, as ONNX Runtime's quantizer recommends. Its
+        # symbolic pass fails on the confidence branch (ONNX's own shape inference suffices:
+        # only the batch dimension is dynamic).
+        quant_pre_process(src, pre, skip_symbolic_shape=True)
         quantize_static(
             pre, dst, _calibration_reader(calibration_inputs, info.input_name),
             quant_format=QuantFormat.QDQ, per_channel=per_channel,

@@ -1,8 +1,9 @@
 """The backend interface, the backend factory, and the Segmenter that fits frames to a model.
 
 Every backend runs the same graph contract (see model_info): uint8 RGB images [N, H, W, 3] in,
-uint8 class ids [N, H, W] out, normalisation and argmax inside the graph, so the only thing that
-leaves the device is the class map. Like Polygraphy's runners, a backend is activated once
+uint8 class ids [N, H, W] out, and, for models exported with it, a uint8 confidence map
+[N, H, W] (255 x the largest softmax probability) beside it. Normalisation, argmax and the
+confidence are inside the graph, so only those small uint8 maps leave the device. Like Polygraphy's runners, a backend is activated once
 (load), called many times (infer), and deactivated (release).
 """
 
@@ -55,14 +56,22 @@ class Backend(abc.ABC):
         self.options = options
         self.info: Optional[ModelInfo] = None
         self.device: str = "cpu"
+        # Whether infer_with_confidence returns a confidence map (set by load).
+        self.has_confidence: bool = False
 
     @abc.abstractmethod
     def load(self) -> None:
-        """Activate: read the model, allocate what inference needs, and set ``self.info``."""
+        """Activate: read the model, allocate what inference needs, and set ``self.info`` and
+        ``self.has_confidence``."""
 
     @abc.abstractmethod
+    def infer_with_confidence(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """uint8 [N, H, W, 3] RGB at the model's input size -> (uint8 [N, H, W] class ids,
+        uint8 [N, H, W] confidence, or None for a model without that output)."""
+
     def infer(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] RGB at the model's input size -> uint8 [N, H, W] class ids."""
+        return self.infer_with_confidence(images)[0]
 
     def release(self) -> None:
         """Deactivate: free device memory and sessions. Safe to call twice."""
@@ -256,6 +265,16 @@ class Segmenter:
     def infer_model_input(self, model_input: np.ndarray) -> np.ndarray:
         """One HxWx3 uint8 image already at the model size -> HxW uint8 class map."""
         return self.backend.infer(model_input[None])[0]
+
+    def infer_model_input_with_confidence(self, model_input: np.ndarray
+                                          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """One model-size image -> (HxW class map, HxW confidence or None)."""
+        ids, conf = self.backend.infer_with_confidence(model_input[None])
+        return ids[0], (conf[0] if conf is not None else None)
+
+    @property
+    def has_confidence(self) -> bool:
+        return self.backend.has_confidence
 
     def segment(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB frame of any size -> HxW uint8 class map at the frame's size."""

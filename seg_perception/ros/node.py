@@ -39,7 +39,7 @@ from . import diagnostics as diag
 from .dds_profile import apply_default_profile
 from .parameters import SPECS, check, check_all, descriptor
 from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_from_optical, build_processor, \
-    opencv_threads
+    min_confidence_of, opencv_threads
 
 NODE_NAME = "camera_seg"
 # A worker thread that fails (a bug: per-frame errors are handled inside it) is restarted; one
@@ -284,6 +284,7 @@ class CameraSegNode(Node):
         processor.pipeline.set_overlay_alpha(p["overlay_alpha"])
         processor.pipeline.overlay_max_width = int(p["overlay_max_width"])
         processor.pipeline.max_image_pixels = int(p["max_image_pixels"])
+        processor.pipeline.set_min_confidence(min_confidence_of(p))
         if pose_changed and p["camera_pose.source"] == "parameters":
             processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
 

@@ -53,6 +53,18 @@ SPECS = (
          "with an error: memory grows to fit the largest frame (DDS keeps its buffers at that size), "
          "so one stray huge frame must not cost it for good. 0: no limit.", read_only=False,
          range=(0, 1 << 30)),
+    Spec("min_confidence.grid", 0.5, "Pixels whose confidence (largest softmax probability) is "
+         "below this are unknown to ~/drivable_grid: the cells they show stay -1, never drivable "
+         "on a guess. 0: every pixel counts. A model without a confidence output ignores it. "
+         "Defaults chosen for the shipped model (docs/model_card.md).",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.road", 0.5, "~/road_mask leaves out pixels below this confidence.",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.pedestrian", 0.3, "~/pedestrian_mask leaves out pixels below this "
+         "confidence. Keep it low: a probable pedestrian must not vanish from the mask.",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.parking", 0.7, "~/parking_mask leaves out pixels below this "
+         "confidence.", read_only=False, range=(0.0, 1.0)),
     Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
     Spec("log_throttle_sec", 5.0, "At most one log line per error kind in this many seconds.",
          read_only=False, range=(0.0, 3600.0)),

@@ -24,7 +24,8 @@ from .conversions import camera_model_from_msg, copy_header, frame_from_msg, ima
     image_msg_from_buffer, occupancy_grid_msg
 
 MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
-IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", "overlay")
+CONFIDENCE_OUTPUT = "confidence"
+IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", CONFIDENCE_OUTPUT, "overlay")
 GRID_OUTPUT = "drivable_grid"
 OUTPUTS = IMAGE_OUTPUTS + (GRID_OUTPUT,)
 
@@ -148,6 +149,8 @@ class FrameProcessor:
         out: Dict[str, object] = {}
         t_msg = 0.0
         for name in sorted((n for n in wanted if n in IMAGE_OUTPUTS), key=IMAGE_OUTPUTS.index):
+            if name == CONFIDENCE_OUTPUT and result.confidence_small is None:
+                continue  # a model exported without the confidence output: nothing to publish
             t1 = time.perf_counter()
             channels = 3 if name == "overlay" else 1
             height, width = result.overlay_size if name == "overlay" else (result.height, result.width)
@@ -157,6 +160,8 @@ class FrameProcessor:
                 arr = result.labels(view)
             elif name == "overlay":
                 arr = result.overlay(view)
+            elif name == CONFIDENCE_OUTPUT:
+                arr = result.confidence(view)
             else:
                 arr = result.mask(name[:-len("_mask")], view)
             t1 = time.perf_counter()
@@ -213,7 +218,7 @@ class FrameProcessor:
                                     f"{result.width}x{result.height}")
             return
         t0 = time.perf_counter()
-        labels = result.labels_small
+        labels = result.grid_labels()  # unsure pixels unknown: their cells stay -1
         try:
             processed.grid_rebuilt = self._grid.configure(model, T_grid_body, labels.shape[0], labels.shape[1])
             cells = self._grid.compute(labels)
@@ -304,6 +309,13 @@ def opencv_threads(backend_device: str, num_threads: int) -> int:
     return max(1, cores - used)
 
 
+def min_confidence_of(p: Dict[str, object]) -> Dict[str, float]:
+    """The pipeline's per-use thresholds from the min_confidence.* parameters."""
+    from ..core.pipeline import CONFIDENCE_USES
+
+    return {use: float(p[f"min_confidence.{use}"]) for use in CONFIDENCE_USES}
+
+
 def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = False) -> FrameProcessor:
     """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
@@ -317,7 +329,7 @@ def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = F
     try:
         groups = load_label_file(label_path, segmenter.info.class_names)
         pipeline = SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"],
-                                        p["max_image_pixels"])
+                                        p["max_image_pixels"], min_confidence_of(p))
         grid = None
         if p["grid.enabled"]:
             from ..core.grid import GridSpec

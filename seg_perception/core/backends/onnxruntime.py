@@ -65,7 +65,14 @@ class OnnxRuntimeBackend(Backend):
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         self._input = self.session.get_inputs()[0].name
-        self._output = self.session.get_outputs()[0].name
+        outputs = [o.name for o in self.session.get_outputs()]
+        self._output = outputs[0]
+        # A model exported before confidence existed has one output and keeps working.
+        self._confidence = (self.info.confidence_name
+                            if self.info.confidence_name and self.info.confidence_name in outputs
+                            else None)
+        self.has_confidence = self._confidence is not None
+        self._names = [self._output] + ([self._confidence] if self._confidence else [])
         use_binding = on_cuda if self.io_binding is None else bool(self.io_binding)
         self._binding = self.session.io_binding() if use_binding else None
         self._outputs.clear()
@@ -76,27 +83,30 @@ class OnnxRuntimeBackend(Backend):
         if self.session is None:
             raise SegmenterError("ONNX Runtime backend is not loaded (or was released)")
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def infer_with_confidence(self, images: np.ndarray):
         self._check(images)
         if self._binding is not None:
-            return self._infer_bound(np.ascontiguousarray(images))
-        out = self.session.run([self._output], {self._input: images})[0]
-        return out if out.dtype == np.uint8 else out.astype(np.uint8)
+            outs = self._infer_bound(np.ascontiguousarray(images))
+        else:
+            outs = self.session.run(self._names, {self._input: images})
+        outs = [o if o.dtype == np.uint8 else o.astype(np.uint8) for o in outs]
+        return outs[0], (outs[1] if len(outs) > 1 else None)
 
-    def _infer_bound(self, images: np.ndarray) -> np.ndarray:
+    def _infer_bound(self, images: np.ndarray):
         n = images.shape[0]
-        out = self._outputs.get(n)
-        if out is None:
+        outs = self._outputs.get(n)
+        if outs is None:
             if len(self._outputs) > 8:  # batch sizes that keep changing must not grow this
                 self._outputs.clear()
-            out = self._outputs[n] = ort.OrtValue.ortvalue_from_shape_and_type(
-                [n, images.shape[1], images.shape[2]], np.uint8, "cpu", 0)
+            outs = self._outputs[n] = [ort.OrtValue.ortvalue_from_shape_and_type(
+                [n, images.shape[1], images.shape[2]], np.uint8, "cpu", 0) for _ in self._names]
         binding = self._binding
         binding.bind_cpu_input(self._input, images)
-        binding.bind_ortvalue_output(self._output, out)
+        for name, out in zip(self._names, outs):
+            binding.bind_ortvalue_output(name, out)
         self.session.run_with_iobinding(binding)
-        # The OrtValue is reused by the next call of this batch size: hand out a copy.
-        return np.array(out.numpy(), copy=True)
+        # The OrtValues are reused by the next call of this batch size: hand out copies.
+        return [np.array(out.numpy(), copy=True) for out in outs]
 
     def release(self) -> None:
         if self._binding is not None:

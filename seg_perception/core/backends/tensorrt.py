@@ -152,34 +152,48 @@ _UINT8_NAMES = {"UINT8", "DataType.UINT8"}
 
 
 def check_io(tensors: Sequence[Tuple[str, bool, str, Sequence[int]]], info: Optional[ModelInfo] = None
-             ) -> Tuple[str, str, int, int]:
+             ) -> Tuple[str, str, int, int, Optional[str]]:
     """Check an engine's I/O tensors against the graph contract and return (input name, output
-    name, height, width). ``tensors``: (name, is_input, dtype name, shape with -1 for dynamic).
+    name, height, width, confidence output name or None). ``tensors``: (name, is_input, dtype
+    name, shape with -1 for dynamic).
 
-    Contract: one input uint8 [N, H, W, 3], one output uint8 [N, H, W], N dynamic or fixed."""
+    Contract: one input uint8 [N, H, W, 3], one output uint8 [N, H, W] (the class map), and
+    optionally a second uint8 [N, H, W] output, the confidence, named as the metadata says.
+    N dynamic or fixed."""
     inputs = [t for t in tensors if t[1]]
     outputs = [t for t in tensors if not t[1]]
-    if len(inputs) != 1 or len(outputs) != 1:
+    if len(inputs) != 1 or len(outputs) not in (1, 2):
         raise SegmenterError(f"engine has {len(inputs)} inputs and {len(outputs)} outputs; a "
-                             "seg_perception model has one of each (image in, class map out)")
-    (in_name, _, in_dtype, in_shape), (out_name, _, out_dtype, out_shape) = inputs[0], outputs[0]
-    for what, dtype in (("input", in_dtype), ("output", out_dtype)):
+                             "seg_perception model has one input (image) and one output (class "
+                             "map), plus optionally the confidence")
+    (in_name, _, in_dtype, in_shape) = inputs[0]
+    for what, (_, _, dtype, _) in [("input", inputs[0])] + [("output", o) for o in outputs]:
         if str(dtype).upper() not in _UINT8_NAMES and not str(dtype).upper().endswith("UINT8"):
             raise SegmenterError(f"engine {what} is {dtype}, the contract needs uint8")
-    in_shape, out_shape = list(in_shape), list(out_shape)
+    in_shape = list(in_shape)
     if len(in_shape) != 4 or in_shape[3] != 3 or min(in_shape[1:3]) <= 0:
         raise SegmenterError(f"engine input shape {in_shape} is not [N, H, W, 3] with fixed H, W")
-    if len(out_shape) != 3 or out_shape[1:] != in_shape[1:3]:
-        raise SegmenterError(f"engine output shape {out_shape} is not [N, H, W] for input {in_shape}")
+    for name, _, _, out_shape in outputs:
+        if len(out_shape) != 3 or list(out_shape[1:]) != in_shape[1:3]:
+            raise SegmenterError(f"engine output {name!r} shape {list(out_shape)} is not [N, H, W] "
+                                 f"for input {in_shape}")
     height, width = int(in_shape[1]), int(in_shape[2])
+    names = [o[0] for o in outputs]
     if info is not None:
+        out_name = info.output_name
+        conf_name = info.confidence_name or None
         if (height, width) != (info.input_height, info.input_width):
             raise SegmenterError(f"engine input is {width}x{height}, its metadata says "
                                  f"{info.input_width}x{info.input_height}")
-        if in_name != info.input_name or out_name != info.output_name:
-            raise SegmenterError(f"engine tensors {in_name!r}/{out_name!r} differ from metadata "
-                                 f"{info.input_name!r}/{info.output_name!r}")
-    return in_name, out_name, height, width
+        expected = [out_name] + ([conf_name] if conf_name and len(names) == 2 else [])
+        if in_name != info.input_name or sorted(names) != sorted(expected):
+            raise SegmenterError(f"engine tensors {in_name!r}/{names} differ from metadata "
+                                 f"{info.input_name!r}/{expected}")
+        return in_name, out_name, height, width, conf_name if len(names) == 2 else None
+    if len(names) == 2:
+        raise SegmenterError("engine has two outputs and no metadata to tell the class map from "
+                             "the confidence")
+    return in_name, names[0], height, width, None
 
 
 def format_parser_errors(errors: Sequence[Mapping[str, Any]], onnx_path: str = "") -> str:
@@ -547,7 +561,8 @@ class TensorRTBackend(Backend):
         self.engine_path = ""
         self._rt = None
         self._logger = self._runtime = self._engine = self._context = self._stream = None
-        self._in = self._out = None
+        self._in = self._out = self._conf = None
+        self._conf_name: Optional[str] = None
         self._graphs: Dict[int, Tuple[Any, Any]] = {}
         self._batch = 0
         self._trt_version = ""
@@ -595,7 +610,8 @@ class TensorRTBackend(Backend):
             is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
             tensors.append((name, is_input, str(engine.get_tensor_dtype(name)).split(".")[-1],
                             tuple(engine.get_tensor_shape(name))))
-        self._in_name, self._out_name, self._h, self._w = check_io(tensors, self.info)
+        self._in_name, self._out_name, self._h, self._w, self._conf_name = check_io(tensors, self.info)
+        self.has_confidence = self._conf_name is not None
         profile_max = engine.get_tensor_profile_shape(self._in_name, 0)[2]
         self.max_batch = min(self.max_batch, int(profile_max[0]))
         self._context = engine.create_execution_context()
@@ -607,9 +623,12 @@ class TensorRTBackend(Backend):
         out_bytes = self.max_batch * self._h * self._w
         self._in = _Buffer(rt, in_bytes)
         self._out = _Buffer(rt, out_bytes)
+        self._conf = _Buffer(rt, out_bytes) if self._conf_name else None
         # Addresses never change: set once, reused by every call and by captured graphs.
         self._context.set_tensor_address(self._in_name, self._in.device)
         self._context.set_tensor_address(self._out_name, self._out.device)
+        if self._conf is not None:
+            self._context.set_tensor_address(self._conf_name, self._conf.device)
         gpu_name, cc = gpu_identity()
         self.device = f"cuda ({gpu_name}, sm {cc})"
         self._set_batch(1)
@@ -632,6 +651,10 @@ class TensorRTBackend(Backend):
         cuda_call(rt.cudaMemcpyAsync(self._out.host, self._out.device, n * self._h * self._w,
                                      rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream),
                   "cudaMemcpyAsync (class map)")
+        if self._conf is not None:
+            cuda_call(rt.cudaMemcpyAsync(self._conf.host, self._conf.device, n * self._h * self._w,
+                                         rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self._stream),
+                      "cudaMemcpyAsync (confidence)")
 
     def _graph_for(self, n: int):
         """A CUDA graph of copy-in, execute, copy-out for batch n, captured on first use. None
@@ -658,13 +681,14 @@ class TensorRTBackend(Backend):
         self._graphs[n] = (graph, graph_exec)
         return graph_exec
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def infer_with_confidence(self, images: np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self._h, self._w, 3):
             raise SegmenterError(f"expected uint8 [N,{self._h},{self._w},3], got {images.dtype} "
                                  f"{images.shape}")
         if self._context is None:
             raise SegmenterError("TensorRT backend is not loaded (or was released)")
         out = np.empty(images.shape[:3], np.uint8)
+        conf = np.empty(images.shape[:3], np.uint8) if self._conf is not None else None
         for start in range(0, len(images), self.max_batch):
             chunk = images[start:start + self.max_batch]
             n = len(chunk)
@@ -679,7 +703,10 @@ class TensorRTBackend(Backend):
             cuda_call(self._rt.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
             # The pinned output buffer is reused by the next call: hand out a copy.
             out[start:start + n] = self._out.array[:n * self._h * self._w].reshape(n, self._h, self._w)
-        return out
+            if conf is not None:
+                conf[start:start + n] = self._conf.array[:n * self._h * self._w].reshape(
+                    n, self._h, self._w)
+        return out, conf
 
     # -- release ------------------------------------------------------------------------------
 
@@ -695,10 +722,10 @@ class TensorRTBackend(Backend):
         self._graphs.clear()
         if self._stream is not None:
             rt.cudaStreamSynchronize(self._stream)
-        for buf in (self._in, self._out):
+        for buf in (self._in, self._out, self._conf):
             if buf is not None:
                 buf.free()
-        self._in = self._out = None
+        self._in = self._out = self._conf = None
         if self._stream is not None:
             rt.cudaStreamDestroy(self._stream)
             self._stream = None

@@ -10,6 +10,7 @@ autotuner on since the input size never changes.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
@@ -40,7 +41,11 @@ class TorchBackend(Backend):
         if not isinstance(ckpt, dict) or "metadata" not in ckpt or "state_dict" not in ckpt:
             raise SegmenterError(f"{self.model_path} is not a seg_perception checkpoint "
                                  "(needs 'metadata' and 'state_dict')")
-        self.info = ModelInfo.from_dict(ckpt["metadata"])
+        from ..export import CONFIDENCE_OUTPUT
+
+        # The graph is rebuilt here with both outputs, as an export of these weights would be.
+        self.info = dataclasses.replace(ModelInfo.from_dict(ckpt["metadata"]),
+                                        confidence_name=CONFIDENCE_OUTPUT)
         if self.num_threads > 0:
             torch.set_num_threads(self.num_threads)
         dev = self.requested_device
@@ -61,8 +66,9 @@ class TorchBackend(Backend):
         if dev.startswith("cuda"):
             torch.backends.cudnn.benchmark = True  # fixed input size: tune once
         self.module = wrapped
+        self.has_confidence = True  # the graph is rebuilt here, with both outputs
 
-    def infer(self, images: np.ndarray) -> np.ndarray:
+    def infer_with_confidence(self, images: np.ndarray):
         if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
             raise SegmenterError(f"expected uint8 [N,H,W,3], got {images.dtype} {images.shape}")
         if self.module is None:
@@ -71,8 +77,9 @@ class TorchBackend(Backend):
             x = torch.from_numpy(np.ascontiguousarray(images))
             if self.device != "cpu":
                 x = x.pin_memory().to(self.device, non_blocking=True)
-            # only the uint8 class map leaves the device
-            return self.module(x).cpu().numpy()
+            # only the uint8 class and confidence maps leave the device
+            ids, conf = self.module.with_confidence(x)
+            return ids.cpu().numpy(), conf.cpu().numpy()
 
     def release(self) -> None:
         self.module = None
