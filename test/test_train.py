@@ -1,6 +1,7 @@
 """Training (issue #6): painted parking, dataset layouts, a few real optimisation steps, and the
 shipped default model's accuracy on the CamVid test frames (when ../shared is present)."""
 
+import dataclasses
 import json
 import os
 
@@ -196,6 +197,53 @@ def test_train_command_exports_a_model_the_segmenter_loads(tmp_path):
     assert labels.shape == (96, 128) and labels.max() < len(CAMVID_PARKING_CLASSES)
 
 
+def test_data_pack_round_trip_keeps_labels_exact_and_images_close(tmp_path):
+    from seg_perception.core.training import pack
+
+    root = write_camvid(tmp_path / "camvid", 4, 48, 64)
+    manifest = pack.pack(root, str(tmp_path / "p.tar"), splits=("train", "val"))
+    assert manifest["frames"] == {"train": 4, "val": 2} and manifest["bytes"] < pack.CARRY_LIMIT
+    pack.unpack(str(tmp_path / "p.tar"), str(tmp_path / "back"))
+    for split in ("train", "val"):
+        a, b = load_split(root, "camvid", split), load_split(str(tmp_path / "back"), "camvid", split)
+        assert a.names == b.names
+        assert all(np.array_equal(x, y) for x, y in zip(a.labels, b.labels))
+        # these frames carry pixel noise JPEG smooths away (real CamVid frames: 1.7 on average)
+        assert max(np.abs(x.astype(int) - y).mean() for x, y in zip(a.images, b.images)) < 8
+
+
+def test_gpu_script_trains_from_a_pack_on_cpu_and_its_run_exports_here(tmp_path):
+    """scripts/gpu_train.sh as the device runs it, on the CPU with a few steps and two data
+    workers; then the documented way back: resume its run directory here and export."""
+    import subprocess
+    import sys
+
+    from seg_perception.core.segmenter import Segmenter
+    from seg_perception.core.training import pack
+    from seg_perception.tools.cli import main
+
+    root = write_camvid(tmp_path / "camvid", 8, 48, 64)
+    pack.pack(root, str(tmp_path / "p.tar"), splits=("train", "val"))
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "OUT"
+    env = dict(os.environ, DEVICE="cpu", WORKERS="2", MINUTES="1", PYTHON=sys.executable)
+    proc = subprocess.run(
+        ["bash", os.path.join(repo, "scripts", "gpu_train.sh"), str(tmp_path / "p.tar"), str(out),
+         "--train-splits", "train", "--val-split", "val", "--test-split", "", "--input-size",
+         "48x64", "--crop", "48x64", "--batch-size", "2", "--epochs", "1", "--max-steps", "3",
+         "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    log = (out / "gpu_train.log").read_text()
+    assert "cpu, 2 data workers" in log and "initial weights from" in log
+    ckpt = torch.load(str(out / "run" / "last.pt"), map_location="cpu", weights_only=True)
+    assert ckpt["step"] == 3 and json.loads(ckpt["config"])["workers"] == 2
+    onnx_path = tmp_path / "model.onnx"
+    assert main(["train", "--data", root, "--run-dir", str(out / "run"), "--input-size", "48x64",
+                 "--epochs", "1", "--test-split", "", "--resume", "--export", str(onnx_path)]) == 0
+    seg = Segmenter.from_file(str(onnx_path), backend="onnxruntime")
+    assert seg.info.source["steps"] == 3 and seg.has_confidence
+
+
 def test_train_command_refuses_a_bad_parking_probability(tmp_path, capsys):
     from seg_perception.tools.cli import main
 
@@ -214,7 +262,9 @@ def test_shipped_checkpoint_matches_the_onnx_metadata():
         assert os.path.getsize(path) < 15e6, f"{path} must stay under 15 MB"
     onnx_info = ModelInfo.from_json(read_onnx_metadata(DEFAULT_MODEL))
     _, pt_info = load_checkpoint(DEFAULT_CHECKPOINT)
-    assert onnx_info == pt_info
+    # the confidence output is the exported graph's (the torch backend computes it from logits)
+    assert onnx_info.confidence_name == "confidence" and pt_info.confidence_name == ""
+    assert onnx_info == dataclasses.replace(pt_info, confidence_name="confidence")
     assert onnx_info.class_names == [n for n, _ in CAMVID_PARKING_CLASSES]
     assert (onnx_info.input_height, onnx_info.input_width, onnx_info.fit) == (360, 480, "stretch")
     assert onnx_info.architecture == "lraspp_mobilenet_v3_large"

@@ -71,6 +71,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bn-momentum", type=float, default=0.1,
                    help="BatchNorm running-statistics momentum while training")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    p.add_argument("--device", default="cpu",
+                   help="cpu, or a CUDA device (cuda, cuda:1): steps in bfloat16 autocast")
+    p.add_argument("--workers", type=int, default=0,
+                   help="processes preparing augmented batches (0 = in the training process); "
+                        "on a GPU the augmentation is the limit, give it the CPU cores")
     p.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
     p.add_argument("--log-every", type=int, default=20, help="progress line every N steps")
     p.add_argument("--name", default="train", help="run name: the run directory is ./runs/<name>")
@@ -101,7 +106,8 @@ def config_from_args(args):
         paint_parking=args.paint_parking, paint_markings=args.paint_markings,
         kerb_parking=args.kerb_parking, parked_cars=args.parked_cars,
         photometric=args.photometric, aspect=tuple(args.aspect), init_from=args.init_from,
-        ema=args.ema, bn_momentum=args.bn_momentum, threads=args.threads, val_every=args.val_every,
+        ema=args.ema, bn_momentum=args.bn_momentum, threads=args.threads, device=args.device,
+        workers=args.workers, val_every=args.val_every,
         log_every=args.log_every, max_steps=args.max_steps, limit=args.limit, seed=args.seed,
         time_budget_s=60.0 * args.time_budget)
 
@@ -124,6 +130,9 @@ def run(args) -> int:
             return 2
     if not 0.0 <= args.ema < 1.0:
         print(f"--ema must be a decay in [0, 1), got {args.ema}")
+        return 2
+    if args.workers < 0:
+        print(f"--workers must be >= 0, got {args.workers}")
         return 2
     if args.init_from and not os.path.isfile(args.init_from):
         print(f"--init-from: no such checkpoint {args.init_from}")

@@ -66,6 +66,10 @@ class TrainConfig:
     # predictions collapse to one class. 0.1 (PyTorch's default) tracks them.
     bn_momentum: float = 0.1
     threads: int = 1
+    # "cpu" or a torch CUDA device ("cuda", "cuda:1"): on CUDA the steps run in bfloat16
+    # autocast and ``workers`` processes prepare the augmented batches (the CPU is then the limit).
+    device: str = "cpu"
+    workers: int = 0
     val_every: int = 5
     log_every: int = 20
     max_steps: Optional[int] = None
@@ -118,9 +122,25 @@ def evaluate_predictions(predict: Callable[[np.ndarray], np.ndarray], data: Labe
 def torch_predictor(wrapped: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     def predict(images: np.ndarray) -> np.ndarray:
         wrapped.eval()
+        device = next(wrapped.parameters()).device
         with torch.inference_mode():
-            return wrapped(torch.from_numpy(images)).numpy()
+            return wrapped(torch.from_numpy(images).to(device)).cpu().numpy()
     return predict
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Each data worker gets its own augmentation stream (a copy of one would repeat it), from
+    the per-worker seed DataLoader derives from the seeded torch generator."""
+    from torch.utils.data import get_worker_info
+
+    info = get_worker_info()
+    info.dataset.rng = np.random.default_rng(info.seed)
+
+
+def _collate(batch):
+    """(images [N, H, W, 3] uint8, labels [N, H, W]) from the dataset's (CHW image, label) pairs."""
+    return (torch.stack([im for im, _ in batch]).permute(0, 2, 3, 1),
+            torch.stack([lab for _, lab in batch]))
 
 
 def format_summary(s: Dict[str, Any]) -> str:
@@ -237,7 +257,8 @@ class Trainer:
         saved = json.loads(ckpt["config"])
         changed = {k: (saved.get(k), v) for k, v in self.cfg.to_dict().items()
                    if saved.get(k) != v
-                   and k not in ("max_steps", "threads", "log_every", "val_every", "time_budget_s")}
+                   and k not in ("max_steps", "threads", "log_every", "val_every", "time_budget_s",
+                                 "device", "workers")}
         if changed:
             self.log(f"resume: settings differ from the checkpoint's: {changed}")
         return int(ckpt["epoch"]), int(ckpt["step"])
@@ -245,6 +266,9 @@ class Trainer:
     # -- main
     def run(self) -> Dict[str, Any]:
         c = self.cfg
+        device = torch.device(c.device)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"--device {c.device}: torch sees no CUDA device here")
         torch.set_num_threads(max(1, c.threads))
         torch.manual_seed(c.seed)
         self.load_data()
@@ -258,12 +282,14 @@ class Trainer:
         names = [n for n, _ in CAMVID_PARKING_CLASSES]
         self.log("class weights (" + c.class_weighting + "): " +
                  ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
-        criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32),
+        criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32,
+                                                            device=device),
                                         ignore_index=IGNORE)
         if c.init_from and not (self.resume and os.path.isfile(self.last_path)):
             init = torch.load(c.init_from, map_location="cpu", weights_only=True)
             self.wrapped.model.load_state_dict(init["state_dict"])
             self.log(f"initial weights from {c.init_from}")
+        self.wrapped.to(device)
         self.optimizer = make_optimizer(c.optimizer, self.wrapped.model.parameters(), c.lr,
                                         c.weight_decay)
         self.ema = None
@@ -298,23 +324,27 @@ class Trainer:
             self.log(f"resume: no checkpoint at {self.last_path}, starting fresh")
         self.log(f"training {c.architecture} for {c.epochs} epochs x {steps_per_epoch} steps "
                  f"(batch {c.batch_size}, crop {c.crop[1]}x{c.crop[0]}, {c.optimizer} lr {c.lr}, "
-                 f"paint parking p={c.paint_parking}, {torch.get_num_threads()} threads)")
+                 f"paint parking p={c.paint_parking}, {torch.get_num_threads()} threads, "
+                 f"{device}{f', {c.workers} data workers' if c.workers else ''})")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
         stop = False
         for epoch in range(start_epoch, c.epochs):
             dataset.set_epoch(epoch)
             order = np.random.default_rng([c.seed, epoch, 1]).permutation(len(dataset))
             self.wrapped.train()
             t_epoch, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+            batches = self._batches(dataset, order[:steps_per_epoch * c.batch_size])
             for b in range(steps_per_epoch):
                 t_step = time.perf_counter()
-                batch = [dataset[int(i)] for i in order[b * c.batch_size:(b + 1) * c.batch_size]]
-                images = torch.stack([im for im, _ in batch]).permute(0, 2, 3, 1)
-                labels = torch.stack([lab for _, lab in batch])
+                images, labels = next(batches)
+                images = images.to(device, non_blocking=True)
+                labels = labels.to(device, non_blocking=True)
                 progress = self.progress(step, total_steps, warmup_steps)
                 for group in self.optimizer.param_groups:
                     group["lr"] = c.lr * lr_factor(step, total_steps, warmup_steps, progress)
-                logits = self.wrapped.logits(images)
-                loss = criterion(logits, labels)
+                with autocast:
+                    logits = self.wrapped.logits(images)
+                loss = criterion(logits.float(), labels)
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
                                              "lower --lr")
@@ -364,6 +394,19 @@ class Trainer:
                          f"{c.time_budget_s / 60:.0f} min)")
                 break
         return self.finish()
+
+    def _batches(self, dataset, order: np.ndarray):
+        """The epoch's batches in ``order``: made here, or by ``workers`` processes ahead."""
+        c = self.cfg
+        if c.workers <= 0:
+            for b in range(len(order) // c.batch_size):
+                yield _collate([dataset[int(i)] for i in order[b * c.batch_size:(b + 1) * c.batch_size]])
+            return
+        from torch.utils.data import DataLoader
+
+        yield from DataLoader(dataset, batch_size=c.batch_size, sampler=[int(i) for i in order],
+                              num_workers=c.workers, collate_fn=_collate, pin_memory=True,
+                              drop_last=True, worker_init_fn=_seed_worker)
 
     def eval_model(self) -> ClassMapModel:
         """The weights that are validated, kept and exported: the EMA when it is on."""
