@@ -54,8 +54,8 @@ def test_iobinding_matches_plain_run_across_batch_sizes(model_files, frames):
     onnx_path, _ = model_files
     bound = OnnxRuntimeBackend(onnx_path, io_binding=True, num_threads=1)
     plain = OnnxRuntimeBackend(onnx_path, io_binding=False, num_threads=1)
-    bound.load()
-    plain.load()
+    bound.activate()
+    plain.activate()
     try:
         assert "IOBinding" in bound.describe() and "IOBinding" not in plain.describe()
         first = bound.infer(frames[:2])
@@ -78,7 +78,7 @@ def test_iobinding_matches_plain_run_across_batch_sizes(model_files, frames):
 def test_onnxruntime_provider_and_input_errors(model_files, frames):
     onnx_path, _ = model_files
     with pytest.raises(SegmenterError, match="lacks"):
-        OnnxRuntimeBackend(onnx_path, providers=["NoSuchExecutionProvider"]).load()
+        OnnxRuntimeBackend(onnx_path, providers=["NoSuchExecutionProvider"]).activate()
     b = create_backend(onnx_path, "onnxruntime")
     with pytest.raises(SegmenterError, match="uint8"):
         b.infer(frames.astype(np.float32))
@@ -139,3 +139,23 @@ def test_bench_backends_reports_stages_and_skips(model_files):
     assert parse_size("1920x1080") == (1920, 1080)
     with pytest.raises(ValueError):
         parse_size("1920")
+
+
+@pytest.mark.parametrize("kind", ["onnxruntime", "torch"])
+def test_every_backend_is_a_context_manager_with_the_contract_checked_in_the_base(model_files, frames, kind):
+    onnx_path, ckpt = model_files
+    with create_backend(onnx_path if kind == "onnxruntime" else ckpt, kind, num_threads=1) as b:
+        assert b.active and b.selection_reason == f"backend '{kind}' requested"
+        assert b.infer(frames[:1]).shape == (1, H, W)
+        for bad, needle in [(frames[:, :H - 1], rf"expected uint8 \[N, {H}, {W}, 3\]"),
+                            (frames.astype(np.float32), "got float32"),
+                            (frames[0], rf"got uint8 \({H}, {W}, 3\)")]:
+            with pytest.raises(SegmenterError, match=needle):
+                b.infer(bad)
+    assert not b.active
+    with pytest.raises(SegmenterError, match="not loaded"):
+        b.infer(frames[:1])
+    with pytest.raises(RuntimeError, match="boom"):  # released on the way out of an error too
+        with Segmenter.from_file(onnx_path, "onnxruntime") as seg:
+            raise RuntimeError("boom")
+    assert not seg.backend.active

@@ -47,17 +47,26 @@ class BackendUnavailable(SegmenterError):
 
 
 class Backend(abc.ABC):
-    """One inference runtime for a seg_perception model file."""
+    """One inference runtime for a seg_perception model file, used like Polygraphy's runners:
+
+        with create_backend(path) as backend:      # activated (loaded) once
+            ids, confidence = backend.infer_with_confidence(images)   # many times
+        # released on leaving the block, also on an error
+
+    The base checks the input contract once for every backend (uint8 [N, H, W, 3] at the
+    model's input size, a loaded backend); subclasses implement load, _infer and release."""
 
     name: str = "?"
 
-    def __init__(self, model_path: str, **options: Any) -> None:
+    def __init__(self, model_path: str, selection_reason: str = "", **options: Any) -> None:
         self.model_path = model_path
         self.options = options
+        self.selection_reason = selection_reason  # why this backend was chosen (logged, shown)
         self.info: Optional[ModelInfo] = None
         self.device: str = "cpu"
         # Whether infer_with_confidence returns a confidence map (set by load).
         self.has_confidence: bool = False
+        self.active = False
 
     @abc.abstractmethod
     def load(self) -> None:
@@ -65,9 +74,30 @@ class Backend(abc.ABC):
         ``self.has_confidence``."""
 
     @abc.abstractmethod
+    def _infer(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """The runtime's part of infer_with_confidence, on input the base has checked."""
+
+    def activate(self) -> "Backend":
+        if not self.active:
+            self.load()
+            self.active = True
+        return self
+
+    def check_input(self, images: np.ndarray) -> None:
+        info = self.info
+        if not self.active or info is None:
+            raise SegmenterError(f"{self.name} backend is not loaded (or was released)")
+        expected = (info.input_height, info.input_width, 3)
+        if (not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 4
+                or images.shape[1:] != expected):
+            got = f"{images.dtype} {images.shape}" if isinstance(images, np.ndarray) else type(images).__name__
+            raise SegmenterError(f"expected uint8 [N, {expected[0]}, {expected[1]}, 3], got {got}")
+
     def infer_with_confidence(self, images: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """uint8 [N, H, W, 3] RGB at the model's input size -> (uint8 [N, H, W] class ids,
         uint8 [N, H, W] confidence, or None for a model without that output)."""
+        self.check_input(images)
+        return self._infer(images)
 
     def infer(self, images: np.ndarray) -> np.ndarray:
         """uint8 [N, H, W, 3] RGB at the model's input size -> uint8 [N, H, W] class ids."""
@@ -75,6 +105,17 @@ class Backend(abc.ABC):
 
     def release(self) -> None:
         """Deactivate: free device memory and sessions. Safe to call twice."""
+        self.active = False
+        self._release()
+
+    def _release(self) -> None:
+        """The runtime's part of release."""
+
+    def __enter__(self) -> "Backend":
+        return self.activate()
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()
 
     def describe(self) -> str:
         return f"{self.name} on {self.device}"
@@ -158,10 +199,9 @@ def create_backend(model_path: str, backend: str = "auto", **options: Any) -> Ba
         raise SegmenterError(f"model file not found: {model_path}")
     name, why = choose_backend(model_path, backend)
     log.info("backend %s (%s)", name, why)
-    inst = backend_class(name)(model_path, **options)
-    inst.selection_reason = why
+    inst = backend_class(name)(model_path, selection_reason=why, **options)
     try:
-        inst.load()
+        inst.activate()
     except (SegmenterError, ModelInfoError):
         raise
     except Exception as exc:  # corrupt or incompatible file: surface the runtime's own words
@@ -281,11 +321,11 @@ class Segmenter:
         fit = self.fit_for(rgb.shape[0], rgb.shape[1])
         return fit.labels_to_source(self.infer_model_input(fit.to_model(rgb)))
 
-    def segment_batch(self, frames: List[np.ndarray]) -> List[np.ndarray]:
-        fits = [self.fit_for(f.shape[0], f.shape[1]) for f in frames]
-        batch = np.stack([fit.to_model(f, out=np.empty_like(fit.buffer)) for fit, f in zip(fits, frames)])
-        labels = self.backend.infer(batch)
-        return [fit.labels_to_source(lab) for fit, lab in zip(fits, labels)]
-
     def release(self) -> None:
         self.backend.release()
+
+    def __enter__(self) -> "Segmenter":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.release()

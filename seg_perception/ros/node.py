@@ -297,7 +297,7 @@ class CameraSegNode(Node):
         cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
         cv2.setNumThreads(cv_threads)
         self.backend_text = segmenter.backend.describe()
-        self.backend_reason = getattr(segmenter.backend, "selection_reason", "")
+        self.backend_reason = segmenter.backend.selection_reason
         info = segmenter.info
         self.get_logger().info(
             f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "

@@ -230,21 +230,20 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
     params.update(dict(_parse_param(p) for p in args.param))
     threads = inference_threads(params["num_threads"])
-    seg = Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
-                              num_threads=threads)
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb = render_frame(0, SampleCamera(width=w, height=h))[0]
-    x = seg.fit_for(h, w).to_model(rgb).copy()
-    for _ in range(3):
-        seg.infer_model_input(x)
-    times = []
-    t_end = time.monotonic() + seconds
-    while time.monotonic() < t_end:
-        t0 = time.perf_counter()
-        seg.infer_model_input(x)
-        times.append(time.perf_counter() - t0)
-    desc = seg.backend.describe()
-    seg.release()
+    with Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
+                             num_threads=threads) as seg:
+        x = seg.fit_for(h, w).to_model(rgb).copy()
+        for _ in range(3):
+            seg.infer_model_input(x)
+        times = []
+        t_end = time.monotonic() + seconds
+        while time.monotonic() < t_end:
+            t0 = time.perf_counter()
+            seg.infer_model_input(x)
+            times.append(time.perf_counter() - t0)
+        desc = seg.backend.describe()
     med = statistics.median(times)
     return {"fps": len(times) / sum(times), "median_ms": med * 1e3, "frames": len(times), "backend": desc,
             "threads": threads, "model_input": f"{x.shape[1]}x{x.shape[0]}"}

@@ -53,24 +53,23 @@ def street_rows(model: str, images: Sequence[str], thresholds: Optional[Dict[str
     from ..core.resources import DEFAULT_LABEL_FILE
     from ..core.segmenter import Segmenter
 
-    seg = Segmenter.from_file(model, backend="onnxruntime", providers=["CPUExecutionProvider"])
-    thresholds = default_thresholds() if thresholds is None else thresholds
-    pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names),
-                                overlay_alpha=0.55, min_confidence=thresholds)
-    rows = []
-    for path in images:
-        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise OSError(f"cannot read {path}")
-        rgb = np.ascontiguousarray(bgr[..., ::-1])
-        res = pipe.process(frame_from_rgb(rgb))
-        masks = {g: res.mask(g) for g in MASK_TINTS}
-        conf = confidence_picture(res.confidence(), confidence_level(thresholds.get("grid", 0.0)),
-                                  rgb.shape)
-        rows.append(composite([rgb, res.overlay(), masks_on_image(rgb, masks), conf],
-                              ["camera", "overlay (classes)", "road / pedestrian / parking",
-                               "confidence"], height=height))
-    seg.release()
+    with Segmenter.from_file(model, backend="onnxruntime", providers=["CPUExecutionProvider"]) as seg:
+        thresholds = default_thresholds() if thresholds is None else thresholds
+        pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names),
+                                    overlay_alpha=0.55, min_confidence=thresholds)
+        rows = []
+        for path in images:
+            bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+            if bgr is None:
+                raise OSError(f"cannot read {path}")
+            rgb = np.ascontiguousarray(bgr[..., ::-1])
+            res = pipe.process(frame_from_rgb(rgb))
+            masks = {g: res.mask(g) for g in MASK_TINTS}
+            conf = confidence_picture(res.confidence(), confidence_level(thresholds.get("grid", 0.0)),
+                                      rgb.shape)
+            rows.append(composite([rgb, res.overlay(), masks_on_image(rgb, masks), conf],
+                                  ["camera", "overlay (classes)", "road / pedestrian / parking",
+                                   "confidence"], height=height))
     return rows
 
 

@@ -77,14 +77,7 @@ class OnnxRuntimeBackend(Backend):
         self._binding = self.session.io_binding() if use_binding else None
         self._outputs.clear()
 
-    def _check(self, images: np.ndarray) -> None:
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-            raise SegmenterError(f"expected uint8 [N,H,W,3], got {images.dtype} {images.shape}")
-        if self.session is None:
-            raise SegmenterError("ONNX Runtime backend is not loaded (or was released)")
-
-    def infer_with_confidence(self, images: np.ndarray):
-        self._check(images)
+    def _infer(self, images: np.ndarray):
         if self._binding is not None:
             outs = self._infer_bound(np.ascontiguousarray(images))
         else:
@@ -108,7 +101,7 @@ class OnnxRuntimeBackend(Backend):
         # The OrtValues are reused by the next call of this batch size: hand out copies.
         return [np.array(out.numpy(), copy=True) for out in outs]
 
-    def release(self) -> None:
+    def _release(self) -> None:
         if self._binding is not None:
             self._binding.clear_binding_inputs()
             self._binding.clear_binding_outputs()

@@ -681,12 +681,7 @@ class TensorRTBackend(Backend):
         self._graphs[n] = (graph, graph_exec)
         return graph_exec
 
-    def infer_with_confidence(self, images: np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (self._h, self._w, 3):
-            raise SegmenterError(f"expected uint8 [N,{self._h},{self._w},3], got {images.dtype} "
-                                 f"{images.shape}")
-        if self._context is None:
-            raise SegmenterError("TensorRT backend is not loaded (or was released)")
+    def _infer(self, images: np.ndarray):
         out = np.empty(images.shape[:3], np.uint8)
         conf = np.empty(images.shape[:3], np.uint8) if self._conf is not None else None
         for start in range(0, len(images), self.max_batch):
@@ -710,7 +705,7 @@ class TensorRTBackend(Backend):
 
     # -- release ------------------------------------------------------------------------------
 
-    def release(self) -> None:
+    def _release(self) -> None:
         rt = self._rt
         if rt is None:
             return

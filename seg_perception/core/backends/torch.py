@@ -68,11 +68,7 @@ class TorchBackend(Backend):
         self.module = wrapped
         self.has_confidence = True  # the graph is rebuilt here, with both outputs
 
-    def infer_with_confidence(self, images: np.ndarray):
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[3] != 3:
-            raise SegmenterError(f"expected uint8 [N,H,W,3], got {images.dtype} {images.shape}")
-        if self.module is None:
-            raise SegmenterError("PyTorch backend is not loaded (or was released)")
+    def _infer(self, images: np.ndarray):
         with torch.inference_mode():
             x = torch.from_numpy(np.ascontiguousarray(images))
             if self.device != "cpu":
@@ -81,7 +77,7 @@ class TorchBackend(Backend):
             ids, conf = self.module.with_confidence(x)
             return ids.cpu().numpy(), conf.cpu().numpy()
 
-    def release(self) -> None:
+    def _release(self) -> None:
         self.module = None
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()

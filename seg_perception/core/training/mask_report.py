@@ -72,38 +72,37 @@ def camvid_masks(model_path: str, data_root: str, split: str = "test",
     from .data import load_split
     from .loop import CAMVID_NAMES
 
-    seg = Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
-                              providers=["CPUExecutionProvider"])
-    names = seg.info.class_names
-    model_id = {n: i for i, n in enumerate(names)}
-    truth_id = {n: i for i, n in enumerate(CAMVID_NAMES)}
-    data = load_split(data_root, "camvid", split, (seg.info.input_height, seg.info.input_width))
-    levels = _levels(thresholds)
-    ped = [Tally() for _ in levels]
-    road = [Tally() for _ in levels]
-    drivable = [Tally() for _ in levels]
-    alarms = [0 for _ in levels]
-    ped_pixels_on = {n: 0 for n in CAMVID_NAMES}
-    conf_hist = np.zeros(256, np.int64)
-    for start in range(0, len(data), 4):
-        ids, conf = _predict(seg, np.stack(data.images[start:start + 4]))
-        for k, truth in enumerate(data.labels[start:start + 4]):
-            scored = truth < len(CAMVID_NAMES)  # void pixels are not scored
-            t_ped = truth == truth_id["Pedestrian"]
-            t_road = truth == truth_id["Road"]
-            p_ped = ids[k] == model_id["Pedestrian"]
-            p_road = ids[k] == model_id["Road"]
-            p_park = ids[k] == model_id["Parking"]
-            conf_hist += np.bincount(conf[k].ravel(), minlength=256)
-            for n, tid in truth_id.items():
-                ped_pixels_on[n] += int(np.count_nonzero(p_ped & (truth == tid)))
-            for j, level in enumerate(levels):
-                sure = conf[k] >= level
-                ped[j].add(t_ped, p_ped & sure, scored)
-                road[j].add(t_road, p_road & sure, scored)
-                drivable[j].add(t_road, (p_road | p_park) & sure, scored)
-                alarms[j] += int(np.count_nonzero(p_park & sure) > PARKING_ALARM_PIXELS)
-    seg.release()
+    with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
+                               providers=["CPUExecutionProvider"]) as seg:
+        names = seg.info.class_names
+        model_id = {n: i for i, n in enumerate(names)}
+        truth_id = {n: i for i, n in enumerate(CAMVID_NAMES)}
+        data = load_split(data_root, "camvid", split, (seg.info.input_height, seg.info.input_width))
+        levels = _levels(thresholds)
+        ped = [Tally() for _ in levels]
+        road = [Tally() for _ in levels]
+        drivable = [Tally() for _ in levels]
+        alarms = [0 for _ in levels]
+        ped_pixels_on = {n: 0 for n in CAMVID_NAMES}
+        conf_hist = np.zeros(256, np.int64)
+        for start in range(0, len(data), 4):
+            ids, conf = _predict(seg, np.stack(data.images[start:start + 4]))
+            for k, truth in enumerate(data.labels[start:start + 4]):
+                scored = truth < len(CAMVID_NAMES)  # void pixels are not scored
+                t_ped = truth == truth_id["Pedestrian"]
+                t_road = truth == truth_id["Road"]
+                p_ped = ids[k] == model_id["Pedestrian"]
+                p_road = ids[k] == model_id["Road"]
+                p_park = ids[k] == model_id["Parking"]
+                conf_hist += np.bincount(conf[k].ravel(), minlength=256)
+                for n, tid in truth_id.items():
+                    ped_pixels_on[n] += int(np.count_nonzero(p_ped & (truth == tid)))
+                for j, level in enumerate(levels):
+                    sure = conf[k] >= level
+                    ped[j].add(t_ped, p_ped & sure, scored)
+                    road[j].add(t_road, p_road & sure, scored)
+                    drivable[j].add(t_road, (p_road | p_park) & sure, scored)
+                    alarms[j] += int(np.count_nonzero(p_park & sure) > PARKING_ALARM_PIXELS)
     total_ped = sum(ped_pixels_on.values())
     return {
         "split": split, "frames": len(data),
@@ -132,29 +131,28 @@ def pandaset_masks(model_path: str, folder: str, thresholds: Sequence[float] = D
     from ..resources import DEFAULT_LABEL_FILE
     from ..segmenter import Segmenter
 
-    seg = Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
-                              providers=["CPUExecutionProvider"])
-    pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names))
-    images = sorted(glob.glob(os.path.join(folder, "front_camera_*.jpg")))
-    drivable = [Tally() for _ in thresholds]
-    ped = [Tally() for _ in thresholds]
-    parking_share: List[float] = []
-    for path in images:
-        label = cv2.imread(path.replace("front_camera_", "label_").replace(".jpg", ".png"),
-                           cv2.IMREAD_UNCHANGED)
-        rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        scored = label > 0
-        t_drive = np.isin(label, PANDASET_DRIVABLE)
-        t_ped = np.isin(label, PANDASET_PEDESTRIAN)
-        for j, t in enumerate(thresholds):
-            pipe.set_min_confidence({"road": t, "parking": t, "pedestrian": t})
-            res = pipe.process(frame_from_rgb(rgb))
-            p_drive = (res.mask("road") > 0) | (res.mask("parking") > 0)
-            drivable[j].add(t_drive, p_drive, scored)
-            ped[j].add(t_ped, res.mask("pedestrian") > 0, scored)
-            if t == 0.0:
-                parking_share.append(round(float(np.mean(res.mask("parking") > 0)), 4))
-    seg.release()
+    with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
+                               providers=["CPUExecutionProvider"]) as seg:
+        pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names))
+        images = sorted(glob.glob(os.path.join(folder, "front_camera_*.jpg")))
+        drivable = [Tally() for _ in thresholds]
+        ped = [Tally() for _ in thresholds]
+        parking_share: List[float] = []
+        for path in images:
+            label = cv2.imread(path.replace("front_camera_", "label_").replace(".jpg", ".png"),
+                               cv2.IMREAD_UNCHANGED)
+            rgb = cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+            scored = label > 0
+            t_drive = np.isin(label, PANDASET_DRIVABLE)
+            t_ped = np.isin(label, PANDASET_PEDESTRIAN)
+            for j, t in enumerate(thresholds):
+                pipe.set_min_confidence({"road": t, "parking": t, "pedestrian": t})
+                res = pipe.process(frame_from_rgb(rgb))
+                p_drive = (res.mask("road") > 0) | (res.mask("parking") > 0)
+                drivable[j].add(t_drive, p_drive, scored)
+                ped[j].add(t_ped, res.mask("pedestrian") > 0, scored)
+                if t == 0.0:
+                    parking_share.append(round(float(np.mean(res.mask("parking") > 0)), 4))
     return {"frames": [os.path.basename(p) for p in images], "thresholds": list(thresholds),
             "drivable": [t.to_dict() for t in drivable], "pedestrian": [t.to_dict() for t in ped],
             "parking_share_of_frame": parking_share}

@@ -21,25 +21,24 @@ import numpy as np
 def measure_speed(model_path: str, threads: int = 2, repeats: int = 60) -> Dict[str, Any]:
     from ..segmenter import Segmenter
 
-    seg = Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
-                              providers=["CPUExecutionProvider"])
-    h, w = seg.info.input_height, seg.info.input_width
-    rng = np.random.default_rng(0)
     out: Dict[str, Any] = {"threads": threads, "repeats": repeats}
-    for name, shape in ((f"{w}x{h}", (h, w, 3)), ("1920x1080", (1080, 1920, 3))):
-        frame = rng.integers(0, 256, shape, dtype=np.uint8)
-        for _ in range(5):
-            seg.segment(frame)
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            seg.segment(frame)
-            times.append(time.perf_counter() - t0)
-        med = statistics.median(times)
-        out[name] = {"median_ms": round(1e3 * med, 2),
-                     "p90_ms": round(1e3 * float(np.percentile(times, 90)), 2),
-                     "fps": round(1.0 / med, 1)}
-    seg.release()
+    with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
+                             providers=["CPUExecutionProvider"]) as seg:
+        h, w = seg.info.input_height, seg.info.input_width
+        rng = np.random.default_rng(0)
+        for name, shape in ((f"{w}x{h}", (h, w, 3)), ("1920x1080", (1080, 1920, 3))):
+            frame = rng.integers(0, 256, shape, dtype=np.uint8)
+            for _ in range(5):
+                seg.segment(frame)
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                seg.segment(frame)
+                times.append(time.perf_counter() - t0)
+            med = statistics.median(times)
+            out[name] = {"median_ms": round(1e3 * med, 2),
+                         "p90_ms": round(1e3 * float(np.percentile(times, 90)), 2),
+                         "fps": round(1.0 / med, 1)}
     return out
 
 
@@ -49,11 +48,10 @@ def measure_accuracy(model_path: str, data_root: str, layout: str = "camvid",
     from .data import load_split
     from .loop import evaluate_predictions
 
-    seg = Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
-                              providers=["CPUExecutionProvider"])
-    data = load_split(data_root, layout, split, (seg.info.input_height, seg.info.input_width))
-    summary = evaluate_predictions(lambda images: seg.backend.infer(images), data)
-    seg.release()
+    with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
+                             providers=["CPUExecutionProvider"]) as seg:
+        data = load_split(data_root, layout, split, (seg.info.input_height, seg.info.input_width))
+        summary = evaluate_predictions(lambda images: seg.backend.infer(images), data)
     summary.pop("confusion_matrix", None)
     return summary
 
