@@ -10,7 +10,8 @@ import torch
 from seg_perception.core import export as ex
 from seg_perception.core import quantize as q
 from seg_perception.tools import cli
-from seg_perception.tools.compare import compare, parse_spec
+from seg_perception.core.segmenter import parse_model_spec as parse_spec
+from seg_perception.tools.compare import compare
 
 from models import reference_model_files
 

@@ -14,7 +14,7 @@ import collections
 import importlib
 import logging
 import os
-from typing import Any, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, NamedTuple, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -23,19 +23,23 @@ from .model_info import ModelInfo, ModelInfoError
 
 log = logging.getLogger(__name__)
 
+class BackendEntry(NamedTuple):
+    module: str
+    cls: str
+    files: Tuple[str, ...]   # model file types it opens
+
+
+# The one backend table: where each backend lives (imported only when chosen) and the files it
+# opens. A file type's default backend is the first entry that opens it (.onnx: ONNX Runtime).
+BACKEND_TABLE: Dict[str, BackendEntry] = {
+    "onnxruntime": BackendEntry("seg_perception.core.backends.onnxruntime", "OnnxRuntimeBackend",
+                                (".onnx",)),
+    "torch": BackendEntry("seg_perception.core.backends.torch", "TorchBackend", (".pt", ".pth")),
+    "tensorrt": BackendEntry("seg_perception.core.backends.tensorrt", "TensorRTBackend",
+                             (".onnx", ".engine", ".plan")),
+}
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-_MODULES = {
-    "onnxruntime": ("seg_perception.core.backends.onnxruntime", "OnnxRuntimeBackend"),
-    "torch": ("seg_perception.core.backends.torch", "TorchBackend"),
-    "tensorrt": ("seg_perception.core.backends.tensorrt", "TensorRTBackend"),
-}
-_EXTENSIONS = {
-    ".onnx": "onnxruntime",
-    ".engine": "tensorrt",
-    ".plan": "tensorrt",
-    ".pt": "torch",
-    ".pth": "torch",
-}
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class SegmenterError(RuntimeError):
@@ -123,30 +127,58 @@ class Backend(abc.ABC):
 
 def backend_for_file(model_path: str) -> str:
     ext = os.path.splitext(model_path)[1].lower()
-    if ext not in _EXTENSIONS:
-        raise SegmenterError(
-            f"cannot tell the backend from file type {ext!r} of {model_path}; "
-            f"known: {sorted(_EXTENSIONS)}")
-    return _EXTENSIONS[ext]
+    for name, entry in BACKEND_TABLE.items():
+        if ext in entry.files:
+            return name
+    known = sorted({e for entry in BACKEND_TABLE.values() for e in entry.files})
+    raise SegmenterError(f"cannot tell the backend from file type {ext!r} of {model_path}; "
+                         f"known: {known}")
 
 
 def backend_class(name: str):
-    if name not in _MODULES:
+    if name not in BACKEND_TABLE:
         raise SegmenterError(f"unknown backend {name!r}; choose one of {list(BACKENDS)}")
-    module_name, cls_name = _MODULES[name]
+    entry = BACKEND_TABLE[name]
     try:
-        module = importlib.import_module(module_name)
+        module = importlib.import_module(entry.module)
     except ImportError as exc:  # the backend's runtime library is missing
         raise BackendUnavailable(f"backend {name!r} is not available: {exc}") from exc
-    return getattr(module, cls_name)
+    return getattr(module, entry.cls)
 
 
-# Which backends can open which model files.
-_ACCEPTS = {
-    "tensorrt": (".onnx", ".engine", ".plan"),
-    "onnxruntime": (".onnx",),
-    "torch": (".pt", ".pth"),
-}
+class ModelSpec(NamedTuple):
+    """A model as the tools name it: ``[backend[/precision]:]path``."""
+    backend: str
+    precision: str
+    path: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.backend}{'/' + self.precision if self.precision else ''}:{os.path.basename(self.path)}"
+
+
+def parse_model_spec(spec: str) -> ModelSpec:
+    """'[backend[/precision]:]path' -> ModelSpec; the backend defaults to the file type's.
+    Raises ValueError with the reason."""
+    backend, precision, path = "", "", spec
+    head, sep, tail = spec.partition(":")
+    if sep and head.split("/")[0] in BACKEND_TABLE:
+        backend, _, precision = head.partition("/")
+        path = tail
+    if not backend:
+        try:
+            backend = backend_for_file(path)
+        except SegmenterError:
+            raise ValueError(f"cannot tell the backend of {spec!r}; write backend:path") from None
+    elif os.path.splitext(path)[1].lower() not in BACKEND_TABLE[backend].files:
+        raise ValueError(f"{spec!r}: {backend} cannot run a {os.path.splitext(path)[1]} file; it "
+                         f"takes {', '.join(BACKEND_TABLE[backend].files)}")
+    if precision and precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r} in {spec!r}")
+    if precision and backend != "tensorrt":
+        raise ValueError(f"{spec!r}: a precision applies to tensorrt only (ONNX Runtime and "
+                         "PyTorch run the file as it is; pass the _fp16/_int8 file instead)")
+    return ModelSpec(backend, precision, path)
 
 
 def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
@@ -160,9 +192,9 @@ def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
     ext = os.path.splitext(model_path)[1].lower()
     by_file = backend_for_file(model_path)
     if requested != "auto":
-        if ext not in _ACCEPTS[requested]:
+        if ext not in BACKEND_TABLE[requested].files:
             raise SegmenterError(f"backend '{requested}' cannot run a {ext} file ({model_path}); "
-                                 f"it takes {', '.join(_ACCEPTS[requested])}")
+                                 f"it takes {', '.join(BACKEND_TABLE[requested].files)}")
         return requested, f"backend '{requested}' requested"
     if by_file == "torch":
         import importlib.util

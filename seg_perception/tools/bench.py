@@ -15,10 +15,11 @@ import argparse
 import json
 import os
 import platform
-import statistics
 import sys
 import time
 from typing import Dict, List
+
+from .common import percentiles_ms
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -63,34 +64,22 @@ def run(args) -> int:
     return bench_pipeline(args)
 
 
-def _parse_param(text: str):
-    import yaml
-
-    name, _, value = text.partition(":=")
-    return name, yaml.safe_load(value)
-
-
-def stats_ms(values: List[float]) -> Dict[str, float]:
-    s = sorted(v * 1e3 for v in values)
-    pick = lambda q: s[min(len(s) - 1, int(round(q * (len(s) - 1))))]  # noqa: E731
-    return {"median": statistics.median(s), "p90": pick(0.9), "p99": pick(0.99), "mean": statistics.fmean(s)}
-
-
 def bench_pipeline(args) -> int:
     """The node's FrameProcessor on sample frames, every output wanted, plus the publish of all
     outputs through rclpy to a subscriber in this process (over Fast DDS, as the node does)."""
     from rclpy.qos import QoSProfile, ReliabilityPolicy
 
     from ..core.sample import SampleCamera
-    from ..ros.processing import OUTPUTS, build_processor, default_parameters, load_parameters_file
+    from ..ros.processing import OUTPUTS, build_processor
     from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
+    from .common import node_parameters, parse_param_overrides
 
     w, h = (int(v) for v in args.size.lower().split("x"))
-    params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
     cam = SampleCamera(width=w, height=h)
     xyz, rpy = pose_parameters(cam)
-    params.update({"camera_pose.xyz": xyz, "camera_pose.rpy": rpy})
-    params.update(dict(_parse_param(p) for p in args.param))
+    overrides = {"camera_pose.xyz": xyz, "camera_pose.rpy": rpy}
+    overrides.update(parse_param_overrides(args.param))  # validated as the node would
+    params = node_parameters(args.params_file, overrides)
     processor = build_processor(params)
     processor.set_camera_info(camera_info_msg(cam))
     frames = [frame_msg(rgb, i * 100_000_000) for i, rgb in enumerate(render_frames(cam, 4))]
@@ -141,9 +130,9 @@ def bench_pipeline(args) -> int:
         "model": processor.model_path,
         "model_input": f"{backend.info.input_width}x{backend.info.input_height}",
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
-        "stages_ms": {k: stats_ms(v) for k, v in stages.items()},
-        "total_ms": stats_ms(totals),
-        "fps": 1.0 / statistics.median(totals),
+        "stages_ms": {k: percentiles_ms(v) for k, v in stages.items()},
+        "total_ms": percentiles_ms(totals),
+        "fps": 1e3 / percentiles_ms(totals)["median"],
     }
     order = ["convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"]
     print(f"pipeline benchmark: {result['frame']} frames, model {os.path.basename(result['model'])} "

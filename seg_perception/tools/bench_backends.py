@@ -26,8 +26,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-_ACCEPTS = {"tensorrt": (".onnx", ".engine", ".plan"), "onnxruntime": (".onnx",),
-            "torch": (".pt", ".pth")}
+from ..core.segmenter import BACKEND_TABLE, parse_model_spec
+from .common import percentiles_ms
+
 
 
 def parse_size(text: str) -> Tuple[int, int]:
@@ -40,12 +41,6 @@ def parse_size(text: str) -> Tuple[int, int]:
     if min(size) <= 0:
         raise ValueError(f"size {text!r} must be positive")
     return size
-
-
-def percentiles_ms(seconds: Sequence[float]) -> Dict[str, float]:
-    a = np.asarray(seconds, dtype=np.float64) * 1000.0
-    return {"median": float(np.median(a)), "p90": float(np.percentile(a, 90)),
-            "p99": float(np.percentile(a, 99)), "mean": float(a.mean())}
 
 
 def _fresh_model_files(spec: str, work_dir: str) -> Dict[str, str]:
@@ -70,15 +65,16 @@ def _model_runs(spec: str, backends: Sequence[str], work_dir: str
         files = _fresh_model_files(spec, work_dir)
         candidates = [files["onnx"], files["pt"]]
     else:
-        head, sep, tail = spec.partition(":")
-        if sep and head.split("/")[0] in _ACCEPTS:
-            return [(head.split("/")[0], head.partition("/")[2], tail)], []
+        head, sep, _ = spec.partition(":")
+        if sep and head.split("/")[0] in BACKEND_TABLE:  # backend named: that run only
+            return [tuple(parse_model_spec(spec))], []
         candidates = [spec]
     for entry in backends:
         backend, _, precision = entry.partition("/")
-        if backend not in _ACCEPTS:
-            raise ValueError(f"unknown backend {backend!r}; choose from {sorted(_ACCEPTS)}")
-        fitting = [p for p in candidates if os.path.splitext(p)[1].lower() in _ACCEPTS[backend]]
+        if backend not in BACKEND_TABLE:
+            raise ValueError(f"unknown backend {backend!r}; choose from {sorted(BACKEND_TABLE)}")
+        fitting = [p for p in candidates
+                   if os.path.splitext(p)[1].lower() in BACKEND_TABLE[backend].files]
         if not fitting:
             skipped.append({"model": spec, "backend": entry,
                             "reason": f"{backend} cannot run {', '.join(os.path.basename(c) for c in candidates)}"})

@@ -223,12 +223,11 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     with the node's thread budget (num_threads from the same parameters)."""
     from ..core.sample import SampleCamera, render_frame
     from ..core.segmenter import Segmenter
-    from ..ros.processing import default_parameters, inference_threads, load_parameters_file
+    from ..ros.processing import inference_threads
     from ..core import resources
-    from .bench import _parse_param
+    from .common import node_parameters, parse_param_overrides
 
-    params = load_parameters_file(args.params_file) if args.params_file else default_parameters()
-    params.update(dict(_parse_param(p) for p in args.param))
+    params = node_parameters(args.params_file, parse_param_overrides(args.param))
     threads = inference_threads(params["num_threads"])
     w, h = (int(v) for v in args.size.lower().split("x"))
     rgb = render_frame(0, SampleCamera(width=w, height=h))[0]

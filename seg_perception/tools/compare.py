@@ -15,39 +15,13 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import os
 import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-_FILE_BACKENDS = {".pt": "torch", ".pth": "torch", ".onnx": "onnxruntime",
-                  ".engine": "tensorrt", ".plan": "tensorrt"}
+from ..core.segmenter import parse_model_spec
 
-
-def parse_spec(spec: str) -> Tuple[str, str, str]:
-    """'[backend[/precision]:]path' -> (backend, precision or '', path)."""
-    backend, precision, path = "", "", spec
-    head, sep, tail = spec.partition(":")
-    if sep and head.split("/")[0] in ("torch", "onnxruntime", "tensorrt"):
-        backend, _, precision = head.partition("/")
-        path = tail
-    if not backend:
-        ext = os.path.splitext(path)[1].lower()
-        if ext not in _FILE_BACKENDS:
-            raise ValueError(f"cannot tell the backend of {spec!r}; write backend:path")
-        backend = _FILE_BACKENDS[ext]
-    if precision and precision not in ("fp32", "fp16", "int8"):
-        raise ValueError(f"unknown precision {precision!r} in {spec!r}")
-    if precision and backend != "tensorrt":
-        raise ValueError(f"{spec!r}: a precision applies to tensorrt only (ONNX Runtime and "
-                         "PyTorch run the file as it is; pass the _fp16/_int8 file instead)")
-    return backend, precision, path
-
-
-def spec_label(spec: str) -> str:
-    backend, precision, path = parse_spec(spec)
-    return f"{backend}{'/' + precision if precision else ''}:{os.path.basename(path)}"
 
 
 def compare(specs: Sequence[str], images: Sequence[np.ndarray], num_threads: int = 0,
@@ -61,13 +35,13 @@ def compare(specs: Sequence[str], images: Sequence[np.ndarray], num_threads: int
         raise ValueError("compare needs at least two models")
     if not images:
         raise ValueError("compare needs at least one image")
-    labels = [spec_label(s) for s in specs]
+    labels = [parse_model_spec(s).label for s in specs]
     if len(set(labels)) != len(labels):
         labels = [f"{i}:{lab}" for i, lab in enumerate(labels)]
     segmenters: List[Segmenter] = []
     try:
         for spec in specs:
-            backend, precision, path = parse_spec(spec)
+            backend, precision, path = parse_model_spec(spec)
             opts = dict(backend_options or {})
             opts["num_threads"] = num_threads
             if precision:

@@ -317,7 +317,7 @@ def run(args) -> int:
     from ..core.pipeline import SegmentationPipeline
     from ..core.segmenter import Segmenter
     from ..core.training.data import find_pairs
-    from .process_bag import Progress
+    from .common import Progress
 
     def fail(text: str, code: int = 2) -> int:
         print(f"seg-perception evaluate: {text}", file=sys.stderr)

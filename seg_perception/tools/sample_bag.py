@@ -152,7 +152,7 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
 
 def run(args) -> int:
     from ..core.bagio import BagError
-    from .process_bag import Progress
+    from .common import Progress
 
     progress = Progress(args.frames, "frames", label="rendering")
     t0 = time.perf_counter()
