@@ -13,5 +13,8 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$VENV/bin/python" -m pip install -q --upgrade pip
 fi
 "$VENV/bin/python" -m pip install -q -r "requirements/$set_name.txt"
+if [ -f "requirements/$set_name-nodeps.txt" ]; then
+  "$VENV/bin/python" -m pip install -q --no-deps -r "requirements/$set_name-nodeps.txt"
+fi
 # the package itself, editable, with its console scripts (camera_seg_node, seg-perception)
 "$VENV/bin/python" -m pip install -q --no-deps -e .

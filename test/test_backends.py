@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from seg_perception.core import export as ex
+from seg_perception.core.backends import tensorrt as trtb
 from seg_perception.core.backends.onnxruntime import OnnxRuntimeBackend
 from seg_perception.core.segmenter import Segmenter, SegmenterError, choose_backend, create_backend
 from seg_perception.tools.bench_backends import bench_backends, format_table, parse_size
@@ -102,8 +103,7 @@ def test_torch_backend_rejects_what_it_cannot_run(model_files, tmp_path):
 def test_auto_selection_explains_itself(model_files):
     onnx_path, ckpt = model_files
     name, why = choose_backend(onnx_path, "auto")
-    import importlib.util
-    if importlib.util.find_spec("tensorrt") is None:
+    if not trtb.tensorrt_installed():
         assert name == "onnxruntime" and "TensorRT not used: tensorrt is not installed" in why
     assert choose_backend(ckpt, "auto")[0] == "torch"
     assert choose_backend(onnx_path, "onnxruntime") == \

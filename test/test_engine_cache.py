@@ -3,7 +3,6 @@ invalidation, sidecars, corrupt files, error paths, the I/O contract check, pars
 and build progress. No fake tensorrt module: versions and GPU facts are plain arguments."""
 
 import dataclasses
-import importlib.util
 import json
 import os
 
@@ -249,7 +248,7 @@ def test_build_progress_throttles_steps_and_can_cancel():
     assert p.step_complete("Building engine", 1) is False  # asks TensorRT to stop
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT present")
+@pytest.mark.skipif(trtb.tensorrt_installed(), reason="TensorRT present")
 def test_tensorrt_unavailable_here_is_a_clear_error(tmp_path):
     usable, why = trtb.tensorrt_usable()
     assert not usable and "tensorrt is not installed" in why
@@ -315,7 +314,7 @@ def test_build_engine_cli_lists_the_cache_and_explains_missing_tensorrt(tmp_path
     assert "corrupt: engine metadata file missing" in out
     assert cli.main(["build-engine", str(tmp_path / "none.onnx")]) == 2
     assert "not found" in capsys.readouterr().err
-    if importlib.util.find_spec("tensorrt") is None:
+    if not trtb.tensorrt_installed():
         model = tmp_path / "m.onnx"
         model.write_bytes(b"x")
         assert cli.main(["build-engine", str(model), "--precision", "fp16"]) == 2

@@ -317,6 +317,8 @@ class Segmenter:
     """A loaded backend plus the frame fitting its model asks for."""
 
     def __init__(self, backend: Backend) -> None:
+        if backend.info is None:
+            raise SegmenterError(f"{backend.model_path}: backend {backend.name} is not loaded")
         self.backend = backend
         self.info: ModelInfo = backend.info
         self._fits: Dict[Tuple[int, int], Fit] = {}
