@@ -209,7 +209,6 @@ class Prepared:
         self.model_input = None
 
 
-MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
 CONFIDENCE_USES = ("grid",) + MASK_GROUPS
 
 

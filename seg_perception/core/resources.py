@@ -9,7 +9,3 @@ DEFAULT_MODEL = os.path.join(DATA_DIR, "models", "camvid_parking_lraspp.onnx")
 DEFAULT_CHECKPOINT = os.path.join(DATA_DIR, "models", "camvid_parking_lraspp.pt")
 DEFAULT_LABEL_FILE = os.path.join(DATA_DIR, "labels", "camvid_parking.yaml")
 FASTDDS_PROFILE = os.path.join(DATA_DIR, "fastdds_shm_udp.xml")
-
-
-def data_path(*parts: str) -> str:
-    return os.path.join(DATA_DIR, *parts)

@@ -8,7 +8,7 @@ import dataclasses
 import math
 from typing import Any, Dict, Optional, Sequence, Tuple
 
-from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
 from ..core.segmenter import BACKENDS
 
@@ -140,21 +140,11 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
         return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
     if values["grid.y_min"] >= values["grid.y_max"]:
         return f"grid.y_min ({values['grid.y_min']}) must be below grid.y_max ({values['grid.y_max']})"
-    cells = ((values["grid.x_max"] - values["grid.x_min"]) / values["grid.resolution"]) * \
-        ((values["grid.y_max"] - values["grid.y_min"]) / values["grid.resolution"])
-    if cells > 25_000_000:
-        return f"grid of {cells:.0f} cells is too large; raise grid.resolution or shrink the extent"
+    from ..core.grid import GridError, GridSpec
+
+    try:  # the size limits live with the grid
+        GridSpec(**{k: float(values[f"grid.{k}"]) for k in
+                    ("resolution", "x_min", "x_max", "y_min", "y_max", "max_range")}).validate()
+    except GridError as exc:
+        return str(exc)
     return None
-
-
-def value_type(spec: Spec) -> int:
-    v = spec.default
-    if isinstance(v, bool):
-        return ParameterType.PARAMETER_BOOL
-    if isinstance(v, int):
-        return ParameterType.PARAMETER_INTEGER
-    if isinstance(v, float):
-        return ParameterType.PARAMETER_DOUBLE
-    if isinstance(v, list):
-        return ParameterType.PARAMETER_DOUBLE_ARRAY
-    return ParameterType.PARAMETER_STRING

@@ -112,10 +112,6 @@ class FrameProcessor:
         if self._grid is not None:
             self._T_grid_body = np.asarray(T_grid_body, dtype=np.float64)
 
-    @property
-    def has_camera_info(self) -> bool:
-        return self._camera is not None
-
     def process(self, msg, wanted: Collection[str], grid_allowed: bool = True) -> Processed:
         """Decode ``msg`` (Image or CompressedImage), run the network, build the wanted outputs.
         Raises core.image.ImageError for a bad frame and SegmenterError when inference fails."""
