@@ -368,3 +368,26 @@ def test_a_closed_latest_slot_drops_what_is_put():
     slot.close()
     slot.put("late")  # e.g. a frame prepared while the node shuts down: its buffer comes back
     assert dropped == ["late"] and slot.get(0.01) == (False, None)
+
+
+def test_camera_info_watch_decides_the_grid_on_its_clock():
+    from seg_perception.core.camera_info_watch import ERROR, OK, WARN, CameraInfoWatch
+
+    now = [100.0]
+    watch = CameraInfoWatch(2.0, clock=lambda: now[0])
+    assert watch.grid_allowed() and not watch.fresh()     # tried before the first: it says why
+    assert watch.grid_status("no CameraInfo received yet", "/cam/camera_info") == (
+        WARN, "no grid: CameraInfo on /cam/camera_info never received")
+    watch.received()
+    now[0] += 1.5
+    assert watch.fresh() and watch.grid_allowed() and watch.grid_status(None, "/c") == (OK, "")
+    assert watch.grid_status("CameraInfo describes 640x480 images", "/c")[0] == ERROR
+    now[0] += 1.0                                          # 2.5 s old: stale
+    assert not watch.fresh() and not watch.grid_allowed()
+    assert watch.grid_status("CameraInfo is stale", "/c") == (WARN, "no grid: CameraInfo on /c last one 2.5 s ago")
+    watch.timeout_s = 0.0                                  # never stale
+    assert watch.fresh() and watch.grid_allowed()
+    # a bag's recorded time, passed explicitly
+    bag = CameraInfoWatch(1.0, clock=lambda: 0.0)
+    bag.received(10.0)
+    assert bag.grid_allowed(10.9) and not bag.grid_allowed(11.2)

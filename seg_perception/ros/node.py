@@ -32,6 +32,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
+from ..core.camera_info_watch import OK, WARN, CameraInfoWatch
 from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
@@ -64,7 +65,7 @@ class CameraSegNode(Node):
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
         self.label_path = self.p["label_file"] or resources.DEFAULT_LABEL_FILE
         self._last_log: Dict[str, float] = {}
-        self._last_camera_info = None  # monotonic time of the last CameraInfo
+        self.info_watch = CameraInfoWatch(self.p["camera_info_timeout"])  # monotonic clock
         self._latest_info = None
         self._idle = False
         self._grid_builds = 0  # cell->pixel lookup tables built (first frame, new size, new pose)
@@ -285,6 +286,7 @@ class CameraSegNode(Node):
         processor.pipeline.overlay_max_width = int(p["overlay_max_width"])
         processor.pipeline.max_image_pixels = int(p["max_image_pixels"])
         processor.pipeline.set_min_confidence(min_confidence_of(p))
+        self.info_watch.timeout_s = float(p["camera_info_timeout"])
         if pose_changed and p["camera_pose.source"] == "parameters":
             processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
 
@@ -321,7 +323,7 @@ class CameraSegNode(Node):
             self.stats.on_dropped()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._last_camera_info = time.monotonic()
+        self.info_watch.received()
         self._latest_info = msg  # the worker applies it when the model has loaded
         processor = self.processor
         if processor is not None:
@@ -439,33 +441,23 @@ class CameraSegNode(Node):
                 wanted = [n for n in wanted if n != GRID_OUTPUT]
                 self.stats.report("grid", diag.ERROR, f"no grid: {tf_error}")
                 self._log("grid", "error", f"no grid: {tf_error}")
-        timeout = self.p["camera_info_timeout"]
-        fresh = (self._last_camera_info is not None and
-                 (timeout <= 0 or time.monotonic() - self._last_camera_info <= timeout))
-        result = self.processor.finish(inferred, wanted, grid_allowed=fresh or self._last_camera_info is None,
+        result = self.processor.finish(inferred, wanted, grid_allowed=self.info_watch.grid_allowed(),
                                        publish=lambda name, msg: self.pubs[name].publish(msg))
         self.stats.clear("frame")
         self.stats.clear("worker")  # a frame went all the way through: restarted workers work
         if GRID_OUTPUT in wanted:
-            self._grid_status(result, fresh)
+            self._grid_status(result)
         self.stats.on_processed(time.monotonic() - t_received, result.timings)
 
-    def _grid_status(self, result, fresh: bool) -> None:
+    def _grid_status(self, result) -> None:
         if result.grid_rebuilt:
             self._grid_builds += 1
-        err = result.grid_error
-        if err is None:
+        state, text = self.info_watch.grid_status(result.grid_error, self.info_topic)
+        if state == OK:
             self.stats.clear("grid")
             return
-        if self._last_camera_info is None or not fresh:
-            age = ("never received" if self._last_camera_info is None else
-                   f"last one {time.monotonic() - self._last_camera_info:.1f} s ago")
-            text = f"no grid: CameraInfo on {self.info_topic} {age}"
-            level = diag.WARN
-        else:
-            text, level = f"no grid: {err}", diag.ERROR
-        self.stats.report("grid", level, text)
-        self._log("grid", "warn" if level == diag.WARN else "error", text)
+        self.stats.report("grid", diag.WARN if state == WARN else diag.ERROR, text)
+        self._log("grid", state, text)
 
     # ---------------------------------------------------------------- diagnostics and logs
     def _frame_error(self, log_kind: str, text: str) -> None:

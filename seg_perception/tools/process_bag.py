@@ -117,6 +117,7 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from ..core import bagio
+    from ..core.camera_info_watch import CameraInfoWatch
     from ..core.image import ImageError
     from ..ros.processing import GRID_OUTPUT, build_processor
 
@@ -154,8 +155,8 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
             "video_error": None}
         out_storage = storage or reader.storage
         progress = Progress(total, "frames", stream=sys.stderr, enabled=show_progress)
-        timeout_ns = int(float(params["camera_info_timeout"]) * 1e9)
-        last_info_t: Optional[int] = None
+        # recorded time, in seconds: a bag replays its own clock
+        info_watch = CameraInfoWatch(float(params["camera_info_timeout"]), clock=lambda: 0.0)
         t_start = time.perf_counter()
         try:
             with bagio.BagWriter(out_path, out_storage, overwrite=overwrite) as writer:
@@ -173,7 +174,7 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                 if info_topic is not None:  # the first CameraInfo applies from the first frame
                     for _, t, raw in reader.messages([info_topic]):
                         processor.set_camera_info(deserialize_message(raw, CameraInfo))
-                        last_info_t = t
+                        info_watch.received(t / 1e9)
                         break
                 done = 0
                 try:
@@ -184,14 +185,14 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                             writer.write(copy_conns[conn.topic], t, raw)
                         if conn.topic == info_topic:
                             processor.set_camera_info(deserialize_message(raw, CameraInfo))
-                            last_info_t = t
+                            info_watch.received(t / 1e9)
                             continue
                         if conn.topic != image_topic:
                             continue
                         msg = deserialize_message(raw, image_cls)
-                        fresh = last_info_t is not None and (timeout_ns <= 0 or t - last_info_t <= timeout_ns)
                         try:
-                            result = processor.process(msg, wanted, grid_allowed=fresh or last_info_t is None)
+                            result = processor.process(msg, wanted,
+                                                       grid_allowed=info_watch.grid_allowed(t / 1e9))
                         except Exception as exc:  # ImageError for a bad frame, SegmenterError
                             stats["frames_failed"] += 1
                             if stats["first_error"] is None:
