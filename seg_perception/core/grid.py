@@ -543,3 +543,20 @@ class GroundGrid:
                         borderMode=cv2.BORDER_CONSTANT, borderValue=_SEEN_NOTHING)
         cv2.bitwise_or(near, far, dst=near)
         return cv2.LUT(near, self._rule).view(np.int8)
+
+
+def body_pose_from_optical(translation, quaternion_xyzw) -> np.ndarray:
+    """4x4 grid_frame <- camera body frame, from a transform grid_frame <- camera optical frame
+    (what TF holds for an image's frame_id: z forward, x right, y down)."""
+    x, y, z, w = (float(v) for v in quaternion_xyzw)
+    n = (x * x + y * y + z * z + w * w) ** 0.5
+    if not n > 0:
+        raise ValueError("zero quaternion")
+    x, y, z, w = x / n, y / n, z / n, w / n
+    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    T = np.eye(4)
+    T[:3, :3] = R @ R_BODY_OPTICAL.T  # R_grid_optical = R_grid_body @ R_BODY_OPTICAL
+    T[:3, 3] = [float(v) for v in translation]
+    return T

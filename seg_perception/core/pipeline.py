@@ -211,6 +211,14 @@ class Prepared:
 
 CONFIDENCE_USES = ("grid",) + MASK_GROUPS
 
+# The outputs a frame can give, by the names of their topics (~/<name>), in publishing order:
+# masks first (planners need them soonest), the overlay for eyes last, then the grid.
+MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
+CONFIDENCE_OUTPUT = "confidence"
+IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", CONFIDENCE_OUTPUT, "overlay")
+GRID_OUTPUT = "drivable_grid"
+OUTPUTS = IMAGE_OUTPUTS + (GRID_OUTPUT,)
+
 
 def confidence_level(min_confidence: float) -> int:
     """The uint8 confidence a pixel needs to meet a threshold in [0, 1]."""

@@ -38,9 +38,11 @@ from ..core.image import ImageError
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from . import diagnostics as diag
 from .dds_profile import apply_default_profile
-from .parameters import SPECS, check, check_all, descriptor
-from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, body_pose_from_optical, build_processor, \
-    min_confidence_of, opencv_threads
+from ..core.grid import body_pose_from_optical
+from ..core.parameters import SPECS, check, check_all, min_confidence_of
+from ..core.threads import opencv_threads
+from .parameters import descriptor
+from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, build_processor
 
 NODE_NAME = "camera_seg"
 # A worker thread that fails (a bug: per-frame errors are handled inside it) is restarted; one

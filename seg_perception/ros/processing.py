@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import os
 import time
 from typing import Callable, Collection, Dict, Optional, Tuple
 
@@ -17,17 +16,16 @@ from sensor_msgs.msg import CameraInfo
 
 from ..core import resources
 from ..core.image import Frame
-from ..core.labels import MASK_GROUPS, load_label_file
-from ..core.pipeline import SegmentationPipeline, StageTimer
+from ..core.labels import load_label_file
+from ..core.pipeline import (CONFIDENCE_OUTPUT, GRID_OUTPUT, IMAGE_OUTPUTS, MASK_OUTPUTS,  # noqa: F401
+                             OUTPUTS, SegmentationPipeline, StageTimer)
+from ..core.grid import body_pose_from_optical  # noqa: F401  (re-exported)
+from ..core.parameters import default_parameters, load_parameters_file, min_confidence_of  # noqa: F401
 from ..core.segmenter import Segmenter
+from ..core.threads import inference_threads, opencv_threads  # noqa: F401
 from .conversions import camera_model_from_msg, copy_header, frame_from_msg, image_msg, \
     image_msg_from_buffer, occupancy_grid_msg
 
-MASK_OUTPUTS = tuple(f"{g}_mask" for g in MASK_GROUPS)
-CONFIDENCE_OUTPUT = "confidence"
-IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", CONFIDENCE_OUTPUT, "overlay")
-GRID_OUTPUT = "drivable_grid"
-OUTPUTS = IMAGE_OUTPUTS + (GRID_OUTPUT,)
 
 
 @dataclasses.dataclass
@@ -71,8 +69,9 @@ class FrameProcessor:
     messages across frames must leave this off)."""
 
     def __init__(self, pipeline: SegmentationPipeline, grid: Optional[GridSettings] = None,
-                 reuse_buffers: bool = False) -> None:
+                 reuse_buffers: bool = False, model_path: str = "", label_path: str = "") -> None:
         self.pipeline = pipeline
+        self.model_path, self.label_path = model_path, label_path  # what was loaded (diagnostics)
         self.reuse_buffers = reuse_buffers
         self._buffers: Dict[str, array.array] = {}
         self.grid_settings = grid
@@ -231,87 +230,6 @@ class FrameProcessor:
         timer.add("to_msg", time.perf_counter() - t1)
 
 
-def default_parameters() -> Dict[str, object]:
-    """The node's parameter defaults (as in config/camera_seg.yaml)."""
-    from .parameters import SPECS
-
-    return {spec.name: (list(spec.default) if isinstance(spec.default, list) else spec.default)
-            for spec in SPECS}
-
-
-def load_parameters_file(path: str, node_name: str = "camera_seg") -> Dict[str, object]:
-    """Node parameters from a ROS 2 params file (``/**`` or the node's name), flattened with dots,
-    over the defaults; validated like the node validates them."""
-    import yaml
-
-    from .parameters import check_all
-
-    with open(path, "r", encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
-    values = default_parameters()
-    for key in ("/**", node_name, "/" + node_name):
-        section = (doc.get(key) or {}).get("ros__parameters")
-        if section:
-            values.update(_flatten(section))
-    reason = check_all(values)
-    if reason:
-        raise ValueError(f"invalid parameter in {path}: {reason}")
-    return values
-
-
-def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def body_pose_from_optical(translation, quaternion_xyzw) -> np.ndarray:
-    """4x4 grid_frame <- camera body frame, from a transform grid_frame <- camera optical frame
-    (what TF holds for an image's frame_id: z forward, x right, y down)."""
-    from ..core.grid import R_BODY_OPTICAL
-
-    x, y, z, w = (float(v) for v in quaternion_xyzw)
-    n = (x * x + y * y + z * z + w * w) ** 0.5
-    if not n > 0:
-        raise ValueError("zero quaternion")
-    x, y, z, w = x / n, y / n, z / n, w / n
-    R = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-    T = np.eye(4)
-    T[:3, :3] = R @ R_BODY_OPTICAL.T  # R_grid_optical = R_grid_body @ R_BODY_OPTICAL
-    T[:3, 3] = [float(v) for v in translation]
-    return T
-
-
-def inference_threads(num_threads: int) -> int:
-    """The CPU threads the network gets: the parameter, or for 0 every core but one, which stays
-    for the node's own work (decoding, outputs, DDS) so the two run side by side."""
-    if num_threads > 0:
-        return int(num_threads)
-    return max(1, (os.cpu_count() or 2) - 1)
-
-
-def opencv_threads(backend_device: str, num_threads: int) -> int:
-    """OpenCV threads for the node's own image work (resize, masks, overlay): the cores the
-    network leaves free. Measured on 2 cores: with OpenCV's default pool its worker took the
-    network's core often enough to cost a tenth of the node's rate."""
-    cores = os.cpu_count() or 2
-    used = inference_threads(num_threads) if backend_device == "cpu" else 0
-    return max(1, cores - used)
-
-
-def min_confidence_of(p: Dict[str, object]) -> Dict[str, float]:
-    """The pipeline's per-use thresholds from the min_confidence.* parameters."""
-    from ..core.pipeline import CONFIDENCE_USES
-
-    return {use: float(p[f"min_confidence.{use}"]) for use in CONFIDENCE_USES}
-
-
 def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = False) -> FrameProcessor:
     """The node's FrameProcessor from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
@@ -335,12 +253,11 @@ def build_processor(p: Dict[str, object], progress=None, reuse_buffers: bool = F
             spec.validate()
             grid = GridSettings(spec, p["grid.frame_id"], tuple(p["camera_pose.xyz"]),
                                 tuple(p["camera_pose.rpy"]))
-        processor = FrameProcessor(pipeline, grid, reuse_buffers=reuse_buffers)
+        return FrameProcessor(pipeline, grid, reuse_buffers=reuse_buffers, model_path=model_path,
+                              label_path=label_path)
     except Exception:
         segmenter.release()
         raise
-    processor.model_path, processor.label_path = model_path, label_path
-    return processor
 
 
 def _same_camera(a: CameraInfo, b: CameraInfo) -> bool:

@@ -223,7 +223,7 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     with the node's thread budget (num_threads from the same parameters)."""
     from ..core.sample import SampleCamera, render_frame
     from ..core.segmenter import Segmenter
-    from ..ros.processing import inference_threads
+    from ..core.threads import inference_threads
     from ..core import resources
     from .common import node_parameters, parse_param_overrides
 

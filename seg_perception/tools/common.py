@@ -105,8 +105,7 @@ def parse_param_overrides(items: Sequence[str]) -> Dict[str, object]:
 
 def node_parameters(params_file: Optional[str], overrides: Dict[str, object]) -> Dict[str, object]:
     """The node's parameters: defaults, then the params file, then -p overrides; validated."""
-    from ..ros.parameters import SPEC_BY_NAME, check_all
-    from ..ros.processing import default_parameters, load_parameters_file
+    from ..core.parameters import SPEC_BY_NAME, check_all, default_parameters, load_parameters_file
 
     values = load_parameters_file(params_file) if params_file else default_parameters()
     for name, value in overrides.items():

@@ -23,7 +23,7 @@ MASK_TINTS = {"road": (40, 220, 60), "parking": (40, 110, 255), "pedestrian": (2
 
 
 def default_thresholds() -> Dict[str, float]:
-    from ..ros.parameters import SPECS
+    from ..core.parameters import SPECS
 
     return {s.name.split(".", 1)[1]: float(s.default) for s in SPECS
             if s.name.startswith("min_confidence.")}

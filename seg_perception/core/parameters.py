@@ -1,0 +1,173 @@
+"""The node's parameters, without ROS: one table with types, defaults, ranges, choices and
+whether a change needs a restart (read-only), the checks, and the ROS 2 params-file loader.
+A bad value is rejected with a reason and nothing of that update is applied. ros/parameters.py
+turns the table into parameter descriptors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+from .segmenter import BACKENDS
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    range: Optional[Tuple[float, float]] = None
+    choices: Optional[Sequence[str]] = None
+    length: Optional[int] = None  # for arrays
+
+
+SPECS = (
+    Spec("model", "", "Model file: .onnx (ONNX Runtime, or TensorRT via the engine cache), "
+         ".engine/.plan (TensorRT), .pt (PyTorch). Empty: the packaged default model."),
+    Spec("label_file", "", "YAML label file grouping the model's class names into road, "
+         "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged default."),
+    Spec("backend", "auto", "Inference backend; auto prefers TensorRT on a GPU, then ONNX Runtime, "
+         "then PyTorch.", choices=BACKENDS),
+    Spec("num_threads", 0, "CPU threads for inference (0: every core but one, which stays for "
+         "decoding, outputs and DDS).", range=(0, 256)),
+    Spec("output_niceness", 5, "Niceness (Linux) of the thread that builds and publishes the "
+         "outputs: with few cores the network's thread keeps its core and the outputs fill the "
+         "gaps. 0: same priority as the network.", range=(0, 19)),
+    Spec("image_transport", "raw", "raw: subscribe sensor_msgs/Image on 'image'; compressed: "
+         "sensor_msgs/CompressedImage on the resolved 'image' topic + '/compressed'.",
+         choices=("raw", "compressed")),
+    Spec("input_qos.reliability", "auto", "QoS reliability of the image and camera_info "
+         "subscriptions. auto: reliable when every publisher is reliable (full-HD frames from a "
+         "reliable camera arrive intact), else best_effort; best_effort matches any camera.",
+         choices=("auto", "best_effort", "reliable")),
+    Spec("input_qos.depth", 1, "Queue depth of the input subscriptions.", range=(1, 100)),
+    Spec("overlay_alpha", 0.5, "Weight of the class colours in ~/overlay.", read_only=False,
+         range=(0.0, 1.0)),
+    Spec("overlay_max_width", 960, "~/overlay is shrunk to at most this width (same aspect "
+         "ratio): it is for eyes, and a full-HD overlay costs 4x the bytes. 0: the image's size.",
+         read_only=False, range=(0, 16384)),
+    Spec("max_image_pixels", 4096 * 3072, "Frames with more pixels (width x height) are rejected "
+         "with an error: memory grows to fit the largest frame (DDS keeps its buffers at that size), "
+         "so one stray huge frame must not cost it for good. 0: no limit.", read_only=False,
+         range=(0, 1 << 30)),
+    Spec("min_confidence.grid", 0.5, "Pixels whose confidence (largest softmax probability) is "
+         "below this are unknown to ~/drivable_grid: the cells they show stay -1, never drivable "
+         "on a guess. 0: every pixel counts. A model without a confidence output ignores it. "
+         "Defaults chosen for the shipped model (docs/model_card.md).",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.road", 0.5, "~/road_mask leaves out pixels below this confidence.",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.pedestrian", 0.3, "~/pedestrian_mask leaves out pixels below this "
+         "confidence. Keep it low: a probable pedestrian must not vanish from the mask.",
+         read_only=False, range=(0.0, 1.0)),
+    Spec("min_confidence.parking", 0.7, "~/parking_mask leaves out pixels below this "
+         "confidence.", read_only=False, range=(0.0, 1.0)),
+    Spec("diagnostics_period", 1.0, "Seconds between /diagnostics messages.", range=(0.05, 60.0)),
+    Spec("log_throttle_sec", 5.0, "At most one log line per error kind in this many seconds.",
+         read_only=False, range=(0.0, 3600.0)),
+    Spec("camera_info_timeout", 2.0, "The grid stops (WARN) when no CameraInfo arrived for this "
+         "many seconds; 0 disables the check.", read_only=False, range=(0.0, 3600.0)),
+    Spec("grid.enabled", True, "Publish ~/drivable_grid (nav_msgs/OccupancyGrid)."),
+    Spec("grid.frame_id", "base_link", "Frame of the grid and of camera_pose."),
+    Spec("grid.resolution", 0.1, "Grid cell size, m.", range=(0.01, 5.0)),
+    Spec("grid.x_min", 0.0, "Grid extent behind/ahead, m (x forward).", range=(-1000.0, 1000.0)),
+    Spec("grid.x_max", 40.0, "Grid extent ahead, m.", range=(-1000.0, 1000.0)),
+    Spec("grid.y_min", -20.0, "Grid extent to the right, m (y left).", range=(-1000.0, 1000.0)),
+    Spec("grid.y_max", 20.0, "Grid extent to the left, m.", range=(-1000.0, 1000.0)),
+    Spec("grid.max_range", 40.0, "Ground farther than this from the camera is unknown, m.",
+         range=(0.1, 1000.0)),
+    Spec("camera_pose.source", "parameters", "Where the camera pose comes from: parameters "
+         "(camera_pose.xyz/rpy) or tf (grid.frame_id <- the image's frame_id, needs tf2_ros).",
+         choices=("parameters", "tf")),
+    Spec("camera_pose.xyz", [0.0, 0.0, 1.5], "Camera body frame position in grid.frame_id, m.",
+         read_only=False, length=3),
+    Spec("camera_pose.rpy", [0.0, 0.0, 0.0], "Camera body frame roll, pitch, yaw in grid.frame_id, "
+         "rad (REP 103 body frame: x forward, y left, z up).", read_only=False, length=3),
+    Spec("engine.cache_dir", "", "TensorRT engine cache directory (empty: the user's cache dir)."),
+    Spec("engine.build_if_missing", True, "Build a TensorRT engine at start when none is cached."),
+    Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=("fp32", "fp16", "int8")),
+)
+SPEC_BY_NAME = {s.name: s for s in SPECS}
+
+
+def check(name: str, value: Any) -> Optional[str]:
+    """The reason ``value`` is not valid for parameter ``name``, or None."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is None:
+        return None
+    if spec.choices and value not in spec.choices:
+        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    if spec.length:
+        vals = list(value) if value is not None else []
+        if len(vals) != spec.length or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
+            return f"{name} must be {spec.length} finite numbers, got {vals!r}"
+    if spec.range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = spec.range
+        if not (lo <= value <= hi) or (isinstance(value, float) and not math.isfinite(value)):
+            return f"{name} must be within [{lo}, {hi}], got {value!r}"
+    return None
+
+
+def check_all(values: Dict[str, Any]) -> Optional[str]:
+    """Checks between parameters (after each one passed check())."""
+    for name, value in values.items():
+        reason = check(name, value)
+        if reason:
+            return reason
+    if not str(values["grid.frame_id"]).strip():
+        return "grid.frame_id must name a frame"
+    if values["grid.x_min"] >= values["grid.x_max"]:
+        return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
+    if values["grid.y_min"] >= values["grid.y_max"]:
+        return f"grid.y_min ({values['grid.y_min']}) must be below grid.y_max ({values['grid.y_max']})"
+    from .grid import GridError, GridSpec
+
+    try:  # the size limits live with the grid
+        GridSpec(**{k: float(values[f"grid.{k}"]) for k in
+                    ("resolution", "x_min", "x_max", "y_min", "y_max", "max_range")}).validate()
+    except GridError as exc:
+        return str(exc)
+    return None
+
+
+def default_parameters() -> Dict[str, object]:
+    """The node's parameter defaults (as in config/camera_seg.yaml)."""
+    return {spec.name: (list(spec.default) if isinstance(spec.default, list) else spec.default)
+            for spec in SPECS}
+
+
+def load_parameters_file(path: str, node_name: str = "camera_seg") -> Dict[str, object]:
+    """Node parameters from a ROS 2 params file (``/**`` or the node's name), flattened with dots,
+    over the defaults; validated like the node validates them."""
+    import yaml
+
+    with open(path, "r", encoding="utf-8") as f:
+        doc = yaml.safe_load(f) or {}
+    values = default_parameters()
+    for key in ("/**", node_name, "/" + node_name):
+        section = (doc.get(key) or {}).get("ros__parameters")
+        if section:
+            values.update(_flatten(section))
+    reason = check_all(values)
+    if reason:
+        raise ValueError(f"invalid parameter in {path}: {reason}")
+    return values
+
+
+def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
+    out: Dict[str, object] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def min_confidence_of(p: Dict[str, object]) -> Dict[str, float]:
+    """The pipeline's per-use thresholds from the min_confidence.* parameters."""
+    from .pipeline import CONFIDENCE_USES
+
+    return {use: float(p[f"min_confidence.{use}"]) for use in CONFIDENCE_USES}
