@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import shutil
-import signal
-import subprocess
-import sys
 import threading
 import time
 from typing import Callable, Dict, List, Optional
@@ -21,6 +17,8 @@ import rclpy
 from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from seg_perception.tools import node_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS_FILE = os.path.join(REPO, "config", "camera_seg.yaml")
@@ -64,57 +62,17 @@ def ros_env(domain_id: int, log_dir: str) -> Dict[str, str]:
     return env
 
 
-def node_executable() -> str:
-    exe = os.path.join(os.path.dirname(sys.executable), "camera_seg_node")
-    return exe if os.path.exists(exe) else shutil.which("camera_seg_node")
-
-
-def _param_text(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(repr(float(v)) for v in value) + "]"
-    return str(value)
-
-
-class NodeProcess:
-    """camera_seg_node started through its console script with the shipped params file."""
+class NodeProcess(node_process.NodeProcess):
+    """camera_seg_node started through its console script with the shipped params file, in the
+    test's own ROS domain and log folder (the same launcher the demo and benchmarks use)."""
 
     def __init__(self, domain_id: int, log_dir: str, params: Optional[Dict[str, object]] = None,
                  remaps: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
                  params_file: str = PARAMS_FILE) -> None:
-        cmd = [node_executable(), "--ros-args", "--params-file", params_file]
-        for k, v in (params or {}).items():
-            cmd += ["-p", f"{k}:={_param_text(v)}"]
-        for k, v in (remaps or {}).items():
-            cmd += ["-r", f"{k}:={v}"]
         full_env = ros_env(domain_id, log_dir)
         full_env.update(env or {})
-        self.log_path = os.path.join(log_dir, f"node_{time.monotonic_ns()}.log")
-        self._log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
-
-    def log(self) -> str:
-        if not self._log.closed:
-            self._log.flush()
-        with open(self.log_path) as f:
-            return f.read()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 10.0) -> Optional[int]:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-                self._log.close()
-                return None
-        self._log.close()
-        return self.proc.returncode
+        super().__init__(params_file, params or {}, remaps, full_env,
+                         log_path=os.path.join(log_dir, f"node_{time.monotonic_ns()}.log"))
 
 
 class Collector:

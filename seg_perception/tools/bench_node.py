@@ -21,12 +21,13 @@ import os
 import signal
 import statistics
 import struct
-import subprocess
 import threading
 import time
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from .node_process import NodeProcess
 
 OUTPUT_NAMES = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay", "drivable_grid")
 
@@ -52,39 +53,25 @@ def _stamp_ns(raw: bytes) -> int:
     return sec * 10 ** 9 + nsec
 
 
-class NodeUnderTest:
+class NodeUnderTest(NodeProcess):
+    """The node as its own process, on the sample camera's pose, fed by Harness."""
+
     def __init__(self, args, extra_params: Optional[List[str]] = None, log_path: str = "") -> None:
-        from .demo import _node_command, _params_file
         from ..core.sample import SampleCamera
 
         w, h = (int(v) for v in args.size.lower().split("x"))
         self.cam = SampleCamera(width=w, height=h)
-        cmd = _node_command() + ["--ros-args", "--params-file", _params_file(args.params_file),
-                                 "-p", f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
-                                 "-p", f"camera_pose.rpy:={list(self.cam.pose_rpy)}",
-                                 "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
-        for extra in list(args.param) + list(extra_params or []):
-            cmd += ["-p", extra]
-        env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
-        self.log_path = log_path or f"/tmp/seg_bench_node_{os.getpid()}.log"
-        self.proc = subprocess.Popen(cmd, env=env, stdout=open(self.log_path, "w"), stderr=subprocess.STDOUT)
+        params = [f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
+                  f"camera_pose.rpy:={list(self.cam.pose_rpy)}"]
+        params += list(args.param) + list(extra_params or [])
+        super().__init__(args.params_file, params,
+                         {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
+                         {"ROS_DOMAIN_ID": str(args.domain_id),
+                          "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
+                         log_path or f"/tmp/seg_bench_node_{os.getpid()}.log")
 
-    def rss_mb(self) -> float:
-        with open(f"/proc/{self.proc.pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024.0
-        return float("nan")
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
+    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> Optional[int]:
+        return super().stop(sig, timeout)
 
 
 class Harness:

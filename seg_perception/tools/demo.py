@@ -13,13 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
-import signal
-import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List
+from typing import Dict
 
 import numpy as np
 
@@ -39,30 +36,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "42")))
 
 
-def _params_file(arg) -> str:
-    if arg:
-        return arg
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    candidates = [os.path.join(here, "config", "camera_seg.yaml")]
-    try:
-        from ament_index_python.packages import get_package_share_directory
-
-        candidates.append(os.path.join(get_package_share_directory("seg_perception"), "config", "camera_seg.yaml"))
-    except Exception:  # not installed through colcon
-        pass
-    for c in candidates:
-        if os.path.isfile(c):
-            return c
-    raise SystemExit("cannot find config/camera_seg.yaml; pass --params-file")
-
-
-def _node_command() -> List[str]:
-    exe = os.path.join(os.path.dirname(sys.executable), "camera_seg_node")
-    if not os.path.exists(exe):
-        exe = shutil.which("camera_seg_node") or ""
-    return [exe] if exe else [sys.executable, "-m", "seg_perception.ros.node"]
-
-
 def run(args) -> int:
     from diagnostic_msgs.msg import DiagnosticArray
     from nav_msgs.msg import OccupancyGrid
@@ -73,6 +46,7 @@ def run(args) -> int:
     from ..ros.participant import Participant
     from ..ros.processing import IMAGE_OUTPUTS
     from ..ros.sample_stream import pose_parameters
+    from .node_process import NodeProcess
     from .replay import Player
     from . import pictures
 
@@ -87,18 +61,14 @@ def run(args) -> int:
     else:
         cam = SampleCamera()
 
-    env = dict(os.environ, ROS_DOMAIN_ID=str(args.domain_id), PYTHONUNBUFFERED="1",
-               ROS_AUTOMATIC_DISCOVERY_RANGE=os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST"))
+    env = {"ROS_DOMAIN_ID": str(args.domain_id), "PYTHONUNBUFFERED": "1",
+           "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")}
     xyz, rpy = pose_parameters(cam)
-    cmd = _node_command() + ["--ros-args", "--params-file", _params_file(args.params_file),
-                             "-p", "use_sim_time:=true",
-                             "-p", f"camera_pose.xyz:={xyz}", "-p", f"camera_pose.rpy:={rpy}",
-                             "-r", "image:=/camera/image_raw", "-r", "camera_info:=/camera/camera_info"]
-    for extra in args.param:
-        cmd += ["-p", extra]
-    log_path = os.path.join(args.out, "node.log")
-    print("starting: " + " ".join(cmd), flush=True)
-    node_proc = subprocess.Popen(cmd, env=env, stdout=open(log_path, "w"), stderr=subprocess.STDOUT)
+    params = ["use_sim_time:=true", f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(args.param)
+    node = NodeProcess(args.params_file, params,
+                       {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"}, env,
+                       log_path=os.path.join(args.out, "node.log"))
+    print("starting: " + " ".join(node.cmd), flush=True)
 
     # this process is the camera: no DDS profile of ours (like a camera driver)
     os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
@@ -128,7 +98,7 @@ def run(args) -> int:
         player = Player(bag, context=participant.context, log=lambda text: None)
         image_topic = "/camera/image_raw"
         end = time.monotonic() + 30.0
-        while time.monotonic() < end and node_proc.poll() is None:
+        while time.monotonic() < end and node.alive():
             if player.wait_for_subscribers([image_topic], timeout=0.5) == [] and all(
                     peer.count_publishers(f"/camera_seg/{n}") for n in received):
                 break
@@ -144,11 +114,7 @@ def run(args) -> int:
     finally:
         if player is not None:
             player.close()
-        node_proc.send_signal(signal.SIGINT)
-        try:
-            node_proc.wait(10)
-        except subprocess.TimeoutExpired:
-            node_proc.kill()
+        node.stop()
         participant.close()
 
     status = {}
@@ -193,5 +159,5 @@ def run(args) -> int:
     if ok:
         print(f"pictures and summary in {os.path.abspath(args.out)}/ (demo.png shows them side by side)")
         return 0
-    print(f"some outputs never arrived; node log: {log_path}", file=sys.stderr)
+    print(f"some outputs never arrived; node log: {node.log_path}", file=sys.stderr)
     return 1
