@@ -113,12 +113,11 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
     """Process ``in_path`` into ``out_path``; returns counts and timings. Raises BagError for a
     bag that cannot be read or written (naming it), and the build errors of the processor."""
     import numpy as np
-    from rclpy.serialization import deserialize_message, serialize_message
+    from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from ..core import bagio
     from ..core.camera_info_watch import CameraInfoWatch
-    from ..core.image import ImageError
     from ..ros.processing import GRID_OUTPUT, build_processor
 
     remaps = remaps or {}
@@ -165,12 +164,7 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                     for name, info in topics.items():
                         copy_conns[name] = writer.copy_topic(info, remaps.get(name, name))
                     stats["copied_topics"] = sorted(remaps.get(n, n) for n in copy_conns)
-                out_qos = bagio.TopicQos("reliable", "volatile", "keep_last", 1)  # as the node offers
-                out_conns = {}
-                for name in outputs:
-                    msgtype = bagio.OCCUPANCY_GRID if name == GRID_OUTPUT else bagio.IMAGE
-                    out_conns[name] = writer.add_topic(_topic(name), msgtype, out_qos)
-                    stats["written"][_topic(name)] = 0
+                out_conns = _add_output_topics(writer, outputs, _topic, stats)
                 if info_topic is not None:  # the first CameraInfo applies from the first frame
                     for _, t, raw in reader.messages([info_topic]):
                         processor.set_camera_info(deserialize_message(raw, CameraInfo))
@@ -190,25 +184,10 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                         if conn.topic != image_topic:
                             continue
                         msg = deserialize_message(raw, image_cls)
-                        try:
-                            result = processor.process(msg, wanted,
-                                                       grid_allowed=info_watch.grid_allowed(t / 1e9))
-                        except Exception as exc:  # ImageError for a bad frame, SegmenterError
-                            stats["frames_failed"] += 1
-                            if stats["first_error"] is None:
-                                kind = "bad image" if isinstance(exc, ImageError) else "processing failed"
-                                stats["first_error"] = f"{kind} at t={t / 1e9:.3f} s: {exc}"
-                        else:
-                            stats["frames_processed"] += 1
-                            for stage, sec in result.timings.items():
-                                stats["stage_seconds"][stage] = stats["stage_seconds"].get(stage, 0.0) + sec
-                            for name, out_msg in result.messages.items():
-                                if name in out_conns:
-                                    writer.write(out_conns[name], t, serialize_message(out_msg))
-                                    stats["written"][_topic(name)] += 1
-                            if GRID_OUTPUT in wanted and result.grid_error is not None:
-                                stats["grid_missing"] += 1
-                                stats["grid_error"] = stats["grid_error"] or result.grid_error
+                        result = _process_frame(processor, msg, wanted, info_watch.grid_allowed(t / 1e9),
+                                                t, stats)
+                        if result is not None:
+                            _write_result(writer, out_conns, _topic, result, t, wanted, stats)
                             if renderer is not None:
                                 _render(renderer, result, np, t - reader.start_time, done)
                         done += 1
@@ -229,6 +208,56 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
         stats["seconds"] = time.perf_counter() - t_start
         stats["storage"] = out_storage
     return stats
+
+
+def _add_output_topics(writer, outputs: Sequence[str], topic_of, stats: Dict[str, object]) -> Dict[str, object]:
+    """One output connection per wanted output, with the QoS the node offers."""
+    from ..core import bagio
+    from ..ros.processing import GRID_OUTPUT
+
+    out_qos = bagio.TopicQos("reliable", "volatile", "keep_last", 1)
+    conns = {}
+    for name in outputs:
+        msgtype = bagio.OCCUPANCY_GRID if name == GRID_OUTPUT else bagio.IMAGE
+        conns[name] = writer.add_topic(topic_of(name), msgtype, out_qos)
+        stats["written"][topic_of(name)] = 0
+    return conns
+
+
+def _process_frame(processor, msg, wanted: Sequence[str], grid_allowed: bool, t: int,
+                   stats: Dict[str, object]):
+    """The node's processing of one frame; a bad frame or a failed inference is counted (the
+    first error kept) and gives None, as the node publishes nothing for it."""
+    from ..core.image import ImageError
+
+    try:
+        result = processor.process(msg, wanted, grid_allowed=grid_allowed)
+    except Exception as exc:  # ImageError for a bad frame, SegmenterError
+        stats["frames_failed"] += 1
+        if stats["first_error"] is None:
+            kind = "bad image" if isinstance(exc, ImageError) else "processing failed"
+            stats["first_error"] = f"{kind} at t={t / 1e9:.3f} s: {exc}"
+        return None
+    stats["frames_processed"] += 1
+    for stage, sec in result.timings.items():
+        stats["stage_seconds"][stage] = stats["stage_seconds"].get(stage, 0.0) + sec
+    return result
+
+
+def _write_result(writer, out_conns, topic_of, result, t: int, wanted: Sequence[str],
+                  stats: Dict[str, object]) -> None:
+    """Write a frame's output messages at the input's receive time and count a missing grid."""
+    from rclpy.serialization import serialize_message
+
+    from ..ros.processing import GRID_OUTPUT
+
+    for name, out_msg in result.messages.items():
+        if name in out_conns:
+            writer.write(out_conns[name], t, serialize_message(out_msg))
+            stats["written"][topic_of(name)] += 1
+    if GRID_OUTPUT in wanted and result.grid_error is not None:
+        stats["grid_missing"] += 1
+        stats["grid_error"] = stats["grid_error"] or result.grid_error
 
 
 def _frame_rate(reader, image_topic: str, topics) -> float:
