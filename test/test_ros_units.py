@@ -99,3 +99,36 @@ def test_camera_body_pose_from_a_tf_optical_frame_transform():
     q_body = _qmul(q_yaw, q_pitch)  # fixed-axis roll-pitch-yaw: R = Rz(yaw) Ry(pitch) Rx(roll)
     T = body_pose_from_optical((0.5, 0.0, 1.4), _qmul(q_body, q_optical))
     np.testing.assert_allclose(T, camera_pose((0.5, 0.0, 1.4), (0.0, pitch, yaw)), atol=1e-12)
+
+
+def test_frame_processor_builds_the_grid_from_sure_pixels_only(tmp_path):
+    """The road seen through an unsure pixel (a road/parking blend the colour model calls Road
+    at 61% confidence) is drivable to the grid at min_confidence.grid 0, unknown at 0.7."""
+    from models import COLOR, TEST_LABEL_YAML, make_colour_model
+
+    from seg_perception.core.sample import SampleCamera
+    from seg_perception.ros.processing import build_processor
+    from seg_perception.ros.sample_stream import camera_info_msg, frame_msg, pose_parameters
+
+    cam = SampleCamera(width=320, height=240)
+    labels = tmp_path / "labels.yaml"
+    labels.write_text(TEST_LABEL_YAML)
+    xyz, rpy = pose_parameters(cam)
+    blend = [round(0.51 * r + 0.49 * p) for r, p in zip(COLOR["Road"], COLOR["Parking"])]
+    rgb = np.empty((240, 320, 3), np.uint8)
+    rgb[:120], rgb[120:] = COLOR["Sky"], blend
+    free = {}
+    for level in (0.0, 0.7):
+        p = default_parameters()
+        p.update({"model": make_colour_model(str(tmp_path / "m.onnx")), "label_file": str(labels),
+                  "camera_pose.xyz": xyz, "camera_pose.rpy": rpy, "min_confidence.grid": level})
+        proc = build_processor(p)
+        try:
+            proc.set_camera_info(camera_info_msg(cam))
+            res = proc.process(frame_msg(rgb, 0), ["drivable_grid"])
+            assert res.grid_error is None, res.grid_error
+            cells = np.asarray(res.messages["drivable_grid"].data, np.int8)
+            free[level] = int((cells == 0).sum())
+        finally:
+            proc.pipeline.segmenter.release()
+    assert free[0.0] > 1000 and free[0.7] == 0, free
