@@ -23,10 +23,10 @@ MASK_TINTS = {"road": (40, 220, 60), "parking": (40, 110, 255), "pedestrian": (2
 
 
 def default_thresholds() -> Dict[str, float]:
-    from ..core.parameters import SPECS
+    """The node's default min_confidence.* per use (config/camera_seg.yaml)."""
+    from ..core.parameters import default_parameters, min_confidence_of
 
-    return {s.name.split(".", 1)[1]: float(s.default) for s in SPECS
-            if s.name.startswith("min_confidence.")}
+    return min_confidence_of(default_parameters())
 
 
 def masks_on_image(rgb: np.ndarray, masks: Dict[str, np.ndarray]) -> np.ndarray:
