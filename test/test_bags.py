@@ -1,4 +1,4 @@
-"""Bags in both storage formats: the sample drive, process-bag (against FrameProcessor run directly
+"""Bags in both storage formats: the sample drive, process-bag (against the pipeline run directly
 and against the real node over DDS), --render, and clear errors for corrupt or truncated bags."""
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ from bag_helpers import (HEIGHT, IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, POSE_PA
 from models import CLASS_ID
 
 from seg_perception.core import bagio
-from seg_perception.ros.processing import OUTPUTS, build_processor
+from seg_perception.core.pipeline import OUTPUTS, build_pipeline
+from seg_perception.ros.conversions import frame_from_msg
+from seg_perception.ros.outputs import OutputMessages
 from seg_perception.tools.process_bag import node_parameters, process_bag
 from seg_perception.tools.sample_bag import OPTICAL_FRAME, quaternion_from_rpy, write_sample_bag
 
@@ -122,32 +124,30 @@ def decode(name: str, raw: bytes):
 
 
 def direct_outputs(params, bag_path, wanted):
-    """FrameProcessor run directly over the bag's frames: {(name, stamp): message}."""
-    proc = build_processor(params)
+    """The pipeline run directly over the bag's frames: {(name, stamp): message}."""
     out = {}
-    try:
+    with build_pipeline(params) as pipeline:
         msgs = read_all(bag_path)
         first_info = next((raw for topic, _, raw in msgs if topic == INFO_TOPIC), None)
         if first_info is not None:
-            proc.set_camera_info(deserialize_message(first_info, CameraInfo))
+            pipeline.grid.set_camera_info(deserialize_message(first_info, CameraInfo))
         for topic, t, raw in msgs:
             if topic == INFO_TOPIC:
-                proc.set_camera_info(deserialize_message(raw, CameraInfo))
+                pipeline.grid.set_camera_info(deserialize_message(raw, CameraInfo))
             elif topic.startswith(IMAGE_TOPIC):
                 cls = CompressedImage if topic.endswith("/compressed") else Image
-                res = proc.process(deserialize_message(raw, cls), wanted)
-                assert res.grid_error is None, res.grid_error
-                for name, m in res.messages.items():
+                res = pipeline.process(frame_from_msg(deserialize_message(raw, cls)))
+                messages = OutputMessages().build(res, wanted)
+                assert res.grid().error is None, res.grid().error
+                for name, m in messages.items():
                     # through CDR as DDS carries it (OccupancyGrid's resolution is a float32)
                     out[(name, t)] = decode(name, serialize_message(m))
-    finally:
-        proc.pipeline.segmenter.release()
     return out
 
 
 @pytest.mark.parametrize("storage,compressed", [("sqlite3", False), ("mcap", False), ("mcap", True),
                                                 ("sqlite3", True)])
-def test_process_bag_outputs_equal_the_frame_processor(tmp_path, colour_model, storage, compressed):
+def test_process_bag_outputs_equal_the_pipeline_run_directly(tmp_path, colour_model, storage, compressed):
     src = write_painted_bag(str(tmp_path / "in"), storage, frames=4, compressed=compressed)
     params = colour_params(colour_model, **POSE_PARAMS)
     out = str(tmp_path / "out")
@@ -164,7 +164,7 @@ def test_process_bag_outputs_equal_the_frame_processor(tmp_path, colour_model, s
         assert topics[LATCHED_TOPIC].qos.durability == "transient_local"  # recorded QoS kept
         assert topics["/camera_seg/drivable_grid"].msgtype == bagio.OCCUPANCY_GRID
         assert topics["/camera_seg/overlay"].msgtype == bagio.IMAGE
-    # FrameProcessor's own messages, at the input frames' receive times. Compared as messages
+    # the pipeline's own messages, at the input frames' receive times. Compared as messages
     # (every field), not bytes: Fast CDR leaves the alignment padding uninitialised.
     direct = direct_outputs(params, src, OUTPUTS)
     for name in OUTPUTS:

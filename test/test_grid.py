@@ -623,3 +623,65 @@ def test_a_cell_with_one_unsure_edge_is_unknown_not_drivable():
     # taken as 'nothing seen', 82% would
     assert free_after < 0.6 * free_before, (free_before, free_after)
     assert not ((out == 0) & (sure != 0)).any()
+
+
+# ---------------------------------------------------------------- per-frame policy (CameraGrid)
+
+def _camera_info(cam: Cam):
+    """The fields of a sensor_msgs/CameraInfo, duck-typed as CameraGrid reads them."""
+    from types import SimpleNamespace
+
+    roi = SimpleNamespace(x_offset=0, y_offset=0, width=0, height=0, do_rectify=False)
+    return SimpleNamespace(width=cam.width, height=cam.height, k=[cam.fx, 0, cam.cx, 0, cam.fy, cam.cy, 0, 0, 1],
+                           d=[], distortion_model="plumb_bob", binning_x=0, binning_y=0, roi=roi)
+
+
+def test_camera_grid_policy_freshness_pose_and_size():
+    """The policy the node and process-bag share: no grid before a CameraInfo or after it went
+    stale (WARN naming the topic), a pose source that fails is an ERROR with its reason, a frame
+    of another size than the CameraInfo gets none, and the lookup table is built only once."""
+    from seg_perception.core.camera_grid import CameraGrid
+    from seg_perception.core.camera_info_watch import ERROR, OK, WARN
+
+    cam = Cam()
+    labels = render_labels(cam, ROAD_SCENE)
+    grid = CameraGrid(SPEC, GROUPS, "base_link", cam.xyz, cam.rpy, camera_info_timeout=1.0,
+                      camera_info_topic="/front/camera_info", clock=lambda: 0.0)
+    none_yet = grid.compute(labels, cam.width, cam.height, t=0.0)
+    assert none_yet.cells is None and none_yet.state == WARN and "never received" in none_yet.status
+    assert "/front/camera_info" in none_yet.status
+
+    grid.set_camera_info(_camera_info(cam), t=10.0)
+    made = grid.compute(labels, cam.width, cam.height, t=10.5)
+    assert made.state == OK and made.error is None and made.rebuilt
+    expected = GroundGrid(SPEC, GROUPS)
+    cam.configure(expected)
+    assert np.array_equal(made.cells, expected.compute(labels))
+    again = grid.compute(labels, cam.width, cam.height, t=10.9)
+    assert again.cells is not None and not again.rebuilt and grid.builds == 1
+
+    stale = grid.compute(labels, cam.width, cam.height, t=11.2)  # 1.2 s after it, timeout 1 s
+    assert stale.cells is None and stale.state == WARN and "1.2 s ago" in stale.status
+
+    grid.set_camera_info(_camera_info(cam), t=11.3)
+    other_size = grid.compute(labels, 320, 240, t=11.4)
+    assert other_size.cells is None and other_size.state == ERROR and "640x480" in other_size.error
+
+    def no_tf(header):
+        raise RuntimeError(f"no transform for {header}")
+    grid.pose_source = no_tf
+    failed = grid.compute(labels, cam.width, cam.height, header="front_optical", t=11.5)
+    assert failed.cells is None and failed.state == ERROR and "no transform for front_optical" in failed.status
+    # a pose source that answers moves the camera: the table is rebuilt for the new pose
+    higher = dataclasses.replace(cam, xyz=(0.0, 0.0, 2.5))
+    grid.pose_source = lambda header: camera_pose(higher.xyz, higher.rpy)
+    moved = grid.compute(labels, cam.width, cam.height, t=11.6)
+    assert moved.rebuilt and grid.builds == 2
+    higher.configure(expected)
+    assert np.array_equal(moved.cells, expected.compute(labels))
+
+    uncalibrated = _camera_info(cam)
+    uncalibrated.width = uncalibrated.height = 0
+    grid.set_camera_info(uncalibrated, t=11.7)
+    broken = grid.compute(labels, cam.width, cam.height, t=11.8)
+    assert broken.cells is None and broken.state == ERROR and "invalid CameraInfo" in broken.status

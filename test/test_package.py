@@ -129,10 +129,11 @@ def test_the_node_path_needs_neither_torch_nor_rosbags():
     code = (
         "import sys\n"
         "import seg_perception.ros.node\n"
-        "from seg_perception.ros.processing import build_processor, default_parameters\n"
-        "p = build_processor(default_parameters())\n"
+        "from seg_perception.core.parameters import default_parameters\n"
+        "from seg_perception.core.pipeline import build_pipeline\n"
+        "p = build_pipeline(default_parameters())\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'rosbags') if m in sys.modules)\n"
-        "print(p.pipeline.segmenter.backend.name, heavy)\n"
+        "print(p.segmenter.backend.name, heavy)\n"
         "sys.exit(1 if heavy else 0)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr

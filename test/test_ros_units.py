@@ -8,7 +8,7 @@ from seg_perception.core.resources import FASTDDS_PROFILE
 from seg_perception.ros.conversions import image_msg, image_to_array, occupancy_grid_msg
 from seg_perception.ros.dds_profile import profile_env
 from seg_perception.ros.parameters import SPECS, check, check_all
-from seg_perception.ros.processing import default_parameters, load_parameters_file
+from seg_perception.core.parameters import default_parameters, load_parameters_file
 
 
 @pytest.mark.parametrize("env,applied", [
@@ -86,7 +86,7 @@ def test_camera_body_pose_from_a_tf_optical_frame_transform():
     import math
 
     from seg_perception.core.grid import camera_pose
-    from seg_perception.ros.processing import body_pose_from_optical
+    from seg_perception.core.grid import body_pose_from_optical
 
     # body -> optical as every camera URDF/static publisher has it: rpy (-pi/2, 0, -pi/2)
     q_optical = (-0.5, 0.5, -0.5, 0.5)
@@ -101,13 +101,15 @@ def test_camera_body_pose_from_a_tf_optical_frame_transform():
     np.testing.assert_allclose(T, camera_pose((0.5, 0.0, 1.4), (0.0, pitch, yaw)), atol=1e-12)
 
 
-def test_frame_processor_builds_the_grid_from_sure_pixels_only(tmp_path):
+def test_the_pipeline_builds_the_grid_from_sure_pixels_only(tmp_path):
     """The road seen through an unsure pixel (a road/parking blend the colour model calls Road
     at 61% confidence) is drivable to the grid at min_confidence.grid 0, unknown at 0.7."""
     from models import COLOR, TEST_LABEL_YAML, make_colour_model
 
     from seg_perception.core.sample import SampleCamera
-    from seg_perception.ros.processing import build_processor
+    from seg_perception.core.pipeline import build_pipeline
+    from seg_perception.ros.conversions import frame_from_msg
+    from seg_perception.ros.outputs import OutputMessages
     from seg_perception.ros.sample_stream import camera_info_msg, frame_msg, pose_parameters
 
     cam = SampleCamera(width=320, height=240)
@@ -122,13 +124,11 @@ def test_frame_processor_builds_the_grid_from_sure_pixels_only(tmp_path):
         p = default_parameters()
         p.update({"model": make_colour_model(str(tmp_path / "m.onnx")), "label_file": str(labels),
                   "camera_pose.xyz": xyz, "camera_pose.rpy": rpy, "min_confidence.grid": level})
-        proc = build_processor(p)
-        try:
-            proc.set_camera_info(camera_info_msg(cam))
-            res = proc.process(frame_msg(rgb, 0), ["drivable_grid"])
-            assert res.grid_error is None, res.grid_error
-            cells = np.asarray(res.messages["drivable_grid"].data, np.int8)
+        with build_pipeline(p) as pipeline:
+            pipeline.grid.set_camera_info(camera_info_msg(cam))
+            res = pipeline.process(frame_from_msg(frame_msg(rgb, 0)))
+            messages = OutputMessages().build(res, ["drivable_grid"])
+            assert res.grid().error is None, res.grid().error
+            cells = np.asarray(messages["drivable_grid"].data, np.int8)
             free[level] = int((cells == 0).sum())
-        finally:
-            proc.pipeline.segmenter.release()
     assert free[0.0] > 1000 and free[0.7] == 0, free

@@ -5,7 +5,7 @@ the functions the launch file calls."""
 import os
 import re
 
-from seg_perception.ros.processing import GRID_OUTPUT, IMAGE_OUTPUTS
+from seg_perception.core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS
 from seg_perception.ros.rviz_setup import node_fqn, rviz_config_text, rviz_missing, write_rviz_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

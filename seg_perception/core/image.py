@@ -62,13 +62,15 @@ class Frame:
     """One camera frame in its native encoding, converted to RGB lazily.
 
     native: HxWxC values (uint8, or uint16 of either byte order), or for 4:2:0 encodings the
-    (H*3/2)xWx1 bytes of both planes."""
+    (H*3/2)xWx1 bytes of both planes. ``header``: the input message's header, opaque here; the
+    ROS glue copies it into every output (and a pose source may look the camera up by it)."""
 
-    __slots__ = ("native", "encoding", "height", "width", "_rgb")
+    __slots__ = ("native", "encoding", "height", "width", "header", "_rgb")
 
     def __init__(self, native: np.ndarray, encoding: str, height: Optional[int] = None) -> None:
         self.native = native
         self.encoding = encoding
+        self.header = None
         self.height, self.width = native.shape[:2]
         if height is not None:
             self.height = height

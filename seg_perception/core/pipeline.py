@@ -1,16 +1,20 @@
 """The node's processing pipeline as a plain object: a Frame in, lazily computed outputs out.
 
-The ROS node, the offline bag processor and the benchmarks all run this same code; only the
-node adds DDS. Outputs are computed on first access, so an output nobody wants costs nothing.
+A frame travels Frame (decoded camera image) -> Prepared (fitted to the model's input) ->
+FrameResult (after the network), whose outputs (masks, labels, confidence, overlay, the
+drivable grid with its status) are computed on first access, so an output nobody wants costs
+nothing. The ROS node, process-bag and the benchmarks all run this same object (built by
+build_pipeline from the node's parameters); they only turn its outputs into messages.
 """
 
 from __future__ import annotations
 
 import time
-from typing import Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 import numpy as np
 
+from .camera_grid import CameraGrid, GridOutcome
 from .image import Frame, ImageError
 from .labels import LabelGroups, MASK_GROUPS, UNKNOWN_ID
 from .postprocess import Postprocessor, overlay_size
@@ -45,6 +49,7 @@ class FrameResult:
                                  if confidence_model is not None else None)
         self.timer = timer
         self._cache: Dict[str, np.ndarray] = {}
+        self._grid: Optional[GridOutcome] = None
 
     @property
     def height(self) -> int:
@@ -93,6 +98,19 @@ class FrameResult:
         return self._timed("mask:" + group, lambda: post.upsample(
             post.mask_small(labels, group), self.height, self.width, out))
 
+    def grid(self, t: Optional[float] = None) -> GridOutcome:
+        """The drivable grid of this frame, or why there is none (``t``: the time the camera
+        model's freshness is judged at; default: now on the grid's clock). Computed once."""
+        grid = self.pipeline.grid
+        if grid is None:
+            return GridOutcome(None, "grid.enabled is false")
+        if self._grid is None:
+            labels = self.grid_labels()  # unsure pixels unknown: their cells stay -1
+            t0 = time.perf_counter()
+            self._grid = grid.compute(labels, self.width, self.height, self.frame.header, t)
+            self.timer.add("grid", time.perf_counter() - t0)
+        return self._grid
+
     def confidence(self, out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """HxW uint8 confidence at the frame's size (255 = certain), None for a model without
         a confidence output."""
@@ -115,11 +133,17 @@ class FrameResult:
 
 
 class SegmentationPipeline:
+    """``grid``: the drivable grid of the camera (None: no grid). ``model_path``/``label_path``:
+    what was loaded, for diagnostics."""
+
     def __init__(self, segmenter: Segmenter, groups: LabelGroups, overlay_alpha: float = 0.5,
                  overlay_max_width: int = 0, max_image_pixels: int = 0,
-                 min_confidence: Optional[Dict[str, float]] = None) -> None:
+                 min_confidence: Optional[Dict[str, float]] = None, grid: Optional[CameraGrid] = None,
+                 model_path: str = "", label_path: str = "") -> None:
         self.segmenter = segmenter
         self.groups = groups
+        self.grid = grid
+        self.model_path, self.label_path = model_path, label_path
         # The overlay is for eyes (RViz): a full-HD one costs 4x the bytes and blending of a
         # 960-wide one and shows nothing more on a screen. 0: the frame's size.
         self.overlay_max_width = int(overlay_max_width)
@@ -154,6 +178,29 @@ class SegmentationPipeline:
 
     def set_overlay_alpha(self, alpha: float) -> None:
         self.post.overlay_alpha = float(alpha)
+
+    def apply_parameters(self, p: Dict[str, Any], pose_changed: bool = False) -> None:
+        """The node's runtime parameters (validated by core.parameters beforehand)."""
+        from .parameters import min_confidence_of
+
+        self.set_min_confidence(min_confidence_of(p))  # the one that can raise: first
+        self.set_overlay_alpha(p["overlay_alpha"])
+        self.overlay_max_width = int(p["overlay_max_width"])
+        self.max_image_pixels = int(p["max_image_pixels"])
+        if self.grid is not None:
+            self.grid.watch.timeout_s = float(p["camera_info_timeout"])
+            if pose_changed and p["camera_pose.source"] == "parameters":
+                self.grid.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
+
+    def release(self) -> None:
+        """Release the network (its backend's memory, a GPU context)."""
+        self.segmenter.release()
+
+    def __enter__(self) -> "SegmentationPipeline":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
 
     def process(self, frame: Frame, timer: Optional[StageTimer] = None) -> FrameResult:
         """Preprocess and run the network on one frame (``prepare`` then ``run``)."""
@@ -218,6 +265,41 @@ CONFIDENCE_OUTPUT = "confidence"
 IMAGE_OUTPUTS = MASK_OUTPUTS + ("labels", CONFIDENCE_OUTPUT, "overlay")
 GRID_OUTPUT = "drivable_grid"
 OUTPUTS = IMAGE_OUTPUTS + (GRID_OUTPUT,)
+
+
+def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] = None,
+                   camera_info_topic: str = "camera_info") -> SegmentationPipeline:
+    """The node's pipeline from its parameters (model, labels, backend, grid, pose).
+    Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
+    from . import resources
+    from .labels import load_label_file
+    from .threads import inference_threads
+
+    model_path = p["model"] or resources.DEFAULT_MODEL
+    label_path = p["label_file"] or resources.DEFAULT_LABEL_FILE
+    options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"])}
+    if p["backend"] in ("auto", "tensorrt"):
+        options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
+                       precision=p["engine.precision"], progress=progress)
+    segmenter = Segmenter.from_file(model_path, p["backend"], **options)
+    try:
+        from .parameters import min_confidence_of
+
+        groups = load_label_file(label_path, segmenter.info.class_names)
+        grid = None
+        if p["grid.enabled"]:
+            from .grid import GridSpec
+
+            spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
+                            y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
+            grid = CameraGrid(spec, groups, p["grid.frame_id"], p["camera_pose.xyz"], p["camera_pose.rpy"],
+                              p["camera_info_timeout"], camera_info_topic)
+        return SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"],
+                                    p["max_image_pixels"], min_confidence_of(p), grid,
+                                    model_path=model_path, label_path=label_path)
+    except Exception:
+        segmenter.release()
+        raise
 
 
 def confidence_level(min_confidence: float) -> int:

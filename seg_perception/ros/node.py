@@ -32,17 +32,18 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..core import resources
-from ..core.camera_info_watch import OK, WARN, CameraInfoWatch
+from ..core.camera_info_watch import OK, WARN
 from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
-from . import diagnostics as diag
-from .dds_profile import apply_default_profile
-from ..core.grid import body_pose_from_optical
-from ..core.parameters import SPECS, check, check_all, min_confidence_of
+from ..core.parameters import SPECS, check, check_all
+from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, build_pipeline
 from ..core.threads import opencv_threads
+from . import diagnostics as diag
+from .conversions import frame_from_msg
+from .dds_profile import apply_default_profile
+from .outputs import OutputMessages
 from .parameters import descriptor
-from .processing import GRID_OUTPUT, IMAGE_OUTPUTS, FrameProcessor, build_processor
 
 NODE_NAME = "camera_seg"
 # A worker thread that fails (a bug: per-frame errors are handled inside it) is restarted; one
@@ -61,16 +62,16 @@ class CameraSegNode(Node):
         self.p = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.stats = diag.NodeStats()
-        self.processor: Optional[FrameProcessor] = None
+        self.pipeline: Optional[SegmentationPipeline] = None
+        # the output thread publishes each message before it builds the next: buffers are reused
+        self.messages = OutputMessages(reuse_buffers=True)
         self.backend_text = "not loaded"
         self.backend_reason = ""
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
         self.label_path = self.p["label_file"] or resources.DEFAULT_LABEL_FILE
         self._last_log: Dict[str, float] = {}
-        self.info_watch = CameraInfoWatch(self.p["camera_info_timeout"])  # monotonic clock
-        self._latest_info = None
+        self._latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
         self._idle = False
-        self._grid_builds = 0  # cell->pixel lookup tables built (first frame, new size, new pose)
 
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
@@ -91,9 +92,13 @@ class CameraSegNode(Node):
         self._retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
         self._told_waiting = False
         self._last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
-        self._tf_buffer = None
+        self._tf_pose = None
         if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
-            self._start_tf()
+            from .tf_pose import TfPose
+
+            self._tf_pose = TfPose(self, self.p["grid.frame_id"])
+            if self._tf_pose.error:
+                self.get_logger().error(self._tf_pose.error)
         self._subscribe_inputs()
         # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -166,36 +171,6 @@ class CameraSegNode(Node):
             except Exception as exc:
                 self._log("timer", "error", f"{fn.__name__} failed: {exc!r}")
         return call
-
-    # ---------------------------------------------------------------- camera pose from TF
-    def _start_tf(self) -> None:
-        """camera_pose.source tf: a tf2_ros listener (not installable where this was written; this
-        path has not run). Without tf2_ros the grid reports why and stays off; masks go on."""
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError as exc:
-            self._tf_error = f"camera_pose.source is tf but tf2_ros is not available ({exc})"
-            self.get_logger().error(self._tf_error)
-            return
-        self._tf_buffer = Buffer()
-        self._tf_listener = TransformListener(self._tf_buffer, self)
-
-    def _pose_from_tf(self, header) -> Optional[str]:
-        """Update the grid's camera pose from TF for this frame; the reason when it cannot."""
-        if self._tf_buffer is None:
-            return getattr(self, "_tf_error", "TF is not set up")
-        from rclpy.duration import Duration
-        from rclpy.time import Time
-
-        try:  # the pose at the frame's time (a static mount is valid at any time)
-            tr = self._tf_buffer.lookup_transform(self.p["grid.frame_id"], header.frame_id,
-                                                  Time.from_msg(header.stamp), Duration(seconds=0.05))
-            t, q = tr.transform.translation, tr.transform.rotation
-            T = body_pose_from_optical((t.x, t.y, t.z), (q.x, q.y, q.z, q.w))
-        except Exception as exc:  # tf2 LookupException, ExtrapolationException, a bad quaternion
-            return f"no usable transform {self.p['grid.frame_id']} <- {header.frame_id}: {exc}"
-        self.processor.set_pose_matrix(T)
-        return None
 
     # ---------------------------------------------------------------- inputs
     def _subscribe_inputs(self) -> None:
@@ -281,23 +256,17 @@ class CameraSegNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_runtime_parameters(self, p: Dict[str, object], pose_changed: bool) -> None:
-        processor = self.processor
-        if processor is None:
-            return  # the worker applies self.p once the model has loaded
-        processor.pipeline.set_overlay_alpha(p["overlay_alpha"])
-        processor.pipeline.overlay_max_width = int(p["overlay_max_width"])
-        processor.pipeline.max_image_pixels = int(p["max_image_pixels"])
-        processor.pipeline.set_min_confidence(min_confidence_of(p))
-        self.info_watch.timeout_s = float(p["camera_info_timeout"])
-        if pose_changed and p["camera_pose.source"] == "parameters":
-            processor.set_pose(p["camera_pose.xyz"], p["camera_pose.rpy"])
+        pipeline = self.pipeline
+        if pipeline is not None:  # else the worker applies self.p once the model has loaded
+            pipeline.apply_parameters(p, pose_changed)
 
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
         t0 = time.monotonic()
-        # the output thread publishes each message before it builds the next: buffers can be reused
-        processor = build_processor(self.p, progress=self._engine_progress, reuse_buffers=True)
-        segmenter = processor.pipeline.segmenter
+        pipeline = build_pipeline(self.p, progress=self._engine_progress, camera_info_topic=self.info_topic)
+        if pipeline.grid is not None:
+            pipeline.grid.pose_source = self._tf_pose  # None: the pose of the parameters
+        segmenter = pipeline.segmenter
         cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
         cv2.setNumThreads(cv_threads)
         self.backend_text = segmenter.backend.describe()
@@ -308,7 +277,7 @@ class CameraSegNode(Node):
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
             f"({self.backend_reason}); labels {self.label_path}; OpenCV threads {cv_threads}; "
             f"loaded in {time.monotonic() - t0:.1f} s")
-        self.processor = processor  # last: the other threads use it once it is set
+        self.pipeline = pipeline  # last: the other threads use it once it is set
 
     def _engine_progress(self, text: str) -> None:
         self._log("engine", "info", f"TensorRT engine: {text}")
@@ -325,11 +294,10 @@ class CameraSegNode(Node):
             self.stats.on_dropped()
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
-        self.info_watch.received()
-        self._latest_info = msg  # the worker applies it when the model has loaded
-        processor = self.processor
-        if processor is not None:
-            processor.set_camera_info(msg)  # never raises: a bad CameraInfo is kept as a grid error
+        self._latest_info = (msg, time.monotonic())  # the worker applies it when the model has loaded
+        pipeline = self.pipeline
+        if pipeline is not None and pipeline.grid is not None:
+            pipeline.grid.set_camera_info(*self._latest_info)  # never raises: a bad one is the grid's error
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -353,8 +321,8 @@ class CameraSegNode(Node):
             # what changed while the model loaded (an engine build can take minutes)
             self._apply_runtime_parameters(self.p, pose_changed=True)
             latest = self._latest_info
-            if latest is not None:
-                self.processor.set_camera_info(latest)
+            if latest is not None and self.pipeline.grid is not None:
+                self.pipeline.grid.set_camera_info(*latest)
         except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
             self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
             self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
@@ -371,7 +339,7 @@ class CameraSegNode(Node):
             if not ok:
                 continue
             self._check_fault("prepare")
-            if self.processor is None:
+            if self.pipeline is None:
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
@@ -395,7 +363,9 @@ class CameraSegNode(Node):
             return
         t0 = time.monotonic()
         try:
-            prepared = self.processor.prepare(msg)
+            timer = StageTimer()
+            # a buffer of its own: the next frame is prepared while the network runs this one
+            prepared = self.pipeline.prepare(frame_from_msg(msg, timer), timer, pooled=True)
         except ImageError as exc:
             self._frame_error("frame", f"bad image on {self.image_topic}: {exc}")
             return
@@ -406,14 +376,14 @@ class CameraSegNode(Node):
     def _infer(self, prepared, t_received: float) -> None:
         self._network.start()
         try:
-            inferred = self.processor.run(prepared)
+            result = self.pipeline.run(prepared)
         except Exception as exc:
             self._frame_error("inference", f"inference failed: {exc}")
             return
         finally:
             self._network.stop()
         # hand over to the output thread; the network goes on with the next frame meanwhile
-        if self.out_slot.put((inferred, t_received)):
+        if self.out_slot.put((result, t_received)):
             self.stats.on_dropped()
 
     def _publish_outputs(self) -> None:
@@ -434,32 +404,19 @@ class CameraSegNode(Node):
             except Exception as exc:  # never let the worker die; report and go on
                 self._frame_error("outputs", f"building outputs failed: {exc!r}")
 
-    def _finish(self, inferred, t_received: float) -> None:
+    def _finish(self, result, t_received: float) -> None:
         wanted = self._wanted()
-        tf_error = None
-        if GRID_OUTPUT in wanted and self.p["camera_pose.source"] == "tf":
-            tf_error = self._pose_from_tf(inferred.header)
-            if tf_error:
-                wanted = [n for n in wanted if n != GRID_OUTPUT]
-                self.stats.report("grid", diag.ERROR, f"no grid: {tf_error}")
-                self._log("grid", "error", f"no grid: {tf_error}")
-        result = self.processor.finish(inferred, wanted, grid_allowed=self.info_watch.grid_allowed(),
-                                       publish=lambda name, msg: self.pubs[name].publish(msg))
+        self.messages.build(result, wanted, publish=lambda name, msg: self.pubs[name].publish(msg))
         self.stats.clear("frame")
         self.stats.clear("worker")  # a frame went all the way through: restarted workers work
-        if GRID_OUTPUT in wanted:
-            self._grid_status(result)
-        self.stats.on_processed(time.monotonic() - t_received, result.timings)
-
-    def _grid_status(self, result) -> None:
-        if result.grid_rebuilt:
-            self._grid_builds += 1
-        state, text = self.info_watch.grid_status(result.grid_error, self.info_topic)
-        if state == OK:
-            self.stats.clear("grid")
-            return
-        self.stats.report("grid", diag.WARN if state == WARN else diag.ERROR, text)
-        self._log("grid", state, text)
+        if GRID_OUTPUT in wanted and self.pipeline.grid is not None:
+            grid = result.grid()  # computed above: its status
+            if grid.state == OK:
+                self.stats.clear("grid")
+            else:
+                self.stats.report("grid", diag.WARN if grid.state == WARN else diag.ERROR, grid.status)
+                self._log("grid", grid.state, grid.status)
+        self.stats.on_processed(time.monotonic() - t_received, result.timer.times)
 
     # ---------------------------------------------------------------- diagnostics and logs
     def _frame_error(self, log_kind: str, text: str) -> None:
@@ -532,7 +489,7 @@ class CameraSegNode(Node):
                 g.level if g else diag.OK, g.message if g else "publishing",
                 {"frame": self.p["grid.frame_id"], "resolution (m)": self.p["grid.resolution"],
                  "camera_info timeout (s)": self.p["camera_info_timeout"],
-                 "lookup table builds": self._grid_builds}))
+                 "lookup table builds": self.pipeline.grid.builds if self.pipeline is not None else 0}))
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
 
     def shutdown(self, timeout: float = 2.0) -> bool:
@@ -543,8 +500,8 @@ class CameraSegNode(Node):
         for thread in self._threads:
             thread.join(timeout=max(0.0, end - time.monotonic()))
         stopped = not any(t.is_alive() for t in self._threads)
-        if self.processor is not None and stopped:
-            self.processor.pipeline.segmenter.release()  # never under a thread still inferring
+        if self.pipeline is not None and stopped:
+            self.pipeline.release()  # never under a thread still inferring
         return stopped
 
 

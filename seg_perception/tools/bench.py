@@ -65,12 +65,13 @@ def run(args) -> int:
 
 
 def bench_pipeline(args) -> int:
-    """The node's FrameProcessor on sample frames, every output wanted, plus the publish of all
-    outputs through rclpy to a subscriber in this process (over Fast DDS, as the node does)."""
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-
+    """The node's pipeline on sample frames, every output wanted and turned into messages, plus
+    the publish of all outputs through rclpy to a subscriber in this process (over Fast DDS, as
+    the node does)."""
+    from ..core.pipeline import OUTPUTS, StageTimer, build_pipeline
     from ..core.sample import SampleCamera
-    from ..ros.processing import OUTPUTS, build_processor
+    from ..ros.conversions import frame_from_msg
+    from ..ros.outputs import OutputMessages
     from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
     from .common import node_parameters, parse_param_overrides
 
@@ -80,60 +81,71 @@ def bench_pipeline(args) -> int:
     overrides = {"camera_pose.xyz": xyz, "camera_pose.rpy": rpy}
     overrides.update(parse_param_overrides(args.param))  # validated as the node would
     params = node_parameters(args.params_file, overrides)
-    processor = build_processor(params)
-    processor.set_camera_info(camera_info_msg(cam))
     frames = [frame_msg(rgb, i * 100_000_000) for i, rgb in enumerate(render_frames(cam, 4))]
-
-    pubs, peer = {}, None
-    if args.publish:
-        from nav_msgs.msg import OccupancyGrid
-        from sensor_msgs.msg import Image
-
-        from ..ros.participant import Participant
-
-        peer = Participant("seg_bench", int(os.environ.get("ROS_DOMAIN_ID", "0")))
-        node = peer.node
-        qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        for name in OUTPUTS:
-            kind = OccupancyGrid if name == "drivable_grid" else Image
-            pubs[name] = node.create_publisher(kind, f"/seg_bench/{name}", qos)
-            node.create_subscription(kind, f"/seg_bench/{name}", lambda m: None, qos)
-        end = time.monotonic() + 10
-        while time.monotonic() < end and any(p.get_subscription_count() == 0 for p in pubs.values()):
-            time.sleep(0.05)
-
     stages: Dict[str, List[float]] = {}
     totals: List[float] = []
-    try:
-        for i in range(args.warmup + args.frames):
-            t0 = time.perf_counter()
-            res = processor.process(frames[i % len(frames)], OUTPUTS)
-            t_pub = time.perf_counter()
-            for name, msg in res.messages.items():
-                if name in pubs:
-                    pubs[name].publish(msg)
-            res.timings["publish"] = time.perf_counter() - t_pub if pubs else 0.0
-            total = time.perf_counter() - t0
-            if res.grid_error:
-                print(f"grid: {res.grid_error}", file=sys.stderr)
-            if i >= args.warmup:
-                totals.append(total)
-                for k, v in res.timings.items():
-                    stages.setdefault(k, []).append(v)
-    finally:
-        if peer is not None:
-            peer.close()
-    backend = processor.pipeline.segmenter.backend
-    result = {
-        "what": "node pipeline (FrameProcessor) per frame, all outputs, in one process",
-        "frame": f"{w}x{h} rgb8", "frames": args.frames, "backend": backend.describe(),
-        "model": processor.model_path,
-        "model_input": f"{backend.info.input_width}x{backend.info.input_height}",
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
-        "stages_ms": {k: percentiles_ms(v) for k, v in stages.items()},
-        "total_ms": percentiles_ms(totals),
-        "fps": 1e3 / percentiles_ms(totals)["median"],
-    }
+    with build_pipeline(params) as pipeline:
+        if pipeline.grid is not None:
+            pipeline.grid.set_camera_info(camera_info_msg(cam))
+        messages = OutputMessages()
+        peer, pubs = _bench_publishers(OUTPUTS) if args.publish else (None, {})
+        try:
+            for i in range(args.warmup + args.frames):
+                t0 = time.perf_counter()
+                timer = StageTimer()
+                res = pipeline.process(frame_from_msg(frames[i % len(frames)], timer), timer)
+                messages.build(res, OUTPUTS, publish=(lambda n, m: pubs[n].publish(m)) if pubs else None)
+                timer.times.setdefault("publish", 0.0)
+                total = time.perf_counter() - t0
+                if res.grid().error:
+                    print(f"grid: {res.grid().error}", file=sys.stderr)
+                if i >= args.warmup:
+                    totals.append(total)
+                    for k, v in timer.times.items():
+                        stages.setdefault(k, []).append(v)
+        finally:
+            if peer is not None:
+                peer.close()
+        backend = pipeline.segmenter.backend
+        result = {
+            "what": "node pipeline (core.pipeline + ros.outputs) per frame, all outputs, in one process",
+            "frame": f"{w}x{h} rgb8", "frames": args.frames, "backend": backend.describe(),
+            "model": pipeline.model_path,
+            "model_input": f"{backend.info.input_width}x{backend.info.input_height}",
+            "host": {"cpus": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version()},
+            "stages_ms": {k: percentiles_ms(v) for k, v in stages.items()},
+            "total_ms": percentiles_ms(totals),
+            "fps": 1e3 / percentiles_ms(totals)["median"],
+        }
+    _print_pipeline_report(result, stages)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+def _bench_publishers(outputs):
+    """A participant publishing every output to its own subscriber, reliable as the node does."""
+    from nav_msgs.msg import OccupancyGrid
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    from ..ros.participant import Participant
+
+    peer = Participant("seg_bench", int(os.environ.get("ROS_DOMAIN_ID", "0")))
+    qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+    pubs = {}
+    for name in outputs:
+        kind = OccupancyGrid if name == "drivable_grid" else Image
+        pubs[name] = peer.node.create_publisher(kind, f"/seg_bench/{name}", qos)
+        peer.node.create_subscription(kind, f"/seg_bench/{name}", lambda m: None, qos)
+    end = time.monotonic() + 10
+    while time.monotonic() < end and any(p.get_subscription_count() == 0 for p in pubs.values()):
+        time.sleep(0.05)
+    return peer, pubs
+
+
+def _print_pipeline_report(result, stages) -> None:
     order = ["convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"]
     print(f"pipeline benchmark: {result['frame']} frames, model {os.path.basename(result['model'])} "
           f"(input {result['model_input']}), {result['backend']}, {result['frames']} frames")
@@ -146,7 +158,3 @@ def bench_pipeline(args) -> int:
     t = result["total_ms"]
     print(f"{'total':<12}{t['median']:>11.2f}{t['p90']:>9.2f}{t['p99']:>9.2f}")
     print(f"frames per second: {result['fps']:.1f} (1 / median total)")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
-    return 0

@@ -44,7 +44,7 @@ def run(args) -> int:
 
     from ..ros.conversions import image_to_array
     from ..ros.participant import Participant
-    from ..ros.processing import IMAGE_OUTPUTS
+    from ..core.pipeline import IMAGE_OUTPUTS
     from ..ros.sample_stream import pose_parameters
     from .node_process import NodeProcess
     from .replay import Player

@@ -1,7 +1,8 @@
 """`seg-perception process-bag IN --out OUT`: the node's pipeline over every camera frame of a bag.
 
-The same FrameProcessor the node runs (built by build_processor from the node's parameters), fed
-the very messages the node would receive (deserialised with rclpy), without DDS. Its output
+The same pipeline the node runs (core.pipeline.build_pipeline from the node's parameters, its
+outputs turned into messages by ros.outputs), fed the very messages the node would receive
+(deserialised with rclpy), without DDS. Its output
 messages are serialised with rclpy into a new bag under the node's topic names
 (/camera_seg/<output>, renamable with --remap) at the input frames' receive times, with the input
 topics copied through (unless --no-copy-inputs): the result opens in RViz or Foxglove like a
@@ -86,7 +87,7 @@ def run(args) -> int:
 
 
 def _outputs(text: str, params: Dict[str, object]) -> List[str]:
-    from ..ros.processing import GRID_OUTPUT, OUTPUTS
+    from ..core.pipeline import GRID_OUTPUT, OUTPUTS
 
     available = [o for o in OUTPUTS if o != GRID_OUTPUT or params["grid.enabled"]]
     if text.strip() in ("", "all"):
@@ -109,16 +110,16 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                 image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
                 render_dir: Optional[str] = None, render_height: Optional[int] = None,
                 storage: Optional[str] = None, max_frames: Optional[int] = None,
-                overwrite: bool = False, show_progress: bool = True, processor=None) -> Dict[str, object]:
+                overwrite: bool = False, show_progress: bool = True, pipeline=None) -> Dict[str, object]:
     """Process ``in_path`` into ``out_path``; returns counts and timings. Raises BagError for a
-    bag that cannot be read or written (naming it), and the build errors of the processor."""
+    bag that cannot be read or written (naming it), and the build errors of the pipeline."""
     import numpy as np
     from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
     from ..core import bagio
-    from ..core.camera_info_watch import CameraInfoWatch
-    from ..ros.processing import GRID_OUTPUT, build_processor
+    from ..core.pipeline import GRID_OUTPUT, build_pipeline
+    from ..ros.outputs import OutputMessages
 
     remaps = remaps or {}
 
@@ -134,9 +135,11 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
         total = topics[image_topic].count
         if max_frames is not None:
             total = min(total, max_frames)
-        own_processor = processor is None
-        if own_processor:
-            processor = build_processor(params)
+        own_pipeline = pipeline is None
+        if own_pipeline:
+            pipeline = build_pipeline(params, camera_info_topic=info_topic or "camera_info")
+        grid = pipeline.grid
+        messages = OutputMessages()
         wanted = list(outputs)
         if render_dir:
             wanted += [o for o in ("overlay", GRID_OUTPUT) if o not in wanted and
@@ -154,8 +157,6 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
             "video_error": None}
         out_storage = storage or reader.storage
         progress = Progress(total, "frames", stream=sys.stderr, enabled=show_progress)
-        # recorded time, in seconds: a bag replays its own clock
-        info_watch = CameraInfoWatch(float(params["camera_info_timeout"]), clock=lambda: 0.0)
         t_start = time.perf_counter()
         try:
             with bagio.BagWriter(out_path, out_storage, overwrite=overwrite) as writer:
@@ -165,10 +166,10 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                         copy_conns[name] = writer.copy_topic(info, remaps.get(name, name))
                     stats["copied_topics"] = sorted(remaps.get(n, n) for n in copy_conns)
                 out_conns = _add_output_topics(writer, outputs, _topic, stats)
-                if info_topic is not None:  # the first CameraInfo applies from the first frame
+                # times are recorded times, in seconds: a bag replays its own clock
+                if info_topic is not None and grid is not None:  # the first applies from the first frame
                     for _, t, raw in reader.messages([info_topic]):
-                        processor.set_camera_info(deserialize_message(raw, CameraInfo))
-                        info_watch.received(t / 1e9)
+                        grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
                         break
                 done = 0
                 try:
@@ -178,18 +179,19 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                         if copy_inputs:
                             writer.write(copy_conns[conn.topic], t, raw)
                         if conn.topic == info_topic:
-                            processor.set_camera_info(deserialize_message(raw, CameraInfo))
-                            info_watch.received(t / 1e9)
+                            if grid is not None:
+                                grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
                             continue
                         if conn.topic != image_topic:
                             continue
                         msg = deserialize_message(raw, image_cls)
-                        result = _process_frame(processor, msg, wanted, info_watch.grid_allowed(t / 1e9),
-                                                t, stats)
+                        result = _process_frame(pipeline, msg, t, stats)
                         if result is not None:
-                            _write_result(writer, out_conns, _topic, result, t, wanted, stats)
+                            out_msgs = messages.build(result, wanted, t=t / 1e9)
+                            _count_stages(result, stats)
+                            _write_result(writer, out_conns, _topic, result, out_msgs, t, wanted, stats)
                             if renderer is not None:
-                                _render(renderer, result, np, t - reader.start_time, done)
+                                _render(renderer, result, out_msgs, np, t - reader.start_time, done)
                         done += 1
                         progress.update(done)
                 except KeyboardInterrupt:  # keep what is done: the bag is closed properly
@@ -202,8 +204,8 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                 stats["video"] = renderer.close()
                 stats["video_error"] = renderer.video_error
                 stats["rendered"] = renderer.frames
-            if own_processor:
-                processor.pipeline.segmenter.release()
+            if own_pipeline:
+                pipeline.release()
         progress.finish()
         stats["seconds"] = time.perf_counter() - t_start
         stats["storage"] = out_storage
@@ -213,7 +215,7 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
 def _add_output_topics(writer, outputs: Sequence[str], topic_of, stats: Dict[str, object]) -> Dict[str, object]:
     """One output connection per wanted output, with the QoS the node offers."""
     from ..core import bagio
-    from ..ros.processing import GRID_OUTPUT
+    from ..core.pipeline import GRID_OUTPUT
 
     out_qos = bagio.TopicQos("reliable", "volatile", "keep_last", 1)
     conns = {}
@@ -224,14 +226,16 @@ def _add_output_topics(writer, outputs: Sequence[str], topic_of, stats: Dict[str
     return conns
 
 
-def _process_frame(processor, msg, wanted: Sequence[str], grid_allowed: bool, t: int,
-                   stats: Dict[str, object]):
+def _process_frame(pipeline, msg, t: int, stats: Dict[str, object]):
     """The node's processing of one frame; a bad frame or a failed inference is counted (the
     first error kept) and gives None, as the node publishes nothing for it."""
     from ..core.image import ImageError
+    from ..core.pipeline import StageTimer
+    from ..ros.conversions import frame_from_msg
 
     try:
-        result = processor.process(msg, wanted, grid_allowed=grid_allowed)
+        timer = StageTimer()
+        result = pipeline.process(frame_from_msg(msg, timer), timer)
     except Exception as exc:  # ImageError for a bad frame, SegmenterError
         stats["frames_failed"] += 1
         if stats["first_error"] is None:
@@ -239,25 +243,28 @@ def _process_frame(processor, msg, wanted: Sequence[str], grid_allowed: bool, t:
             stats["first_error"] = f"{kind} at t={t / 1e9:.3f} s: {exc}"
         return None
     stats["frames_processed"] += 1
-    for stage, sec in result.timings.items():
-        stats["stage_seconds"][stage] = stats["stage_seconds"].get(stage, 0.0) + sec
     return result
 
 
-def _write_result(writer, out_conns, topic_of, result, t: int, wanted: Sequence[str],
+def _count_stages(result, stats: Dict[str, object]) -> None:
+    for stage, sec in result.timer.times.items():
+        stats["stage_seconds"][stage] = stats["stage_seconds"].get(stage, 0.0) + sec
+
+
+def _write_result(writer, out_conns, topic_of, result, out_msgs, t: int, wanted: Sequence[str],
                   stats: Dict[str, object]) -> None:
     """Write a frame's output messages at the input's receive time and count a missing grid."""
     from rclpy.serialization import serialize_message
 
-    from ..ros.processing import GRID_OUTPUT
+    from ..core.pipeline import GRID_OUTPUT
 
-    for name, out_msg in result.messages.items():
+    for name, out_msg in out_msgs.items():
         if name in out_conns:
             writer.write(out_conns[name], t, serialize_message(out_msg))
             stats["written"][topic_of(name)] += 1
-    if GRID_OUTPUT in wanted and result.grid_error is not None:
+    if GRID_OUTPUT in wanted and result.pipeline.grid is not None and result.grid().error is not None:
         stats["grid_missing"] += 1
-        stats["grid_error"] = stats["grid_error"] or result.grid_error
+        stats["grid_error"] = stats["grid_error"] or result.grid().error
 
 
 def _frame_rate(reader, image_topic: str, topics) -> float:
@@ -266,11 +273,11 @@ def _frame_rate(reader, image_topic: str, topics) -> float:
     return (info.count - 1) / duration if info.count > 1 and duration > 0 else 10.0
 
 
-def _render(renderer, result, np, t_rel: int, index: int) -> None:
+def _render(renderer, result, out_msgs, np, t_rel: int, index: int) -> None:
     from ..ros.conversions import image_to_array
 
-    overlay = result.messages.get("overlay")
-    grid = result.messages.get("drivable_grid")
+    overlay = out_msgs.get("overlay")
+    grid = out_msgs.get("drivable_grid")
     cells = None
     resolution = None
     if grid is not None:

@@ -1,0 +1,108 @@
+"""One camera's drivable grid with its per-frame policy: which camera model holds (and whether
+it is still fresh), where the camera sits, and what the grid's status says when there is none.
+
+The node and process-bag feed it CameraInfo messages (duck-typed: no ROS import here) and take
+a GridOutcome per frame, so they cannot disagree about when a grid is made. Times are seconds
+on the watch's clock, or passed explicitly where the caller has its own (a bag's recorded time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .camera_info_watch import OK, CameraInfoWatch
+from .grid import CameraModel, GridError, GridSpec, GroundGrid, camera_pose
+from .labels import LabelGroups
+
+# A pose source: the frame's header in, the camera body frame's 4x4 pose in the grid frame out
+# (e.g. a TF lookup at the frame's stamp); it raises with the reason when it has none.
+PoseSource = Callable[[Any], np.ndarray]
+
+
+@dataclasses.dataclass
+class GridOutcome:
+    """What became of one frame's grid."""
+    cells: Optional[np.ndarray]      # int8 [height, width], None when no grid was made
+    error: Optional[str] = None      # why there is none
+    state: str = OK                  # camera_info_watch OK | WARN | ERROR, for diagnostics
+    status: str = ""                 # the diagnostics text ("" when OK)
+    rebuilt: bool = False            # the cell -> pixel table was (re)built for this frame
+
+
+class CameraGrid:
+    def __init__(self, spec: GridSpec, groups: LabelGroups, frame_id: str = "base_link",
+                 pose_xyz: Sequence[float] = (0.0, 0.0, 1.5), pose_rpy: Sequence[float] = (0.0, 0.0, 0.0),
+                 camera_info_timeout: float = 0.0, camera_info_topic: str = "camera_info",
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        spec.validate()
+        self.spec = spec
+        self.frame_id = frame_id
+        self.camera_info_topic = camera_info_topic  # named in the status text
+        self.watch = CameraInfoWatch(camera_info_timeout, clock)
+        self.pose_source: Optional[PoseSource] = None  # None: the fixed pose of set_pose
+        self.builds = 0                                # lookup tables built so far
+        self._grid = GroundGrid(spec, groups)
+        self._T_grid_body = camera_pose(pose_xyz, pose_rpy)
+        # (camera model or None, error or None), replaced as one object: CameraInfo arrives on
+        # the executor thread while the output thread builds grids
+        self._camera: Optional[tuple] = None
+
+    @property
+    def origin(self):
+        return self.spec.x_min, self.spec.y_min
+
+    def set_camera_info(self, msg: Any, t: Optional[float] = None) -> None:
+        """A sensor_msgs/CameraInfo (or anything with its fields) received at ``t``. Never
+        raises: one that cannot be used is kept as the grid's error."""
+        self.watch.received(t)
+        try:
+            model = CameraModel.from_camera_info(msg)
+            model.validate()
+            self._camera = (model, None)  # an unchanged model keeps the grid's lookup table
+        except Exception as exc:  # GridError, or a message too broken to read
+            self._camera = (None, f"invalid CameraInfo: {exc}")
+
+    def set_pose(self, xyz: Sequence[float], rpy: Sequence[float]) -> None:
+        self._T_grid_body = camera_pose(xyz, rpy)
+
+    def set_pose_matrix(self, T_grid_body: np.ndarray) -> None:
+        """The camera body frame's pose as a 4x4 matrix (see grid.body_pose_from_optical)."""
+        self._T_grid_body = np.asarray(T_grid_body, dtype=np.float64)
+
+    def compute(self, labels: np.ndarray, width: int, height: int, header: Any = None,
+                t: Optional[float] = None) -> GridOutcome:
+        """The grid from the class map of a ``width`` x ``height`` frame (``header``: the frame's,
+        for the pose source), or the reason there is none."""
+        outcome = self._compute(labels, width, height, header, t)
+        if outcome.rebuilt:
+            self.builds += 1
+        outcome.state, outcome.status = self.watch.grid_status(outcome.error, self.camera_info_topic, t)
+        return outcome
+
+    def _compute(self, labels, width, height, header, t) -> GridOutcome:
+        if not self.watch.grid_allowed(t):
+            return GridOutcome(None, "CameraInfo is stale")
+        camera = self._camera  # one snapshot: the size check and the table use the same camera
+        if camera is None:
+            return GridOutcome(None, "no CameraInfo received yet")
+        model, error = camera
+        if model is None:
+            return GridOutcome(None, error)
+        if self.pose_source is not None:
+            try:
+                self.set_pose_matrix(self.pose_source(header))
+            except Exception as exc:  # no transform at this stamp, a bad quaternion
+                return GridOutcome(None, str(exc))
+        w, h = model.image_size()
+        if (w, h) != (width, height):
+            return GridOutcome(None, f"CameraInfo describes {w}x{h} images but the image is {width}x{height}")
+        try:
+            rebuilt = self._grid.configure(model, self._T_grid_body, labels.shape[0], labels.shape[1])
+            return GridOutcome(self._grid.compute(labels), rebuilt=rebuilt)
+        except GridError as exc:
+            return GridOutcome(None, str(exc))
+
