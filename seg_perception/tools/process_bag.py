@@ -113,87 +113,40 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                 overwrite: bool = False, show_progress: bool = True, pipeline=None) -> Dict[str, object]:
     """Process ``in_path`` into ``out_path``; returns counts and timings. Raises BagError for a
     bag that cannot be read or written (naming it), and the build errors of the pipeline."""
-    import numpy as np
-    from rclpy.serialization import deserialize_message
-    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
-
     from ..core import bagio
-    from ..core.pipeline import GRID_OUTPUT, build_pipeline
-    from ..ros.outputs import OutputMessages
+    from ..core.pipeline import build_pipeline
 
     remaps = remaps or {}
-
-    def _topic(name: str) -> str:
-        return remaps.get(output_topic(name), output_topic(name))
-
     with bagio.open_bag(in_path) as reader:
         topics = reader.topics()
         image_topic, info_topic = bagio.choose_camera_topics(
             {t: i.msgtype for t, i in topics.items()}, image_topic, camera_info_topic,
             prefer_compressed=params.get("image_transport") == "compressed")
-        image_cls = CompressedImage if topics[image_topic].msgtype == bagio.COMPRESSED_IMAGE else Image
         total = topics[image_topic].count
         if max_frames is not None:
             total = min(total, max_frames)
-        own_pipeline = pipeline is None
-        if own_pipeline:
-            pipeline = build_pipeline(params, camera_info_topic=info_topic or "camera_info")
-        grid = pipeline.grid
-        messages = OutputMessages()
-        wanted = list(outputs)
-        if render_dir:
-            wanted += [o for o in ("overlay", GRID_OUTPUT) if o not in wanted and
-                       (o != GRID_OUTPUT or params["grid.enabled"])]
-        renderer = None
-        if render_dir:
-            from .render import DriveRenderer
-
-            renderer = DriveRenderer(render_dir, fps=_frame_rate(reader, image_topic, topics), height=render_height)
         stats: Dict[str, object] = {
             "input": in_path, "output": out_path, "image_topic": image_topic, "camera_info_topic": info_topic,
             "frames_total": topics[image_topic].count, "frames_processed": 0, "frames_failed": 0,
             "first_error": None, "grid_missing": 0, "grid_error": None, "written": {}, "copied_topics": [],
             "interrupted": False, "stage_seconds": {}, "render_dir": render_dir, "video": None,
-            "video_error": None}
-        out_storage = storage or reader.storage
+            "video_error": None, "storage": storage or reader.storage}
+        own_pipeline = pipeline is None
+        if own_pipeline:
+            pipeline = build_pipeline(params, camera_info_topic=info_topic or "camera_info")
+        renderer = None
+        if render_dir:
+            from .render import DriveRenderer
+
+            renderer = DriveRenderer(render_dir, fps=_frame_rate(reader, image_topic, topics), height=render_height)
         progress = Progress(total, "frames", stream=sys.stderr, enabled=show_progress)
         t_start = time.perf_counter()
         try:
-            with bagio.BagWriter(out_path, out_storage, overwrite=overwrite) as writer:
-                copy_conns = {}
-                if copy_inputs:
-                    for name, info in topics.items():
-                        copy_conns[name] = writer.copy_topic(info, remaps.get(name, name))
-                    stats["copied_topics"] = sorted(remaps.get(n, n) for n in copy_conns)
-                out_conns = _add_output_topics(writer, outputs, _topic, stats)
-                # times are recorded times, in seconds: a bag replays its own clock
-                if info_topic is not None and grid is not None:  # the first applies from the first frame
-                    for _, t, raw in reader.messages([info_topic]):
-                        grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
-                        break
-                done = 0
+            with bagio.BagWriter(out_path, stats["storage"], overwrite=overwrite) as writer:
+                sink = _OutputSink(writer, outputs, remaps, stats, renderer, reader.start_time)
                 try:
-                    for conn, t, raw in reader.messages(None if copy_inputs else [image_topic, info_topic or image_topic]):
-                        if conn.topic == image_topic and max_frames is not None and done >= max_frames:
-                            break
-                        if copy_inputs:
-                            writer.write(copy_conns[conn.topic], t, raw)
-                        if conn.topic == info_topic:
-                            if grid is not None:
-                                grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
-                            continue
-                        if conn.topic != image_topic:
-                            continue
-                        msg = deserialize_message(raw, image_cls)
-                        result = _process_frame(pipeline, msg, t, stats)
-                        if result is not None:
-                            out_msgs = messages.build(result, wanted, t=t / 1e9)
-                            _count_stages(result, stats)
-                            _write_result(writer, out_conns, _topic, result, out_msgs, t, wanted, stats)
-                            if renderer is not None:
-                                _render(renderer, result, out_msgs, np, t - reader.start_time, done)
-                        done += 1
-                        progress.update(done)
+                    _run_frames(reader, writer, topics, image_topic, info_topic, pipeline, sink,
+                                copy_inputs, remaps, max_frames, progress, stats)
                 except KeyboardInterrupt:  # keep what is done: the bag is closed properly
                     stats["interrupted"] = True
         except BaseException:
@@ -208,8 +161,75 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
                 pipeline.release()
         progress.finish()
         stats["seconds"] = time.perf_counter() - t_start
-        stats["storage"] = out_storage
     return stats
+
+
+def _run_frames(reader, writer, topics, image_topic: str, info_topic: Optional[str], pipeline, sink,
+                copy_inputs: bool, remaps: Dict[str, str], max_frames: Optional[int], progress,
+                stats: Dict[str, object]) -> None:
+    """Every message in recorded order: inputs copied through, CameraInfo to the grid at its
+    recorded time (the first one from the first frame on), each camera frame processed."""
+    from rclpy.serialization import deserialize_message
+    from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+
+    from ..core import bagio
+
+    image_cls = CompressedImage if topics[image_topic].msgtype == bagio.COMPRESSED_IMAGE else Image
+    copy_conns = {}
+    if copy_inputs:
+        copy_conns = {name: writer.copy_topic(info, remaps.get(name, name)) for name, info in topics.items()}
+        stats["copied_topics"] = sorted(remaps.get(n, n) for n in copy_conns)
+    grid = pipeline.grid
+    # times are recorded times, in seconds: a bag replays its own clock
+    if info_topic is not None and grid is not None:  # the first applies from the first frame
+        for _, t, raw in reader.messages([info_topic]):
+            grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
+            break
+    done = 0
+    for conn, t, raw in reader.messages(None if copy_inputs else [image_topic, info_topic or image_topic]):
+        if conn.topic == image_topic and max_frames is not None and done >= max_frames:
+            break
+        if copy_inputs:
+            writer.write(copy_conns[conn.topic], t, raw)
+        if conn.topic == info_topic:
+            if grid is not None:
+                grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
+        elif conn.topic == image_topic:
+            result = _process_frame(pipeline, deserialize_message(raw, image_cls), t, stats)
+            if result is not None:
+                sink.write(result, t, done)
+            done += 1
+            progress.update(done)
+
+
+class _OutputSink:
+    """A processed frame's messages into the output bag at the input's receive time (and into
+    the --render pictures), counted in ``stats``."""
+
+    def __init__(self, writer, outputs: Sequence[str], remaps: Dict[str, str], stats: Dict[str, object],
+                 renderer, start_time: int) -> None:
+        from ..core.pipeline import GRID_OUTPUT
+        from ..ros.outputs import OutputMessages
+
+        self.writer, self.outputs, self.stats = writer, list(outputs), stats
+        self.remaps, self.renderer, self.start_time = remaps, renderer, start_time
+        self.wanted = list(outputs)
+        if renderer is not None:  # the pictures need the overlay and the grid
+            self.wanted += [o for o in ("overlay", GRID_OUTPUT) if o not in self.wanted]
+        self.messages = OutputMessages()
+        self.conns = _add_output_topics(writer, outputs, self.topic, stats)
+
+    def topic(self, name: str) -> str:
+        return self.remaps.get(output_topic(name), output_topic(name))
+
+    def write(self, result, t: int, index: int) -> None:
+        import numpy as np
+
+        out_msgs = self.messages.build(result, self.wanted, t=t / 1e9)
+        _count_stages(result, self.stats)
+        _write_result(self.writer, self.conns, self.topic, result, out_msgs, t, self.wanted, self.stats)
+        if self.renderer is not None:
+            _render(self.renderer, result, out_msgs, np, t - self.start_time, index)
 
 
 def _add_output_topics(writer, outputs: Sequence[str], topic_of, stats: Dict[str, object]) -> Dict[str, object]:
