@@ -547,3 +547,37 @@ def test_pose_from_tf_without_tf2_ros_stops_only_the_grid(ros_domain, peer, colo
             camera.stop()
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_min_confidence_changes_at_runtime_over_dds(ros_domain, peer, colour_model):
+    """min_confidence.road set while the node runs: a road the model is 61% sure of (a road /
+    parking colour blend) is in the road mask at 0 and out of it at 0.7, the next frames on; the
+    pedestrian threshold is its own; an out-of-range value is refused with its reason."""
+    blend = [round(0.51 * r + 0.49 * p) for r, p in zip(COLOR["Road"], COLOR["Parking"])]
+    rgb = np.empty((240, 320, 3), np.uint8)
+    rgb[:120], rgb[120:] = COLOR["Sky"], blend
+    node = start_node(ros_domain, colour_model, **{"min_confidence.road": 0.0})
+    try:
+        outs = subscribe_outputs(peer, ("road_mask", "labels"))
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        assert peer.wait_matched(pub), node.log()
+
+        def road_share(offset_ns):
+            stamp = feed_until(peer, pub, lambda s: image_msg(rgb, s + offset_ns), list(outs.values()))
+            mask = as_array(next(m for m in outs["road_mask"].snapshot() if stamp_of(m) == stamp))
+            labels = as_array(next(m for m in outs["labels"].snapshot() if stamp_of(m) == stamp))
+            assert (labels[120:] == CLASS_ID["Road"]).all()  # the class map itself never changes
+            return float((mask[120:] == 255).mean())
+
+        assert road_share(0) == 1.0
+        res = set_params(peer, {"min_confidence.road": 0.7})
+        assert res[0].successful, res[0].reason
+        assert road_share(10 ** 12) == 0.0
+        assert get_param(peer, "min_confidence.pedestrian") != 0.7
+        res = set_params(peer, {"min_confidence.road": 1.5})
+        assert not res[0].successful and "min_confidence.road" in res[0].reason
+        assert get_param(peer, "min_confidence.road") == 0.7
+        res = set_params(peer, {"min_confidence.road": 0.0})
+        assert res[0].successful and road_share(2 * 10 ** 12) == 1.0
+    finally:
+        assert node.stop() == 0, node.log()

@@ -73,6 +73,20 @@ class CameraSegNode(Node):
         self._latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
         self._idle = False
 
+        self._create_publishers()
+        self._create_inputs()
+        self._start_workers()
+        # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        if self.p["input_qos.reliability"] == "auto":
+            self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
+        self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
+        self.get_logger().info(
+            f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
+            f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+
+    def _create_publishers(self) -> None:
+        """Every output reliable, depth 1 (RViz subscribes reliable by default; the newest wins)."""
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
@@ -81,6 +95,9 @@ class CameraSegNode(Node):
             self.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
+    def _create_inputs(self) -> None:
+        """The camera's topics (image_transport's naming), the TF pose source, and the input
+        subscriptions where their publishers are already known."""
         if self.p["image_transport"] == "compressed":
             # as image_transport does: remapping 'image' moves the compressed topic with it
             self.image_topic, self._image_type = _resolve(self, "image") + "/compressed", CompressedImage
@@ -100,13 +117,10 @@ class CameraSegNode(Node):
             if self._tf_pose.error:
                 self.get_logger().error(self._tf_pose.error)
         self._subscribe_inputs()
-        # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
-        steady = Clock(clock_type=ClockType.STEADY_TIME)
-        if self.p["input_qos.reliability"] == "auto":
-            self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
 
-        # newest camera frame -> prepare -> newest prepared frame -> inference -> newest inferred
-        # frame -> outputs
+    def _start_workers(self) -> None:
+        """newest camera frame -> prepare -> newest prepared frame -> inference -> newest
+        inferred frame -> outputs, each hand-over a one-slot mailbox."""
         self.slot = LatestSlot()
         self.ready_slot = LatestSlot(on_drop=lambda item: item[0].release())  # its input buffer
         self.out_slot = LatestSlot()
@@ -124,10 +138,6 @@ class CameraSegNode(Node):
                                           ("outputs", self._publish_outputs))]
         for thread in self._threads:
             thread.start()
-        self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
-        self.get_logger().info(
-            f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
-            f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
 
     def _supervised(self, name: str, fn):
         """A worker thread's target: fn run again when it fails (diagnostics ERROR with the

@@ -97,11 +97,14 @@ def _precision_of(backend: str, precision: str, path: str) -> str:
 
 def bench_one(segmenter, frame: np.ndarray, batch: int, iters: int, warmup: int = 2
               ) -> Dict[str, Any]:
-    """Time preprocess / inference / postprocess of ``batch`` copies of ``frame``."""
-    from ..core.segmenter import Fit
+    """Time preprocess / inference / postprocess of ``batch`` copies of ``frame``, with the
+    pipeline's own pieces: the segmenter's Fit, both graph outputs (class ids and confidence),
+    and the class map brought back to the frame's size as FrameResult.labels does."""
+    from ..core.postprocess import Postprocessor
 
     info = segmenter.info
-    fit = Fit(frame.shape[0], frame.shape[1], info)
+    height, width = frame.shape[:2]
+    fit = segmenter.fit_for(height, width)
     model_in = np.empty((batch, info.input_height, info.input_width, 3), np.uint8)
     pre, inf, post, total = [], [], [], []
     for i in range(warmup + iters):
@@ -109,10 +112,10 @@ def bench_one(segmenter, frame: np.ndarray, batch: int, iters: int, warmup: int 
         for b in range(batch):
             fit.to_model(frame, out=model_in[b])
         t1 = time.perf_counter()
-        labels = segmenter.backend.infer(model_in)
+        labels, _ = segmenter.backend.infer_with_confidence(model_in)
         t2 = time.perf_counter()
         for b in range(batch):
-            fit.labels_to_source(labels[b])
+            Postprocessor.upsample(fit.labels_inner(labels[b]), height, width)
         t3 = time.perf_counter()
         if i >= warmup:
             pre.append(t1 - t0)
