@@ -175,3 +175,53 @@ def read_onnx_metadata(path: str) -> Optional[str]:
 
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
     return sess.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
+
+
+# ---------------------------------------------------------------- the graph against its metadata
+
+def wrap_hint(path: str) -> str:
+    """The command that makes a segmentation ONNX from elsewhere meet the contract."""
+    import os
+
+    stem = os.path.splitext(path)[0]
+    return (f"seg-perception wrap {path} --out {stem}_wrapped.onnx --classes cityscapes|camvid|CLASSES.yaml "
+            "(docs/models.md)")
+
+
+def contract_problems(info: ModelInfo, inputs: Sequence[Tuple[str, str, Sequence[Any]]],
+                      outputs: Sequence[Tuple[str, str, Sequence[Any]]]) -> List[str]:
+    """What in a graph's inputs and outputs, each (name, element type as 'uint8' / 'float32' /
+    ..., shape with ints or names for dynamic dimensions), contradicts its metadata; [] when
+    it meets the contract: one uint8 [N, H, W, 3] input, uint8 [N, H, W] class ids (and the
+    confidence output where the metadata names one)."""
+    problems: List[str] = []
+    h, w = info.input_height, info.input_width
+
+    def fixed(d: Any) -> bool:
+        return isinstance(d, int) and d > 0
+
+    if len(inputs) != 1:
+        problems.append(f"{len(inputs)} inputs {[i[0] for i in inputs]}, the contract has one")
+    for name, dtype, shape in inputs[:1]:
+        if name != info.input_name:
+            problems.append(f"input is {name!r}, the metadata says {info.input_name!r}")
+        if dtype != "uint8":
+            problems.append(f"input {name!r} is {dtype}, the contract takes uint8 pixels")
+        if len(shape) != 4 or any(fixed(d) and d != v for d, v in zip(list(shape)[1:], (h, w, 3))):
+            problems.append(f"input {name!r} has shape {list(shape)}, the contract is [N, {h}, {w}, 3] "
+                            f"(NHWC at the metadata's {h}x{w})")
+    by_name = {o[0]: o for o in outputs}
+    wanted = [(info.output_name, "class ids")] + ([(info.confidence_name, "confidence")]
+                                                 if info.confidence_name else [])
+    for name, what in wanted:
+        if name not in by_name:
+            problems.append(f"no output {name!r} ({what}, named in the metadata); outputs: {list(by_name)}")
+            continue
+        _, dtype, shape = by_name[name]
+        if dtype != "uint8":
+            problems.append(f"output {name!r} ({what}) is {dtype}, the contract is uint8"
+                            + (" (logits: the model still needs its ArgMax)" if what == "class ids"
+                               and dtype.startswith("float") else ""))
+        if len(shape) != 3 or any(fixed(d) and d != v for d, v in zip(list(shape)[1:], (h, w))):
+            problems.append(f"output {name!r} ({what}) has shape {list(shape)}, the contract is [N, {h}, {w}]")
+    return problems

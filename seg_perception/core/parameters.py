@@ -27,7 +27,8 @@ SPECS = (
     Spec("model", "", "Model file: .onnx (ONNX Runtime, or TensorRT via the engine cache), "
          ".engine/.plan (TensorRT), .pt (PyTorch). Empty: the packaged default model."),
     Spec("label_file", "", "YAML label file grouping the model's class names into road, "
-         "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged default."),
+         "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged label file of the "
+         "model's class set (camvid_parking, camvid, cityscapes)."),
     Spec("backend", "auto", "Inference backend; auto prefers TensorRT on a GPU, then ONNX Runtime, "
          "then PyTorch.", choices=BACKENDS),
     Spec("num_threads", 0, "CPU threads for inference (0: every core but one, which stays for "

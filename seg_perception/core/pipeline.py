@@ -272,11 +272,11 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     """The node's pipeline from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     from . import resources
+    from .class_sets import packaged_label_file
     from .labels import load_label_file
     from .threads import inference_threads
 
     model_path = p["model"] or resources.DEFAULT_MODEL
-    label_path = p["label_file"] or resources.DEFAULT_LABEL_FILE
     options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"])}
     if p["backend"] in ("auto", "tensorrt"):
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
@@ -285,6 +285,7 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     try:
         from .parameters import min_confidence_of
 
+        label_path = p["label_file"] or packaged_label_file(segmenter.info.class_names, model_path)
         groups = load_label_file(label_path, segmenter.info.class_names)
         grid = None
         if p["grid.enabled"]:

@@ -35,6 +35,7 @@ from ..core import resources
 from ..core.camera_info_watch import OK, WARN
 from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
+from ..core.labels import MASK_GROUPS
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
 from ..core.parameters import SPECS, check, check_all
 from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, build_pipeline
@@ -67,8 +68,9 @@ class CameraSegNode(Node):
         self.messages = OutputMessages(reuse_buffers=True)
         self.backend_text = "not loaded"
         self.backend_reason = ""
+        self.empty_masks = "n/a: no model loaded"
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
-        self.label_path = self.p["label_file"] or resources.DEFAULT_LABEL_FILE
+        self.label_path = self.p["label_file"] or "the packaged label file of the model's classes"
         self._last_log: Dict[str, float] = {}
         self._latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
         self._idle = False
@@ -282,6 +284,13 @@ class CameraSegNode(Node):
         self.backend_text = segmenter.backend.describe()
         self.backend_reason = segmenter.backend.selection_reason
         info = segmenter.info
+        self.label_path = pipeline.label_path
+        empty = [g for g in MASK_GROUPS if not pipeline.groups.groups[g]]
+        self.empty_masks = (f"{', '.join(empty)} (the label file names no class for the group)"
+                            if empty else "none")
+        if empty:
+            self.get_logger().warning(f"always empty masks: {self.empty_masks} in {self.label_path} "
+                                      "(Cityscapes' 19 train ids, for one, have no parking class)")
         self.get_logger().info(
             f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
@@ -471,6 +480,7 @@ class CameraSegNode(Node):
             "backend selection": self.backend_reason,
             "model": self.model_path,
             "label file": self.label_path,
+            "masks always empty": self.empty_masks,
             "input topic": self.image_topic,
             "input reliability": self._sub_reliability.get("image", "not subscribed yet: no publisher"),
             "input rate (Hz)": f"{in_rate:.2f}",

@@ -326,7 +326,6 @@ def run(args) -> int:
     layout = detect_layout(args.data) if args.layout == "auto" else args.layout
     split = args.split or ("test" if layout == "camvid" else "val")
     model_path = args.model or resources.DEFAULT_MODEL
-    label_path = args.label_file or resources.DEFAULT_LABEL_FILE
     try:
         pairs = find_pairs(args.data, layout, split)[:args.limit]
         mapping = load_mapping(args.mapping) if args.mapping else default_mapping(layout)
@@ -340,6 +339,9 @@ def run(args) -> int:
     backend_text = segmenter.backend.describe()
     t0 = time.perf_counter()
     try:
+        from ..core.class_sets import packaged_label_file
+
+        label_path = args.label_file or packaged_label_file(segmenter.info.class_names, model_path)
         groups = load_label_file(label_path, segmenter.info.class_names)
         scorer = Scorer(mapping, segmenter.info.class_names, groups)
         pipeline = SegmentationPipeline(segmenter, groups)

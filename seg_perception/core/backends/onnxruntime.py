@@ -15,7 +15,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import onnxruntime as ort
 
-from ..model_info import METADATA_KEY, ModelInfo
+from ..model_info import METADATA_KEY, ModelInfo, contract_problems, wrap_hint
 from ..segmenter import Backend, SegmenterError
 
 
@@ -60,8 +60,17 @@ class OnnxRuntimeBackend(Backend):
             raise SegmenterError(f"ONNX Runtime cannot load {self.model_path}: {exc}") from exc
         meta = self.session.get_modelmeta().custom_metadata_map.get(METADATA_KEY)
         if meta is None:
-            raise SegmenterError(f"{self.model_path} carries no '{METADATA_KEY}' metadata")
-        self.info = ModelInfo.from_json(meta)
+            raise SegmenterError(f"{self.model_path} carries no '{METADATA_KEY}' metadata: it was not "
+                                 f"exported or wrapped by seg_perception. A segmentation ONNX from "
+                                 f"elsewhere: {wrap_hint(self.model_path)}")
+        info = ModelInfo.from_json(meta)
+        problems = contract_problems(info, [_io(i) for i in self.session.get_inputs()],
+                                     [_io(o) for o in self.session.get_outputs()])
+        if problems:
+            raise SegmenterError(f"{self.model_path} does not meet the graph contract its metadata "
+                                 f"declares: {'; '.join(problems)}. Wrap the original model: "
+                                 f"{wrap_hint(self.model_path)}")
+        self.info = info
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         self._input = self.session.get_inputs()[0].name
@@ -113,3 +122,9 @@ class OnnxRuntimeBackend(Backend):
         threads = self.num_threads or "default"
         binding = ", IOBinding" if self._binding is not None else ""
         return f"onnxruntime {ort.__version__} on {self.device} (threads: {threads}{binding})"
+
+
+def _io(arg) -> tuple:
+    """(name, element type, shape) of an ONNX Runtime NodeArg: 'tensor(uint8)' -> 'uint8'."""
+    dtype = arg.type[len("tensor("):-1] if arg.type.startswith("tensor(") else arg.type
+    return arg.name, {"float": "float32", "double": "float64"}.get(dtype, dtype), list(arg.shape)

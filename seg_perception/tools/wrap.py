@@ -1,0 +1,89 @@
+"""`seg-perception wrap MODEL.onnx --out OUT.onnx --classes NAME|FILE`: a segmentation ONNX
+from elsewhere (torchvision, mmsegmentation, a Hugging Face SegFormer export) made to meet the
+project's graph contract, verified against the original, with a summary (core/wrap.py).
+
+    seg-perception wrap deeplab.onnx --out deeplab_sp.onnx --classes cityscapes --size 512x1024
+    seg-perception wrap segformer.onnx --out segformer_sp.onnx --classes cityscapes   # 1/4 logits
+    seg-perception wrap model.onnx --out m.onnx --classes my_classes.yaml --range 255 \\
+        --mean 123.675 116.28 103.53 --std 58.395 57.12 57.375 --bgr                 # mmseg style
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _size(text: str):
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+        if h <= 0 or w <= 0:
+            raise ValueError
+        return h, w
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--size takes HxW (e.g. 512x1024), got {text!r}")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", help="the ONNX file to wrap (an external weight file beside it is read too)")
+    p.add_argument("--out", required=True, help="the wrapped ONNX file to write")
+    p.add_argument("--classes", required=True,
+                   help="the model's classes in output order: a packaged set (cityscapes, camvid, "
+                        "camvid_parking) or a YAML/JSON file (names, or {name, color})")
+    p.add_argument("--size", type=_size, default=None,
+                   help="HxW to fix a dynamic input size at (required when the model's is dynamic)")
+    p.add_argument("--range", dest="value_range", type=float, choices=(1.0, 255.0), default=1.0,
+                   help="the value range the model's normalisation starts from: 1 (pixels / 255, "
+                        "torchvision, Hugging Face) or 255 (raw pixel values, mmsegmentation). Default 1")
+    p.add_argument("--mean", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel mean in that range (default ImageNet: 0.485 0.456 0.406, x255 with --range 255)")
+    p.add_argument("--std", type=float, nargs=3, default=None, metavar=("R", "G", "B"),
+                   help="per-channel std in that range (default ImageNet: 0.229 0.224 0.225, x255 with --range 255)")
+    p.add_argument("--bgr", action="store_true", help="the model takes BGR channel order (camera frames are RGB)")
+    p.add_argument("--layout", choices=("auto", "nchw", "nhwc"), default="auto",
+                   help="the model's input layout (default: from its shape)")
+    p.add_argument("--output", default="", help="the model output holding the segmentation (default: the first)")
+    p.add_argument("--fit", choices=("stretch", "letterbox"), default="stretch",
+                   help="how camera frames are fitted to the input size (stretch)")
+    p.add_argument("--no-confidence", action="store_true", help="do not add the confidence output")
+    p.add_argument("--frames", default="", help="folder of images to verify on (default: sample frames)")
+    p.add_argument("--num-frames", type=int, default=4, help="verification frames (4)")
+    p.add_argument("--min-agreement", type=float, default=None,
+                   help="pixel agreement with the original the wrap needs (0.999)")
+    p.add_argument("--json", default="", help="also write the report as JSON to this file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..core.class_sets import ClassSetError, load_classes
+    from ..core.wrap import IMAGENET_MEAN, IMAGENET_STD, MIN_WRAP_AGREEMENT, WrapError, WrapOptions, wrap_model
+
+    r = args.value_range
+    try:
+        opts = WrapOptions(classes=load_classes(args.classes), size=args.size, value_range=r,
+                           mean=tuple(args.mean or (m * r for m in IMAGENET_MEAN)),
+                           std=tuple(args.std or (s * r for s in IMAGENET_STD)),
+                           bgr=args.bgr, layout=args.layout, output=args.output, fit=args.fit,
+                           confidence=not args.no_confidence)
+        report = wrap_model(args.model, args.out, opts, frames_dir=args.frames, num_frames=args.num_frames,
+                            min_agreement=MIN_WRAP_AGREEMENT if args.min_agreement is None else args.min_agreement)
+    except (WrapError, ClassSetError) as exc:
+        print(f"seg-perception wrap: {exc}", file=sys.stderr)
+        return 1
+    h, w = report.model_size
+    print(f"wrote {args.out}" + (f" (weights in {args.out}.data)" if report.external_data else ""))
+    print(f"  original input:  {report.input}")
+    print(f"  original output: {report.output}")
+    print(f"  wrapped:         image uint8 [N, {h}, {w}, 3] RGB -> labels uint8 [N, {h}, {w}]"
+          + (f", confidence uint8 [N, {h}, {w}]" if report.confidence else "")
+          + ("" if tuple(report.output_size) == (h, w) else
+             f" (the model's {report.output_size[0]}x{report.output_size[1]} output resized to {h}x{w})"))
+    print(f"  classes:         {report.classes} ({args.classes})")
+    print(f"  verified:        {100 * report.agreement:.3f}% of pixels equal argmax of the original's "
+          f"output ({report.frames} frames from {report.frames_source})")
+    print(f"  speed:           {report.ms_per_frame:.1f} ms per frame (ONNX Runtime, CPU, median)")
+    print(f"run it: ros2 launch seg_perception camera_seg.launch.py model:={args.out}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(report.to_dict(), f, indent=2)
+    return 0
