@@ -206,3 +206,56 @@ def test_wrap_command_prints_the_summary_and_fails_clearly(foreign, tmp_path):
     res = subprocess.run([os.path.join(BIN, "seg-perception"), "wrap", foreign["torchvision"], "--out", out,
                           "--classes", "cityscapes"], capture_output=True, text=True, timeout=300)
     assert res.returncode == 1 and "--size HxW" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_wrapped_model_through_the_node_over_dds(foreign, tmp_path, ros_domain, peer):
+    """A wrapped Cityscapes model in the node with label_file "": the node picks the packaged
+    Cityscapes groups, publishes the class map the pipeline computes in this process for the
+    same frame, keeps the parking mask empty and says why in diagnostics. An unwrapped model:
+    the node stays up with diagnostics ERROR naming the wrap command."""
+    from diagnostic_msgs.msg import DiagnosticArray
+    from sensor_msgs.msg import Image
+    from ros_harness import RELIABLE, NodeProcess
+    from test_node import DiagnosticStatus_ERROR, as_array, feed_until, image_msg, stamp_of, status_values, \
+        wait_status
+
+    from seg_perception.core.parameters import default_parameters
+    from seg_perception.core.pipeline import build_pipeline
+    from seg_perception.ros.conversions import frame_from_msg
+
+    wrapped = str(tmp_path / "quarter_sp.onnx")
+    wrap_model(foreign["quarter"], wrapped, WrapOptions(classes=CITYSCAPES), num_frames=1)
+    rgb = np.ascontiguousarray(np.kron(frames()[0], np.ones((2, 2, 1), np.uint8)))  # 512x256 camera
+    diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+    outs = {n: peer.subscribe(Image, f"/camera_seg/{n}", RELIABLE) for n in ("labels", "parking_mask")}
+    pub = peer.publisher(Image, "/image", RELIABLE)
+    # label_file is "" in the shipped params file
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": wrapped, "grid.enabled": False})
+    try:
+        assert peer.wait_matched(pub), node.log()
+        stamp = feed_until(peer, pub, lambda s: image_msg(rgb, s), list(outs.values()))
+        got = as_array(next(m for m in outs["labels"].snapshot() if stamp_of(m) == stamp))
+        parking = as_array(next(m for m in outs["parking_mask"].snapshot() if stamp_of(m) == stamp))
+        st = wait_status(diag, lambda s: s.level != DiagnosticStatus_ERROR and "label file" in status_values(s))
+        assert st is not None, node.log()
+        values = status_values(st)
+        assert values["label file"].endswith("cityscapes.yaml")
+        assert values["masks always empty"].startswith("parking")
+        assert "always empty masks: parking" in node.log()
+    finally:
+        assert node.stop() == 0, node.log()
+    params = default_parameters()
+    params.update({"model": wrapped, "grid.enabled": False})
+    with build_pipeline(params) as pipeline:
+        expected = pipeline.process(frame_from_msg(image_msg(rgb, stamp))).labels()
+    assert got.shape == (256, 512) and (got == expected).mean() >= 0.999
+    assert len(np.unique(got)) > 1 and not parking.any()
+
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": foreign["quarter"], "grid.enabled": False})
+    try:
+        st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "seg-perception wrap" in s.message,
+                         timeout=30)
+        assert st is not None, node.log()
+        assert node.alive()
+    finally:
+        assert node.stop() == 0, node.log()
