@@ -200,3 +200,50 @@ def test_torchvision_models_take_confidence_at_the_head_resolution_with_the_same
         None, {info.input_name: frames.numpy()})
     assert np.mean(got_ids == ids.numpy()) >= 0.999
     assert np.abs(got_conf.astype(int) - conf.numpy()).max() <= 1
+
+
+def test_export_takes_torchvision_state_dicts_and_whole_models(tmp_path):
+    """Foreign weights: a torchvision state_dict with --arch and --classes (an aux head from
+    training dropped), a whole torch.save(model) file with --classes, and clear refusals that
+    name the accepted forms."""
+    import subprocess
+    import sys
+
+    import torch
+    from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
+
+    from seg_perception.core.export import TinyFCN
+    from seg_perception.core.segmenter import Segmenter
+
+    exe = [os.path.join(os.path.dirname(sys.executable), "seg-perception"), "export"]
+    torch.manual_seed(0)
+    net = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=19, aux_loss=True)
+    sd = str(tmp_path / "deeplab.pth")
+    torch.save(net.state_dict(), sd)
+    out = str(tmp_path / "deeplab.onnx")
+    res = subprocess.run(exe + [sd, "--arch", "deeplabv3_mobilenet_v3_large", "--classes", "cityscapes",
+                                "--height", "64", "--width", "128", "--out", out, "--num-frames", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    with Segmenter.from_file(out, "onnxruntime") as seg:
+        assert seg.info.num_classes == 19 and seg.info.class_names[11] == "person"
+        assert (seg.info.input_height, seg.info.input_width) == (64, 128)
+    whole = str(tmp_path / "whole.pt")
+    torch.save(TinyFCN(11), whole)
+    res = subprocess.run(exe + [whole, "--classes", "camvid", "--height", "48", "--width", "64",
+                                "--out", str(tmp_path / "whole.onnx"), "--num-frames", "2"],
+                         capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr
+    for args, needle in [([sd, "--classes", "cityscapes"], "plain state_dict: give its architecture with --arch"),
+                         ([sd, "--arch", "deeplabv3_mobilenet_v3_large"], "carries no class list: give --classes"),
+                         ([sd, "--arch", "deeplabv3_mobilenet_v3_large", "--classes", "camvid"],
+                          "does not fit deeplabv3_mobilenet_v3_large with 11 classes")]:
+        res = subprocess.run(exe + args + ["--out", str(tmp_path / "x.onnx")], capture_output=True, text=True,
+                             timeout=300)
+        assert res.returncode == 1 and needle in res.stderr, res.stderr
+        assert "Traceback" not in res.stderr
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    res = subprocess.run(exe + [str(junk), "--out", str(tmp_path / "x.onnx")], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 1 and "seg-perception export takes (1)" in res.stderr and "Traceback" not in res.stderr

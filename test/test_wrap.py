@@ -259,3 +259,40 @@ def test_the_wrapped_model_through_the_node_over_dds(foreign, tmp_path, ros_doma
         assert node.alive()
     finally:
         assert node.stop() == 0, node.log()
+
+
+class _IdsAtQuarter(fm.QuarterLogits):
+    """mmdeploy's segmentation export (with_argmax): int64 ids [N, 1, h, w], opset 11."""
+
+    def forward(self, x):
+        return self.head(self.stem(x)).argmax(1, keepdim=True)
+
+
+@pytest.mark.parametrize("kind", ["ids", "logits"])
+def test_opset_11_models_as_mmdeploy_writes_them(tmp_path, kind):
+    """Opset 11 (mmdeploy's default): Resize with roi/scales inputs, reductions with axes
+    attributes; mmsegmentation's normalisation on 0..255."""
+    import torch
+
+    torch.manual_seed(1)
+    module = _IdsAtQuarter(19) if kind == "ids" else fm.QuarterLogits(19)
+    for p in module.parameters():
+        torch.nn.init.normal_(p, 0.0, 0.5)
+    src = str(tmp_path / "m.onnx")
+    torch.onnx.export(module.eval(), (torch.randn(1, 3, 128, 256),), src, dynamo=False, opset_version=11,
+                      input_names=["input"], output_names=["output"])
+    assert [o.version for o in onnx.load(src).opset_import if o.domain in ("", "ai.onnx")] == [11]
+    opts = WrapOptions(classes=CITYSCAPES, value_range=255.0, mean=(123.675, 116.28, 103.53),
+                       std=(58.395, 57.12, 57.375))
+    out = str(tmp_path / "w.onnx")
+    report = wrap_model(src, out, opts, num_frames=2)
+    assert report.agreement >= 0.999 and report.output_size == (32, 64)
+    batch = frames()
+    outs = ort.InferenceSession(out, providers=["CPUExecutionProvider"]).run(None, {"image": batch})
+    assert outs[0].shape == (1, 128, 256) and len(outs) == (1 if kind == "ids" else 2)
+    if kind == "logits":
+        small = original_logits(src, normalised_input(batch, "nchw", opts, np.float32))
+        import cv2
+
+        ref = cv2.resize(softmax_max(small)[0], (256, 128), interpolation=cv2.INTER_LINEAR)
+        assert np.abs(outs[1][0].astype(int) - np.round(255 * ref).astype(int)).max() <= 1

@@ -234,11 +234,79 @@ def _name_batch_dim(model, name: str) -> None:
 
 
 def load_checkpoint(path: str, map_location: Optional[str] = "cpu"):
+    """The project's own checkpoint (see CHECKPOINT_FORMS): (ClassMapModel, ModelInfo)."""
     ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or "metadata" not in ckpt:
+        raise ExportError(f"{path} is not a seg_perception checkpoint (no 'metadata'). {CHECKPOINT_FORMS}")
     info = ModelInfo.from_dict(ckpt["metadata"])
     wrapped = build_wrapped_model(info)
     wrapped.model.load_state_dict(ckpt["state_dict"])
     return wrapped.eval(), info
+
+
+CHECKPOINT_FORMS = (
+    "seg-perception export takes (1) a checkpoint of `seg-perception train`: a dict "
+    "{'metadata': the model's metadata, 'state_dict': its weights}; (2) a torchvision segmentation "
+    "state_dict (a dict of tensors, or one under 'state_dict' or 'model') with --arch NAME "
+    f"({', '.join(sorted(ARCHITECTURES))}) and --classes SET; (3) a whole model saved with "
+    "torch.save(model) (its class must be importable here) with --classes SET")
+
+
+def load_any_checkpoint(path: str, architecture: str = "", classes: Optional[Sequence[ClassInfo]] = None,
+                        height: int = 0, width: int = 0) -> Tuple[ClassMapModel, ModelInfo]:
+    """Any of CHECKPOINT_FORMS: (ClassMapModel, ModelInfo). Foreign weights get ImageNet
+    normalisation (torchvision's) and the input size given (360x480 by default)."""
+    import pickle
+
+    if not os.path.isfile(path):
+        raise ExportError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # a whole pickled model: weights_only refuses its classes
+        ckpt = None
+    except Exception as exc:
+        raise ExportError(f"cannot read {path} with torch.load: {exc}. {CHECKPOINT_FORMS}") from exc
+    if isinstance(ckpt, dict) and "metadata" in ckpt:
+        if classes:
+            raise ExportError(f"{path} is a seg_perception checkpoint: it carries its classes, drop --classes")
+        return load_checkpoint(path)
+    if not classes:
+        raise ExportError(f"{path} carries no class list: give --classes (cityscapes, camvid or a file). "
+                          f"{CHECKPOINT_FORMS}")
+    if ckpt is None:
+        try:  # executes the file's pickled code: only for model files you trust
+            model = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:
+            raise ExportError(f"cannot load {path} as a whole model: {exc}. {CHECKPOINT_FORMS}") from exc
+        if not isinstance(model, nn.Module):
+            raise ExportError(f"{path} holds a {type(model).__name__}, not a torch model. {CHECKPOINT_FORMS}")
+        arch = architecture or type(model).__name__
+    else:
+        state = ckpt.get("state_dict", ckpt.get("model", ckpt)) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not state or not all(torch.is_tensor(v) for v in state.values()):
+            raise ExportError(f"{path} is not a state_dict of tensors. {CHECKPOINT_FORMS}")
+        if not architecture:
+            raise ExportError(f"{path} is a plain state_dict: give its architecture with --arch "
+                              f"({', '.join(sorted(ARCHITECTURES))}). {CHECKPOINT_FORMS}")
+        model = build_model(architecture, len(classes))
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}  # training-only head
+        fix = "check --arch and that --classes lists as many classes as the model's last layer has outputs"
+        try:
+            missing, unexpected = model.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # a tensor of another shape (e.g. another number of classes)
+            detail = str(exc).strip().splitlines()[-1].strip()
+            raise ExportError(f"{path} does not fit {architecture} with {len(classes)} classes: {detail}; "
+                              f"{fix}") from exc
+        if missing or unexpected:
+            raise ExportError(f"{path} does not fit {architecture} with {len(classes)} classes: "
+                              f"{len(missing)} missing keys (e.g. {missing[:3]}), {len(unexpected)} unexpected "
+                              f"(e.g. {unexpected[:3]}); {fix}")
+        arch = architecture
+    info = ModelInfo(classes=tuple(classes), input_height=int(height or 360), input_width=int(width or 480),
+                     architecture=arch if arch in ARCHITECTURES else "", source={"checkpoint_form": (
+                         "whole model" if ckpt is None else "state_dict"), "class": arch})
+    info.validate()
+    return ClassMapModel(model, info.mean, info.std).eval(), info
 
 
 # --------------------------------------------------------------------------------------------
@@ -385,7 +453,8 @@ def export_model(out_path: str, checkpoint: str = "", architecture: str = "",
                  fp16: bool = False, int8: bool = False, calib_dir: str = "",
                  calib_images: int = 64, calib_method: str = "minmax", opset: int = 18,
                  min_agreement: float = MIN_EXPORT_AGREEMENT,
-                 min_variant_agreement: Optional[Dict[str, float]] = None) -> ExportReport:
+                 min_variant_agreement: Optional[Dict[str, float]] = None,
+                 classes: Optional[Sequence[ClassInfo]] = None) -> ExportReport:
     """What `seg-perception export` does: load a checkpoint (or make a fresh model of a named
     architecture), export the FP32 ONNX verified against PyTorch, then derive the FP16 and/or
     INT8 Q/DQ variants next to it and measure their agreement with the FP32 file.
@@ -394,16 +463,17 @@ def export_model(out_path: str, checkpoint: str = "", architecture: str = "",
     from . import quantize
 
     if checkpoint:
-        wrapped, info = load_checkpoint(checkpoint)
-        if architecture and architecture != info.architecture:
+        wrapped, info = load_any_checkpoint(checkpoint, architecture, classes, height, width)
+        own = "checkpoint_form" not in info.source
+        if own and architecture and architecture != info.architecture:
             raise ExportError(f"{checkpoint} holds a {info.architecture!r} model, not {architecture!r}")
-        if height or width:
-            raise ExportError("--height/--width apply to a fresh model only: a checkpoint carries "
-                              "the input size it was trained for")
+        if own and (height or width):
+            raise ExportError("--height/--width apply to a fresh model or foreign weights only: a "
+                              "seg_perception checkpoint carries the input size it was trained for")
         info = info.with_source(checkpoint=os.path.basename(checkpoint),
                                 checkpoint_sha256=file_sha256(checkpoint))
     elif architecture:
-        wrapped, info = fresh_model(architecture, height or 360, width or 480)
+        wrapped, info = fresh_model(architecture, height or 360, width or 480, classes=classes)
     else:
         raise ExportError("give a checkpoint to export, or --arch NAME for a fresh model")
     info = info.with_source(exported_with=f"torch {torch.__version__}, opset {opset}")

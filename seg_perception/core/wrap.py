@@ -67,6 +67,7 @@ class WrapReport:
     ms_per_frame: float = 0.0
     confidence: bool = False
     external_data: bool = False
+    batch: str = "N"              # the batch dimension kept from the original (fixed or dynamic)
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -196,7 +197,8 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
                               f"{layout.upper()} {inp.dims}",
                         output=f"{out_name} {kind} {probe.dtype} {list(probe.shape)}",
                         kind=kind, model_size=(height, width), output_size=out_hw,
-                        classes=len(opts.classes), confidence=with_confidence, external_data=external)
+                        classes=len(opts.classes), confidence=with_confidence, external_data=external,
+                        batch=str(batch))
     _verify(src, dst, inp, layout, opts, kind, channels_last, out_name, (height, width), frames_dir,
             num_frames, report)
     if report.agreement < min_agreement:

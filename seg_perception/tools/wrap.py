@@ -71,11 +71,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"seg-perception wrap: {exc}", file=sys.stderr)
         return 1
     h, w = report.model_size
+    n = report.batch
     print(f"wrote {args.out}" + (f" (weights in {args.out}.data)" if report.external_data else ""))
     print(f"  original input:  {report.input}")
     print(f"  original output: {report.output}")
-    print(f"  wrapped:         image uint8 [N, {h}, {w}, 3] RGB -> labels uint8 [N, {h}, {w}]"
-          + (f", confidence uint8 [N, {h}, {w}]" if report.confidence else "")
+    print(f"  wrapped:         image uint8 [{n}, {h}, {w}, 3] RGB -> labels uint8 [{n}, {h}, {w}]"
+          + (f", confidence uint8 [{n}, {h}, {w}]" if report.confidence else "")
           + ("" if tuple(report.output_size) == (h, w) else
              f" (the model's {report.output_size[0]}x{report.output_size[1]} output resized to {h}x{w})"))
     print(f"  classes:         {report.classes} ({args.classes})")
