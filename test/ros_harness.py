@@ -13,11 +13,9 @@ import threading
 import time
 from typing import Callable, Dict, List, Optional
 
-import rclpy
-from rclpy.context import Context
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
+from seg_perception.ros.participant import Participant
 from seg_perception.tools import node_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,23 +105,13 @@ class Collector:
             return list(self.msgs)
 
 
-class RosPeer:
-    """The test's own participant: default Fast DDS transports, no profile (like a camera driver)."""
+class RosPeer(Participant):
+    """The test's own participant: default Fast DDS transports, no profile (like a camera
+    driver). The project's Participant, so it shuts down in the order that one keeps (the spin
+    thread stopped before the context goes)."""
 
     def __init__(self, domain_id: int) -> None:
-        self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
-        self.node = rclpy.create_node("seg_test_peer", context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self._thread = threading.Thread(target=self._spin, daemon=True)
-        self._thread.start()
-
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except Exception:  # context shut down
-            pass
+        super().__init__("seg_test_peer", domain_id)
 
     def subscribe(self, msg_type, topic: str, qos: QoSProfile = RELIABLE) -> Collector:
         col = Collector()
@@ -149,11 +137,6 @@ class RosPeer:
             time.sleep(0.05)
         return False
 
-    def close(self) -> None:
-        self.executor.shutdown(timeout_sec=2.0)
-        self.node.destroy_node()
-        rclpy.try_shutdown(context=self.context)
-        self._thread.join(timeout=5.0)
 
 
 class Camera(threading.Thread):
