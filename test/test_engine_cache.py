@@ -74,6 +74,14 @@ def test_make_key_hashes_the_onnx_file(tmp_path):
     onnx_file.write_bytes(b"graph bytes, re-exported")
     k2 = ec.make_key(str(onnx_file), "10.9.0", "GPU", "8.9", "fp32", [ec.batch_profile("image", 4, 4)])
     assert k2.digest() != k.digest()   # a new export never reuses the old engine
+    # weights in an external file beside the graph (torch.onnx, seg-perception wrap): new
+    # weights under the same graph bytes make a new key too
+    data = tmp_path / "m.onnx.data"
+    data.write_bytes(b"weights v1")
+    k3 = ec.make_key(str(onnx_file), "10.9.0", "GPU", "8.9", "fp32", [ec.batch_profile("image", 4, 4)])
+    data.write_bytes(b"weights v2")
+    k4 = ec.make_key(str(onnx_file), "10.9.0", "GPU", "8.9", "fp32", [ec.batch_profile("image", 4, 4)])
+    assert len({k2.digest(), k3.digest(), k4.digest()}) == 3
 
 
 def test_write_then_lookup_is_valid_with_metadata(tmp_path):

@@ -57,6 +57,17 @@ def file_sha256(path: str) -> str:
     return h.hexdigest()
 
 
+def model_sha256(onnx_path: str) -> str:
+    """The ONNX file's hash, with its external weight file (``MODEL.onnx.data``, as
+    torch.onnx and `seg-perception wrap` name it) folded in: new weights beside an unchanged
+    graph must not reuse the old engine."""
+    digest = file_sha256(onnx_path)
+    data = onnx_path + ".data"
+    if os.path.isfile(data):
+        digest = hashlib.sha256((digest + file_sha256(data)).encode()).hexdigest()
+    return digest
+
+
 Shape = Tuple[int, ...]
 
 
@@ -137,7 +148,7 @@ class EngineKey:
 
 def make_key(onnx_path: str, tensorrt_version: str, gpu_name: str, compute_capability: str,
              precision: str, inputs: Sequence[InputProfile], onnx_sha256: str = "") -> EngineKey:
-    key = EngineKey(onnx_sha256 or file_sha256(onnx_path), str(tensorrt_version), str(gpu_name),
+    key = EngineKey(onnx_sha256 or model_sha256(onnx_path), str(tensorrt_version), str(gpu_name),
                     str(compute_capability), precision, tuple(inputs))
     key.validate()
     return key
