@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .segmenter import BACKENDS
@@ -70,6 +71,12 @@ SPECS = (
          read_only=False, range=(0.0, 3600.0)),
     Spec("camera_info_timeout", 2.0, "The grid stops (WARN) when no CameraInfo arrived for this "
          "many seconds; 0 disables the check.", read_only=False, range=(0.0, 3600.0)),
+    Spec("cameras", [], "Camera names. Empty: one camera on 'image' and 'camera_info', outputs under ~/. "
+         "For each name C: C.image (default C/image_raw), C.camera_info (C/camera_info), "
+         "C.image_transport, C.camera_pose.xyz, C.camera_pose.rpy; outputs under ~/C/, one network "
+         "for all, and ~/drivable_grid fused from every camera's grid."),
+    Spec("grid.max_spread", 0.2, "Surround grid (several cameras): a camera's latest grid is left "
+         "out when its stamp is more than this behind the newest, s.", read_only=False, range=(0.0, 10.0)),
     Spec("grid.enabled", True, "Publish ~/drivable_grid (nav_msgs/OccupancyGrid)."),
     Spec("grid.frame_id", "base_link", "Frame of the grid and of camera_pose."),
     Spec("grid.resolution", 0.1, "Grid cell size, m.", range=(0.01, 5.0)),
@@ -91,11 +98,37 @@ SPECS = (
     Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=("fp32", "fp16", "int8")),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
+# What each camera of `cameras` has of its own, as C.<name>; checked like the node-wide one
+PER_CAMERA = ("image", "camera_info", "image_transport", "camera_pose.xyz", "camera_pose.rpy")
+CAMERA_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+
+
+def camera_parameters(name: str, p: Dict[str, Any]) -> Dict[str, Any]:
+    """The defaults of camera ``name``'s own parameters (the node-wide values where there is one)."""
+    return {f"{name}.image": f"{name}/image_raw", f"{name}.camera_info": f"{name}/camera_info",
+            f"{name}.image_transport": p["image_transport"],
+            f"{name}.camera_pose.xyz": list(p["camera_pose.xyz"]),
+            f"{name}.camera_pose.rpy": list(p["camera_pose.rpy"])}
+
+
+def camera_view(p: Dict[str, Any], name: str) -> Dict[str, Any]:
+    """The parameters as camera ``name`` sees them: its own C.* values in place of the node-wide
+    ones ("" = the single camera: ``p`` itself)."""
+    if not name:
+        return p
+    view = dict(p)
+    for key in PER_CAMERA:
+        view[key] = p.get(f"{name}.{key}", view.get(key))
+    return view
 
 
 def check(name: str, value: Any) -> Optional[str]:
     """The reason ``value`` is not valid for parameter ``name``, or None."""
     spec = SPEC_BY_NAME.get(name)
+    if spec is None and "." in name and name.split(".", 1)[1] in PER_CAMERA:
+        spec = SPEC_BY_NAME.get(name.split(".", 1)[1])  # C.camera_pose.xyz: as camera_pose.xyz
+        if spec is not None:
+            spec = dataclasses.replace(spec, name=name)
     if spec is None:
         return None
     if spec.choices and value not in spec.choices:
@@ -117,6 +150,12 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
         reason = check(name, value)
         if reason:
             return reason
+    cameras = list(values.get("cameras") or [])
+    bad = [c for c in cameras if not isinstance(c, str) or not CAMERA_NAME.match(c)]
+    if bad:
+        return f"cameras must be names of letters, digits and _ (a topic namespace each), got {bad}"
+    if len(set(cameras)) != len(cameras):
+        return f"cameras must be different names, got {cameras}"
     if not str(values["grid.frame_id"]).strip():
         return "grid.frame_id must name a frame"
     if values["grid.x_min"] >= values["grid.x_max"]:

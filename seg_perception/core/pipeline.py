@@ -287,20 +287,47 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
 
         label_path = p["label_file"] or packaged_label_file(segmenter.info.class_names, model_path)
         groups = load_label_file(label_path, segmenter.info.class_names)
-        grid = None
-        if p["grid.enabled"]:
-            from .grid import GridSpec
-
-            spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
-                            y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
-            grid = CameraGrid(spec, groups, p["grid.frame_id"], p["camera_pose.xyz"], p["camera_pose.rpy"],
-                              p["camera_info_timeout"], camera_info_topic)
         return SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"],
-                                    p["max_image_pixels"], min_confidence_of(p), grid,
+                                    p["max_image_pixels"], min_confidence_of(p), camera_grid(p, groups, camera_info_topic),
                                     model_path=model_path, label_path=label_path)
     except Exception:
         segmenter.release()
         raise
+
+
+def camera_grid(p: Dict[str, Any], groups: LabelGroups, camera_info_topic: str = "camera_info"
+                ) -> Optional[CameraGrid]:
+    """The drivable grid of a camera with the parameters it sees (None: grid.enabled false)."""
+    if not p["grid.enabled"]:
+        return None
+    from .grid import GridSpec
+
+    spec = GridSpec(resolution=p["grid.resolution"], x_min=p["grid.x_min"], x_max=p["grid.x_max"],
+                    y_min=p["grid.y_min"], y_max=p["grid.y_max"], max_range=p["grid.max_range"])
+    return CameraGrid(spec, groups, p["grid.frame_id"], p["camera_pose.xyz"], p["camera_pose.rpy"],
+                      p["camera_info_timeout"], camera_info_topic)
+
+
+def build_camera_pipelines(p: Dict[str, Any], cameras: Dict[str, str],
+                           progress: Optional[Callable[[str], None]] = None) -> Dict[str, SegmentationPipeline]:
+    """One pipeline per camera ({name: its CameraInfo topic}; "" is the single camera), all on one
+    network (one model in memory, one engine): each with its own grid, pose and camera model."""
+    from .parameters import camera_view, min_confidence_of
+
+    names = list(cameras)
+    first = build_pipeline(camera_view(p, names[0]), progress, cameras[names[0]])
+    pipelines = {names[0]: first}
+    try:
+        for name in names[1:]:
+            view = camera_view(p, name)
+            pipelines[name] = SegmentationPipeline(
+                first.segmenter, first.groups, view["overlay_alpha"], view["overlay_max_width"],
+                view["max_image_pixels"], min_confidence_of(view), camera_grid(view, first.groups, cameras[name]),
+                model_path=first.model_path, label_path=first.label_path)
+    except Exception:
+        first.release()
+        raise
+    return pipelines
 
 
 def confidence_level(min_confidence: float) -> int:

@@ -37,11 +37,12 @@ from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
 from ..core.labels import MASK_GROUPS
 from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
-from ..core.parameters import SPECS, check, check_all
-from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, build_pipeline
+from ..core.parameters import SPEC_BY_NAME, SPECS, Spec, camera_parameters, camera_view, check, check_all
+from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, build_camera_pipelines
+from ..core.surround import SurroundGrid, fair_order
 from ..core.threads import opencv_threads
 from . import diagnostics as diag
-from .conversions import frame_from_msg
+from .conversions import copy_header, frame_from_msg, occupancy_grid_msg
 from .dds_profile import apply_default_profile
 from .outputs import OutputMessages
 from .parameters import descriptor
@@ -57,22 +58,56 @@ EXIT_WORKER_FAILED = 2
 RETIRE_S = 2.0  # s a replaced input subscription overlaps the new one (discovery and matching)
 
 
+class _Camera:
+    """One camera: its topics, input subscriptions, newest-frame slot, publishers, pipeline (its
+    own grid and pose on the shared network) and counters. The single-camera node has one, named
+    "" (topics image / camera_info, outputs under ~/); with `cameras`, one per name."""
+
+    def __init__(self, name: str, stats: diag.NodeStats) -> None:
+        self.name = name
+        self.ns = f"{name}/" if name else ""          # its outputs: ~/<ns><output>
+        self.stats = stats
+        self.slot = LatestSlot()
+        self.waiting_since = 0.0                     # receive time of the frame in the slot
+        self.last_served: Optional[float] = None     # when the network last took its frame
+        self.pipeline: Optional[SegmentationPipeline] = None
+        # the output thread publishes each message before it builds the next: buffers are reused
+        self.messages = OutputMessages(reuse_buffers=True)
+        self.pubs: Dict[str, object] = {}
+        self.latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
+        self.image_topic = self.info_topic = ""
+        self.image_type = Image
+        self.transport = "raw"
+        self.subs: Dict[str, object] = {}
+        self.sub_reliability: Dict[str, str] = {}
+        self.retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
+        self.told_waiting = False
+        self.last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
+        self.idle = False
+
+    def label(self, text: str) -> str:
+        """'text' for the single camera, 'C: text' for camera C (log lines, status texts)."""
+        return f"{self.name}: {text}" if self.name else text
+
+
 class CameraSegNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.stats = diag.NodeStats()
-        self.pipeline: Optional[SegmentationPipeline] = None
-        # the output thread publishes each message before it builds the next: buffers are reused
-        self.messages = OutputMessages(reuse_buffers=True)
+        self.stats = diag.NodeStats()  # the node's (and the single camera's) counters and problems
+        names = list(self.p["cameras"]) or [""]
+        self.cameras: Dict[str, _Camera] = {
+            n: _Camera(n, self.stats if n == "" else diag.NodeStats()) for n in names}
+        self.multi = names != [""]
+        self.pipeline: Optional[SegmentationPipeline] = None  # the first camera's (model, info)
+        self._frame_arrived = threading.Event()  # any camera's slot got a frame
         self.backend_text = "not loaded"
         self.backend_reason = ""
         self.empty_masks = "n/a: no model loaded"
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
         self.label_path = self.p["label_file"] or "the packaged label file of the model's classes"
         self._last_log: Dict[str, float] = {}
-        self._latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
         self._idle = False
 
         self._create_publishers()
@@ -83,34 +118,45 @@ class CameraSegNode(Node):
         if self.p["input_qos.reliability"] == "auto":
             self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
         self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
-        self.get_logger().info(
-            f"subscribing {self.image_topic} ({self.p['image_transport']}) and "
-            f"{self.info_topic}; publishing under {self.get_fully_qualified_name()}/")
+        for cam in self.cameras.values():
+            self.get_logger().info(
+                f"subscribing {cam.image_topic} ({cam.transport}) and {cam.info_topic}; publishing "
+                f"under {self.get_fully_qualified_name()}/{cam.ns}")
+        if self.multi and self.p["grid.enabled"]:
+            self.get_logger().info(f"surround grid of {len(self.cameras)} cameras on "
+                                   f"{self.get_fully_qualified_name()}/{GRID_OUTPUT}")
 
     def _create_publishers(self) -> None:
         """Every output reliable, depth 1 (RViz subscribes reliable by default; the newest wins)."""
         out_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
-        self.pubs = {name: self.create_publisher(Image, f"~/{name}", out_qos) for name in IMAGE_OUTPUTS}
-        if self.p["grid.enabled"]:
-            self.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
+        for cam in self.cameras.values():
+            cam.pubs = {name: self.create_publisher(Image, f"~/{cam.ns}{name}", out_qos) for name in IMAGE_OUTPUTS}
+            if self.p["grid.enabled"]:
+                cam.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{cam.ns}{GRID_OUTPUT}", out_qos)
+        self.pubs = self.cameras[next(iter(self.cameras))].pubs  # the single camera's
+        self.surround = None
+        if self.multi and self.p["grid.enabled"]:  # every camera's grid fused
+            self.surround = SurroundGrid(list(self.cameras), self.p["grid.max_spread"])
+            self.surround_pub = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
 
     def _create_inputs(self) -> None:
-        """The camera's topics (image_transport's naming), the TF pose source, and the input
+        """Each camera's topics (image_transport's naming), the TF pose source, and the input
         subscriptions where their publishers are already known."""
-        if self.p["image_transport"] == "compressed":
-            # as image_transport does: remapping 'image' moves the compressed topic with it
-            self.image_topic, self._image_type = _resolve(self, "image") + "/compressed", CompressedImage
-        else:
-            self.image_topic, self._image_type = _resolve(self, "image"), Image
-        self.info_topic = camera_info_topic(self)
-        self._subs: Dict[str, object] = {}
-        self._sub_reliability: Dict[str, str] = {}
-        self._retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
-        self._told_waiting = False
-        self._last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
+        for cam in self.cameras.values():
+            view = camera_view(self.p, cam.name)
+            cam.transport = view["image_transport"]
+            image = _resolve(self, view["image"] if cam.name else "image")
+            if cam.transport == "compressed":
+                # as image_transport does: remapping 'image' moves the compressed topic with it
+                cam.image_topic, cam.image_type = image + "/compressed", CompressedImage
+            else:
+                cam.image_topic, cam.image_type = image, Image
+            cam.info_topic = (_resolve(self, view["camera_info"]) if cam.name else camera_info_topic(self))
+        first = self.cameras[next(iter(self.cameras))]
+        self.image_topic, self.info_topic = first.image_topic, first.info_topic  # the single camera's
         self._tf_pose = None
         if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
             from .tf_pose import TfPose
@@ -123,8 +169,8 @@ class CameraSegNode(Node):
     def _start_workers(self) -> None:
         """newest camera frame -> prepare -> newest prepared frame -> inference -> newest
         inferred frame -> outputs, each hand-over a one-slot mailbox."""
-        self.slot = LatestSlot()
-        self.ready_slot = LatestSlot(on_drop=lambda item: item[0].release())  # its input buffer
+        self.slot = self.cameras[next(iter(self.cameras))].slot  # the single camera's
+        self.ready_slot = LatestSlot(on_drop=lambda item: item[1].release())  # its input buffer
         self.out_slot = LatestSlot()
         self._model_done = threading.Event()  # the model loaded, or failed to
         self._network = BusyClock()  # when the network will want its next frame
@@ -197,45 +243,69 @@ class CameraSegNode(Node):
         but a best-effort reader loses most of them (the loss is on the sending side, which the
         node's profile cannot change); best-effort is the only choice that matches a best-effort
         camera. Depth stays 1 either way: the newest frame wins, never a backlog."""
+        for cam in self.cameras.values():
+            self._subscribe_camera(cam)
+
+    def _subscribe_camera(self, cam: _Camera) -> None:
         now = time.monotonic()
-        for old, since in list(self._retiring):
+        for old, since in list(cam.retiring):
             if now - since >= RETIRE_S:
                 self.destroy_subscription(old)
-                self._retiring.remove((old, since))
+                cam.retiring.remove((old, since))
         wanted = self.p["input_qos.reliability"]
-        for key, topic, msg_type, cb in (("image", self.image_topic, self._image_type, self._on_image),
-                                         ("camera_info", self.info_topic, CameraInfo, self._on_camera_info)):
+        for key, topic, msg_type, cb in (
+                ("image", cam.image_topic, cam.image_type, lambda msg, c=cam: self._on_image(c, msg)),
+                ("camera_info", cam.info_topic, CameraInfo, lambda msg, c=cam: self._on_camera_info(c, msg))):
             rel = wanted
             if wanted == "auto":
                 pubs = self.get_publishers_info_by_topic(topic)
                 if not pubs:  # nothing to match yet, or the camera is away: keep what matched it
-                    if key == "image" and key not in self._subs and not self._told_waiting:
-                        self._told_waiting = True
+                    if key == "image" and key not in cam.subs and not cam.told_waiting:
+                        cam.told_waiting = True
                         self.get_logger().info(f"{topic}: no publisher yet; subscribing once one appears, "
                                                "with its reliability (input_qos.reliability auto)")
                     continue
                 rel = ("reliable" if all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
                                          for p in pubs) else "best_effort")
-            if self._sub_reliability.get(key) == rel:
+            if cam.sub_reliability.get(key) == rel:
                 continue
             qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
                              reliability=(ReliabilityPolicy.RELIABLE if rel == "reliable"
                                           else ReliabilityPolicy.BEST_EFFORT),
                              durability=DurabilityPolicy.VOLATILE)
-            old = self._subs.get(key)
-            self._subs[key] = self.create_subscription(msg_type, topic, cb, qos)  # the new one first
+            old = cam.subs.get(key)
+            cam.subs[key] = self.create_subscription(msg_type, topic, cb, qos)  # the new one first
             if old is not None:
-                self._retiring.append((old, now))
-            self._sub_reliability[key] = rel
+                cam.retiring.append((old, now))
+            cam.sub_reliability[key] = rel
             if wanted == "auto" and key == "image":
                 self.get_logger().info(f"{topic}: subscribing {rel.replace('_', '-')} to match its publishers")
 
     # ---------------------------------------------------------------- parameters
     def _declare_parameters(self) -> Dict[str, object]:
+        from rclpy.exceptions import ParameterUninitializedException
+        from rclpy.parameter import Parameter
+
         values = {}
         for spec in SPECS:
+            if spec.name == "cameras":  # a string array whose default is empty: declared by type
+                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor(spec))
+                try:
+                    values[spec.name] = [str(c) for c in self.get_parameter(spec.name).value]
+                except ParameterUninitializedException:  # not given (an empty list in YAML too)
+                    values[spec.name] = []
+                continue
             values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        for name in values["cameras"]:  # each camera's own, defaults from the node-wide ones
+            for key, default in camera_parameters(name, values).items():
+                base = SPEC_BY_NAME.get(key.split(".", 1)[1])  # image, camera_info: none
+                spec = Spec(key, default, f"camera {name}: its {key.split('.', 1)[1]}",
+                            read_only=not key.endswith(("xyz", "rpy")),
+                            choices=base.choices if base else None, length=base.length if base else None)
+                values[key] = self.declare_parameter(key, default, descriptor(spec)).value
         for k, v in list(values.items()):
+            if k == "cameras":
+                continue
             if isinstance(v, (list, tuple)) or type(v).__name__ == "array":
                 values[k] = [float(x) for x in v]
         reason = check_all(values)
@@ -247,6 +317,8 @@ class CameraSegNode(Node):
         changes = {}
         for prm in params:
             value = prm.value
+            if prm.name == "cameras":
+                return SetParametersResult(successful=False, reason="cameras is read-only")
             if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
                 value = [float(x) for x in value]
             reason = check(prm.name, value)
@@ -258,7 +330,7 @@ class CameraSegNode(Node):
         reason = check_all(merged)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
-        pose_changed = "camera_pose.xyz" in changes or "camera_pose.rpy" in changes
+        pose_changed = any(n.endswith(("camera_pose.xyz", "camera_pose.rpy")) for n in changes)
         if pose_changed and merged["camera_pose.source"] == "tf":
             return SetParametersResult(successful=False, reason="camera_pose.xyz/rpy are not used: "
                                        "camera_pose.source is tf (the pose comes from TF)")
@@ -268,16 +340,21 @@ class CameraSegNode(Node):
         return SetParametersResult(successful=True)
 
     def _apply_runtime_parameters(self, p: Dict[str, object], pose_changed: bool) -> None:
-        pipeline = self.pipeline
-        if pipeline is not None:  # else the worker applies self.p once the model has loaded
-            pipeline.apply_parameters(p, pose_changed)
+        for cam in self.cameras.values():  # before the model loaded: the worker applies self.p then
+            if cam.pipeline is not None:
+                cam.pipeline.apply_parameters(camera_view(p, cam.name), pose_changed)
+        if self.surround is not None:
+            self.surround.max_spread_s = float(p["grid.max_spread"])
 
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
         t0 = time.monotonic()
-        pipeline = build_pipeline(self.p, progress=self._engine_progress, camera_info_topic=self.info_topic)
-        if pipeline.grid is not None:
-            pipeline.grid.pose_source = self._tf_pose  # None: the pose of the parameters
+        pipelines = build_camera_pipelines(self.p, {c.name: c.info_topic for c in self.cameras.values()},
+                                           progress=self._engine_progress)
+        for pl in pipelines.values():
+            if pl.grid is not None:
+                pl.grid.pose_source = self._tf_pose  # None: the pose of the parameters
+        pipeline = pipelines[next(iter(pipelines))]
         segmenter = pipeline.segmenter
         cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
         cv2.setNumThreads(cv_threads)
@@ -296,6 +373,8 @@ class CameraSegNode(Node):
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
             f"({self.backend_reason}); labels {self.label_path}; OpenCV threads {cv_threads}; "
             f"loaded in {time.monotonic() - t0:.1f} s")
+        for name, pl in pipelines.items():
+            self.cameras[name].pipeline = pl
         self.pipeline = pipeline  # last: the other threads use it once it is set
 
     def _engine_progress(self, text: str) -> None:
@@ -303,20 +382,24 @@ class CameraSegNode(Node):
         self.stats.report("model", diag.WARN, f"building TensorRT engine: {text}")
 
     # ---------------------------------------------------------------- callbacks
-    def _on_image(self, msg) -> None:
+    def _on_image(self, cam: _Camera, msg) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
-        if self._retiring and key == self._last_image_key:
+        if cam.retiring and key == cam.last_image_key:
             return  # the same frame through the old and the new subscription while they overlap
-        self._last_image_key = key
-        self.stats.on_received()
-        if self.slot.put((msg, time.monotonic())):
-            self.stats.on_dropped()
+        cam.last_image_key = key
+        cam.stats.on_received()
+        now = time.monotonic()
+        if not cam.slot.occupied:
+            cam.waiting_since = now
+        if cam.slot.put((msg, now)):
+            cam.stats.on_dropped()
+        self._frame_arrived.set()
 
-    def _on_camera_info(self, msg: CameraInfo) -> None:
-        self._latest_info = (msg, time.monotonic())  # the worker applies it when the model has loaded
-        pipeline = self.pipeline
+    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+        cam.latest_info = (msg, time.monotonic())  # the worker applies it when the model has loaded
+        pipeline = cam.pipeline
         if pipeline is not None and pipeline.grid is not None:
-            pipeline.grid.set_camera_info(*self._latest_info)  # never raises: a bad one is the grid's error
+            pipeline.grid.set_camera_info(*cam.latest_info)  # never raises: a bad one is the grid's error
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
@@ -339,9 +422,9 @@ class CameraSegNode(Node):
             self.stats.clear("model")
             # what changed while the model loaded (an engine build can take minutes)
             self._apply_runtime_parameters(self.p, pose_changed=True)
-            latest = self._latest_info
-            if latest is not None and self.pipeline.grid is not None:
-                self.pipeline.grid.set_camera_info(*latest)
+            for cam in self.cameras.values():
+                if cam.latest_info is not None and cam.pipeline.grid is not None:
+                    cam.pipeline.grid.set_camera_info(*cam.latest_info)
         except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
             self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
             self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
@@ -354,55 +437,82 @@ class CameraSegNode(Node):
             if self.slot.closed:
                 return
         while not self.slot.closed:
-            ok, item = self.slot.get(timeout=0.2)
-            if not ok:
+            cam, item = self._next_frame(timeout=0.2)
+            if cam is None:
                 continue
             self._check_fault("prepare")
             if self.pipeline is None:
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
                 continue
-            item = newest_when_needed(item, self.slot, self.ready_slot, self._network, self._prepare_s or 0.0,
-                                      self.stats.on_dropped)
+            item = newest_when_needed(item, cam.slot, self.ready_slot, self._network, self._prepare_s or 0.0,
+                                      cam.stats.on_dropped)
             if item is None:
                 return
             try:
-                self._prepare(*item)
+                self._prepare(cam, *item)
             except Exception as exc:  # never let the worker die; report and go on
-                self._frame_error("frame", f"processing failed: {exc!r}")
+                self._frame_error(cam, "frame", f"processing failed: {exc!r}")
 
-    def _wanted(self) -> List[str]:
-        return [name for name, pub in self.pubs.items() if pub.get_subscription_count() > 0]
+    def _next_frame(self, timeout: float):
+        """(camera, its newest frame) of the camera whose turn it is, or (None, None) after
+        ``timeout``. Turns: the camera served longest ago first (core/surround.fair_order), so
+        under overload every camera gets an equal share of the network."""
+        end = time.monotonic() + timeout
+        while not self.slot.closed:
+            self._frame_arrived.clear()
+            waiting = {c.name: c.waiting_since for c in self.cameras.values() if c.slot.occupied}
+            if waiting:
+                served = {c.name: c.last_served for c in self.cameras.values() if c.last_served is not None}
+                for name in fair_order(waiting, served):
+                    cam = self.cameras[name]
+                    ok, item = cam.slot.get(timeout=0)
+                    if ok:
+                        cam.last_served = time.monotonic()
+                        return cam, item
+            left = end - time.monotonic()
+            if left <= 0:
+                break
+            self._frame_arrived.wait(min(left, 0.05))
+        return None, None
 
-    def _prepare(self, msg, t_received: float) -> None:
-        self._idle = not self._wanted()
-        if self._idle:  # nobody listens: no work at all, and no old problem reported as current
-            self.stats.clear("frame")
-            self.stats.clear("grid")
+    def _wanted(self, cam: _Camera) -> List[str]:
+        wanted = [name for name, pub in cam.pubs.items() if pub.get_subscription_count() > 0]
+        if self.surround is not None and GRID_OUTPUT not in wanted and \
+                self.surround_pub.get_subscription_count() > 0:
+            wanted.append(GRID_OUTPUT)  # the surround grid needs this camera's
+        return wanted
+
+    def _prepare(self, cam: _Camera, msg, t_received: float) -> None:
+        cam.idle = not self._wanted(cam)
+        self._idle = all(c.idle for c in self.cameras.values())
+        if cam.idle:  # nobody listens: no work at all, and no old problem reported as current
+            cam.stats.clear("frame")
+            cam.stats.clear("grid")
             return
         t0 = time.monotonic()
         try:
             timer = StageTimer()
             # a buffer of its own: the next frame is prepared while the network runs this one
-            prepared = self.pipeline.prepare(frame_from_msg(msg, timer), timer, pooled=True)
+            prepared = cam.pipeline.prepare(frame_from_msg(msg, timer), timer, pooled=True)
         except ImageError as exc:
-            self._frame_error("frame", f"bad image on {self.image_topic}: {exc}")
+            self._frame_error(cam, "frame", f"bad image on {cam.image_topic}: {exc}")
             return
         self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
-        if self.ready_slot.put((prepared, t_received)):
+        if self.ready_slot.put((cam, prepared, t_received)):
             self.stats.on_dropped()
 
-    def _infer(self, prepared, t_received: float) -> None:
+    def _infer(self, cam: _Camera, prepared, t_received: float) -> None:
         self._network.start()
         try:
-            result = self.pipeline.run(prepared)
+            result = cam.pipeline.run(prepared)
         except Exception as exc:
-            self._frame_error("inference", f"inference failed: {exc}")
+            self._frame_error(cam, "inference", f"inference failed: {exc}")
             return
         finally:
             self._network.stop()
         # hand over to the output thread; the network goes on with the next frame meanwhile
-        if self.out_slot.put((result, t_received)):
+        if self.out_slot.put((cam, result, t_received)):
             self.stats.on_dropped()
 
     def _publish_outputs(self) -> None:
@@ -421,27 +531,43 @@ class CameraSegNode(Node):
             try:
                 self._finish(*item)
             except Exception as exc:  # never let the worker die; report and go on
-                self._frame_error("outputs", f"building outputs failed: {exc!r}")
+                self._frame_error(item[0], "outputs", f"building outputs failed: {exc!r}")
 
-    def _finish(self, result, t_received: float) -> None:
-        wanted = self._wanted()
-        self.messages.build(result, wanted, publish=lambda name, msg: self.pubs[name].publish(msg))
-        self.stats.clear("frame")
+    def _finish(self, cam: _Camera, result, t_received: float) -> None:
+        wanted = self._wanted(cam)
+        cam.messages.build(result, wanted, publish=lambda name, msg: cam.pubs[name].publish(msg)
+                           if cam.pubs[name].get_subscription_count() > 0 else None)
+        cam.stats.clear("frame")
         self.stats.clear("worker")  # a frame went all the way through: restarted workers work
-        if GRID_OUTPUT in wanted and self.pipeline.grid is not None:
+        if GRID_OUTPUT in wanted and cam.pipeline.grid is not None:
             grid = result.grid()  # computed above: its status
             if grid.state == OK:
-                self.stats.clear("grid")
+                cam.stats.clear("grid")
             else:
-                self.stats.report("grid", diag.WARN if grid.state == WARN else diag.ERROR, grid.status)
-                self._log("grid", grid.state, grid.status)
-        self.stats.on_processed(time.monotonic() - t_received, result.timer.times)
+                cam.stats.report("grid", diag.WARN if grid.state == WARN else diag.ERROR, grid.status)
+                self._log(f"grid:{cam.name}", grid.state, cam.label(grid.status))
+            if self.surround is not None and grid.cells is not None:
+                self._publish_surround(cam, result, grid.cells)
+        cam.stats.on_processed(time.monotonic() - t_received, result.timer.times)
+        if cam.stats is not self.stats:  # the network's figures over all cameras
+            self.stats.on_processed(time.monotonic() - t_received, result.timer.times)
+
+    def _publish_surround(self, cam: _Camera, result, cells) -> None:
+        """Every camera's latest grid fused into ~/drivable_grid, stamped with the newest."""
+        header = result.frame.header
+        self.surround.update(cam.name, cells, header.stamp.sec + header.stamp.nanosec * 1e-9)
+        if self.surround_pub.get_subscription_count() == 0:
+            return
+        fused, _, _ = self.surround.fused()
+        spec = cam.pipeline.grid.spec
+        self.surround_pub.publish(occupancy_grid_msg(fused, spec.resolution, (spec.x_min, spec.y_min),
+                                                     copy_header(header, cam.pipeline.grid.frame_id)))
 
     # ---------------------------------------------------------------- diagnostics and logs
-    def _frame_error(self, log_kind: str, text: str) -> None:
+    def _frame_error(self, cam: _Camera, log_kind: str, text: str) -> None:
         """A frame that produced nothing: diagnostics ERROR and a throttled error log line."""
-        self.stats.report("frame", diag.ERROR, text)
-        self._log(log_kind, "error", text)
+        cam.stats.report("frame", diag.ERROR, text)
+        self._log(f"{log_kind}:{cam.name}", "error", cam.label(text))
 
     def _log(self, kind: str, level: str, text: str) -> None:
         """At most one line per kind per log_throttle_sec. One call site per severity: rclpy
@@ -459,30 +585,67 @@ class CameraSegNode(Node):
             logger.info(text)
 
     def _publish_diagnostics(self) -> None:
-        in_rate, out_rate, lat, problems = self.stats.window()
-        s = self.stats
-        seg_problems = [pr for k, pr in problems.items() if k != "grid"]
-        level = diag.worst([pr.level for pr in seg_problems])
-        if seg_problems:
-            message = "; ".join(pr.message for pr in seg_problems)
-        elif in_rate == 0.0:
-            level, message = diag.WARN, f"no images on {self.image_topic}"
-        elif self._idle:
-            message = "idle: no subscribers to any output"
-        else:
-            message = f"segmenting at {out_rate:.1f} Hz"
-        p50, pmax = diag.percentile(lat, 50), (max(lat) if lat else None)
+        name = self.get_fully_qualified_name().lstrip("/")
         now, busy = time.monotonic(), self._network.busy_seconds()
         busy_share = (busy - self._busy_mark[1]) / max(now - self._busy_mark[0], 1e-6)
         self._busy_mark = (now, busy)
-        values = {
+        network = {
             "backend": self.backend_text,
             "backend selection": self.backend_reason,
             "model": self.model_path,
             "label file": self.label_path,
             "masks always empty": self.empty_masks,
-            "input topic": self.image_topic,
-            "input reliability": self._sub_reliability.get("image", "not subscribed yet: no publisher"),
+            # near 100: the network is the limit; well below it while frames are dropped: the
+            # node's own work (decoding, outputs, DDS) is
+            "network busy (%)": f"{100 * busy_share:.1f}",
+            "worker restarts": self._worker_restarts,
+        }
+        statuses = []
+        if not self.multi:  # one status for the camera and the network, as ever
+            cam = self.cameras[""]
+            statuses += self._camera_statuses(cam, name, network)
+        else:
+            _, out_rate, lat, problems = self.stats.window()
+            node_problems = [pr for k, pr in problems.items() if k in ("model", "worker")]
+            p50 = diag.percentile(lat, 50)
+            values = dict(network, cameras=", ".join(self.cameras), **{
+                "processed rate (Hz)": f"{out_rate:.2f}", "frames processed": self.stats.processed,
+                "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}"})
+            statuses.append(diag.make_status(
+                f"{name}: segmentation", os.path.basename(self.model_path),
+                diag.worst([pr.level for pr in node_problems]),
+                "; ".join(pr.message for pr in node_problems) if node_problems else
+                f"segmenting {len(self.cameras)} cameras at {out_rate:.1f} Hz in all", values))
+            for cam in self.cameras.values():
+                statuses += self._camera_statuses(cam, f"{name}: {cam.name}", {})
+            if self.surround is not None:
+                fused = self.surround.fused()
+                used = fused[2] if fused else []
+                statuses.append(diag.make_status(
+                    f"{name}: drivable grid", self.p["grid.frame_id"], diag.OK if used else diag.WARN,
+                    f"fused from {', '.join(used)}" if used else "no camera grid yet",
+                    {"cameras in it": ", ".join(used) or "none", "max spread (s)": self.p["grid.max_spread"]}))
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
+
+    def _camera_statuses(self, cam: _Camera, prefix: str, extra: Dict[str, object]) -> list:
+        """A camera's segmentation status (with ``extra`` values) and its grid's."""
+        in_rate, out_rate, lat, problems = cam.stats.window()
+        s = cam.stats
+        seg_problems = [pr for k, pr in problems.items() if k != "grid"]
+        level = diag.worst([pr.level for pr in seg_problems])
+        if seg_problems:
+            message = "; ".join(pr.message for pr in seg_problems)
+        elif in_rate == 0.0:
+            level, message = diag.WARN, f"no images on {cam.image_topic}"
+        elif cam.idle:
+            message = "idle: no subscribers to any output"
+        else:
+            message = f"segmenting at {out_rate:.1f} Hz"
+        p50, pmax = diag.percentile(lat, 50), (max(lat) if lat else None)
+        values = dict(extra)
+        values.update({
+            "input topic": cam.image_topic,
+            "input reliability": cam.sub_reliability.get("image", "not subscribed yet: no publisher"),
             "input rate (Hz)": f"{in_rate:.2f}",
             "processed rate (Hz)": f"{out_rate:.2f}",
             "frames received": s.received,
@@ -491,31 +654,28 @@ class CameraSegNode(Node):
             "frames failed": s.failed,
             "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}",
             "latency max (ms)": "n/a" if pmax is None else f"{pmax * 1e3:.1f}",
-            # near 100: the network is the limit; well below it while frames are dropped: the
-            # node's own work (decoding, outputs, DDS) is
-            "network busy (%)": f"{100 * busy_share:.1f}",
-            "worker restarts": self._worker_restarts,
             "last error": s.last_error or "none",
-        }
+        })
         for stage, ms in sorted(s.stage_ms.items()):
             values[f"stage {stage} (ms)"] = f"{ms:.2f}"
-        name = self.get_fully_qualified_name().lstrip("/")
-        statuses = [diag.make_status(f"{name}: segmentation", os.path.basename(self.model_path),
-                                     level, message, values)]
+        statuses = [diag.make_status(f"{prefix}: segmentation" if cam.name == "" else f"{prefix} segmentation",
+                                     os.path.basename(self.model_path), level, message, values)]
         if self.p["grid.enabled"]:
             g = problems.get("grid")
             statuses.append(diag.make_status(
-                f"{name}: drivable grid", self.p["grid.frame_id"],
+                f"{prefix}: drivable grid" if cam.name == "" else f"{prefix} drivable grid", self.p["grid.frame_id"],
                 g.level if g else diag.OK, g.message if g else "publishing",
                 {"frame": self.p["grid.frame_id"], "resolution (m)": self.p["grid.resolution"],
+                 "camera_info topic": cam.info_topic,
                  "camera_info timeout (s)": self.p["camera_info_timeout"],
-                 "lookup table builds": self.pipeline.grid.builds if self.pipeline is not None else 0}))
-        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
+                 "lookup table builds": cam.pipeline.grid.builds if cam.pipeline is not None else 0}))
+        return statuses
 
     def shutdown(self, timeout: float = 2.0) -> bool:
         """Stop the workers; True when all of them ended within timeout (in total)."""
-        for slot in (self.slot, self.ready_slot, self.out_slot):
+        for slot in [c.slot for c in self.cameras.values()] + [self.ready_slot, self.out_slot]:
             slot.close()
+        self._frame_arrived.set()
         end = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(timeout=max(0.0, end - time.monotonic()))

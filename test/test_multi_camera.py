@@ -1,0 +1,123 @@
+"""Several cameras in one node over real DDS (issue #16): per-camera outputs under ~/C/ with
+their stamps and frames, one network, the surround grid fused from both, and a camera that
+stalls while the other goes on."""
+
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid
+from sensor_msgs.msg import CameraInfo, Image
+
+from ros_harness import RELIABLE, Camera
+from test_node import as_array, image_msg, sample_scene_in_test_colours, start_node, stamp_of, status_values, \
+    wait_status
+
+CAMERAS = ("front", "rear")
+
+
+def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, peer, colour_model):
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb = sample_scene_in_test_colours(320, 180)
+    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
+    rear_xyz, rear_rpy = [-xyz[0], xyz[1], xyz[2]], [rpy[0], rpy[1], math.pi]  # looking backwards
+    node = start_node(ros_domain, colour_model, **{
+        "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
+        "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
+        "rear.camera_pose.xyz": rear_xyz, "rear.camera_pose.rpy": rear_rpy})
+    try:
+        labels = {c: peer.subscribe(Image, f"/camera_seg/{c}/labels", RELIABLE) for c in CAMERAS}
+        grids = {c: peer.subscribe(OccupancyGrid, f"/camera_seg/{c}/drivable_grid", RELIABLE) for c in CAMERAS}
+        surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pubs = {c: peer.publisher(Image, f"/{c}/image_raw", RELIABLE) for c in CAMERAS}
+        infos = {c: peer.publisher(CameraInfo, f"/{c}/camera_info", RELIABLE) for c in CAMERAS}
+        for c in CAMERAS:
+            assert peer.wait_matched(pubs[c]) and peer.wait_matched(infos[c]), node.log()
+
+        def frame_of(c):
+            def make(stamp):
+                return image_msg(rgb, stamp + (7 if c == "rear" else 0), frame_id=f"{c}_optical")
+            return make
+
+        cams = {c: Camera(pubs[c], frame_of(c), rate=5.0, info_pub=infos[c],
+                          make_info=lambda s: camera_info_msg(cam, s)) for c in CAMERAS}
+        for c in cams.values():
+            c.start()
+        try:
+            for c in CAMERAS:
+                assert labels[c].wait_count(3, 30) and grids[c].wait_count(2, 30), node.log()
+            assert surround.wait_count(3, 30), node.log()
+            # each camera's outputs carry its own frames' stamps and frame_id
+            for c in CAMERAS:
+                sent = {s for s, _ in cams[c].sent}
+                got = labels[c].snapshot()
+                assert {stamp_of(m) for m in got} <= sent and all(m.header.frame_id == f"{c}_optical" for m in got)
+                np.testing.assert_array_equal(as_array(got[-1]).shape, (180, 320))
+            cells = {c: np.frombuffer(grids[c].snapshot()[-1].data, np.int8).reshape(400, 800)
+                     for c in CAMERAS}
+            fused = np.frombuffer(surround.snapshot()[-1].data, np.int8).reshape(400, 800)
+            assert surround.snapshot()[-1].header.frame_id == "base_link"
+            ahead, behind = np.s_[:, 400:], np.s_[:, :400]  # x >= 0 and x < 0 (x_min -40, 0.1 m)
+            assert (cells["front"][ahead] == 0).sum() > 1000 and (cells["front"][behind] == 0).sum() == 0
+            assert (cells["rear"][behind] == 0).sum() > 1000 and (cells["rear"][ahead] == 0).sum() == 0
+            # the surround grid knows both sides
+            assert (fused[ahead] == 0).sum() > 1000 and (fused[behind] == 0).sum() > 1000
+            # one network for both: its status names both cameras; each camera has its own
+            st = wait_status(diag, lambda s: "cameras" in status_values(s))
+            assert st is not None and status_values(st)["cameras"] == "front, rear"
+            # the rear camera stalls: the front goes on, the surround grid forgets the rear view
+            cams["rear"].stop()
+            t_stall = time.monotonic()
+            n_front = len(labels["front"].snapshot())
+            st = wait_status(diag, lambda s: s.name.endswith("rear segmentation") and "no images" in s.message,
+                             timeout=20)
+            assert st is not None, [(x.name, x.message) for a in diag.snapshot()[-3:] for x in a.status]
+            assert len(labels["front"].snapshot()) > n_front
+            time.sleep(1.5)
+            late = [m for m in surround.snapshot()
+                    if stamp_of(m) in {s for s, t in cams["front"].sent if t > t_stall + 1.0}]
+            assert late, node.log()
+            fused = np.frombuffer(late[-1].data, np.int8).reshape(400, 800)
+            assert (fused[behind] == 0).sum() == 0 and (fused[ahead] == 0).sum() > 1000
+            st = wait_status(diag, lambda s: s.name.endswith(": drivable grid") and "fused from" in s.message,
+                             suffix="drivable grid")
+            assert st is not None and st.message == "fused from front"
+        finally:
+            for c in cams.values():
+                c.stop()
+    finally:
+        assert node.stop() == 0, node.log()
+
+
+def test_the_shipped_four_camera_config_starts_one_node_with_four_cameras(ros_domain, peer, colour_model):
+    """config/multi_camera.yaml as the node reads it: four cameras, each with its topics and
+    pose, outputs under ~/C/, the surround grid all around the car."""
+    import os
+
+    from ros_harness import NodeProcess
+    from test_node import get_param
+
+    from seg_perception.core.parameters import load_parameters_file
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "multi_camera.yaml")
+    shipped = load_parameters_file(path)
+    assert shipped["cameras"] == ["front", "left", "right", "rear"]
+    model, labels = colour_model
+    node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": model, "label_file": labels},
+                       params_file=path)
+    try:
+        for c in ("front", "left", "right", "rear"):
+            assert peer.wait_publishers(f"/camera_seg/{c}/labels"), node.log()
+            assert peer.wait_publishers(f"/camera_seg/{c}/drivable_grid"), node.log()
+        assert peer.wait_publishers("/camera_seg/drivable_grid"), node.log()
+        assert get_param(peer, "left.camera_pose.rpy") == [0.0, 0.25, 1.5708]
+        assert get_param(peer, "grid.x_min") == -30.0
+        for c in ("front", "rear"):
+            assert f"subscribing /{c}/image_raw" in node.log()
+    finally:
+        assert node.stop() == 0, node.log()
