@@ -29,6 +29,7 @@ setup(
     entry_points={
         "console_scripts": [
             "camera_seg_node = seg_perception.ros.node:main",
+            "camera_seg_lifecycle_node = seg_perception.ros.lifecycle_node:main",
             "seg-perception = seg_perception.tools.cli:main",
         ],
     },

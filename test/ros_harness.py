@@ -66,11 +66,11 @@ class NodeProcess(node_process.NodeProcess):
 
     def __init__(self, domain_id: int, log_dir: str, params: Optional[Dict[str, object]] = None,
                  remaps: Optional[Dict[str, str]] = None, env: Optional[Dict[str, str]] = None,
-                 params_file: str = PARAMS_FILE) -> None:
+                 params_file: str = PARAMS_FILE, executable: str = "camera_seg_node") -> None:
         full_env = ros_env(domain_id, log_dir)
         full_env.update(env or {})
         super().__init__(params_file, params or {}, remaps, full_env,
-                         log_path=os.path.join(log_dir, f"node_{time.monotonic_ns()}.log"))
+                         log_path=os.path.join(log_dir, f"node_{time.monotonic_ns()}.log"), executable=executable)
 
 
 class Collector:

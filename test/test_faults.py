@@ -330,7 +330,7 @@ def test_camera_info_is_found_beside_the_remapped_image_topic(ros_domain, peer, 
     from nav_msgs.msg import OccupancyGrid
     from sensor_msgs.msg import CameraInfo
 
-    from seg_perception.ros.node import camera_info_beside
+    from seg_perception.ros.camera import camera_info_beside
     from seg_perception.ros.sample_stream import camera_info_msg
 
     assert camera_info_beside("/front/left/image_raw") == "/front/left/camera_info"

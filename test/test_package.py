@@ -86,20 +86,20 @@ def _kw(call, name):
 def test_launch_file_names_only_real_executables_files_arguments_and_parameters(colcon_install):
     tree = _launch_tree()
     compile(tree, LAUNCH, "exec")
-    nodes = _calls(tree, "Node")
-    pkgs_exes = {(_kw(n, "package").value, _kw(n, "executable").value) for n in nodes}
-    assert ("seg_perception", "camera_seg_node") in pkgs_exes and ("rviz2", "rviz2") in pkgs_exes
+    nodes = _calls(tree, "Node") + _calls(tree, "LifecycleNode")
+    exes = {_kw(n, "executable").value for n in nodes}
+    assert {"camera_seg_node", "camera_seg_lifecycle_node", "rviz2"} <= exes
     lib = colcon_install / "lib" / "seg_perception"
-    for pkg, exe in pkgs_exes:
-        if pkg == "seg_perception":
-            assert (lib / exe).exists(), exe
-    seg = next(n for n in nodes if _kw(n, "executable").value == "camera_seg_node")
-    assert _kw(seg, "name").id == "NODE_NAME"
+    for exe in exes - {"rviz2"}:
+        assert (lib / exe).exists(), exe
+    # both camera_seg executables take the same options: package and NODE_NAME
+    options = next(n for n in _calls(tree, "dict") if _kw(n, "package") is not None)
+    assert _kw(options, "package").value == "seg_perception" and _kw(options, "name").id == "NODE_NAME"
     assert any(isinstance(n, ast.Assign) and n.targets[0].id == "NODE_NAME" and n.value.value == "camera_seg"
                for n in tree.body)
     # the share files it refers to are installed
     share = colcon_install / "share" / "seg_perception"
-    for rel in ("config/camera_seg.yaml", "rviz/camera_seg.rviz"):
+    for rel in ("config/camera_seg.yaml", "config/multi_camera.yaml", "rviz/camera_seg.rviz"):
         assert rel in open(LAUNCH).read() and (share / rel).is_file()
     # the launch arguments the README promises
     ns = {}
@@ -107,7 +107,7 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
                                   and n.targets[0].id == "ARGUMENTS"], type_ignores=[]), LAUNCH, "exec"), ns)
     names = {a[0] for a in ns["ARGUMENTS"]}
     assert names == {"image", "camera_info", "image_transport", "params_file", "model", "backend",
-                     "namespace", "use_sim_time", "rviz"}
+                     "namespace", "use_sim_time", "rviz", "multi_camera", "managed", "autostart"}
     # every parameter it may override is one the node declares (use_sim_time is rclpy's own)
     from seg_perception.ros.parameters import SPEC_BY_NAME
 
@@ -152,5 +152,5 @@ def test_readme_documents_every_parameter_and_launch_argument():
     missing = sorted(s.name for s in SPECS if s.name not in documented)
     assert not missing, f"parameters missing from the README: {missing}"
     for arg in ("image", "camera_info", "image_transport", "params_file", "model", "backend",
-                "namespace", "use_sim_time", "rviz"):
+                "namespace", "use_sim_time", "rviz", "multi_camera", "managed", "autostart"):
         assert f"`{arg}`" in readme, arg

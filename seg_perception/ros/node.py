@@ -29,7 +29,7 @@ from rclpy.executors import ExternalShutdownException
 from rclpy.clock import Clock, ClockType
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, Image
 
 from ..core import resources
 from ..core.camera_info_watch import OK, WARN
@@ -42,9 +42,10 @@ from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, St
 from ..core.surround import SurroundGrid, fair_order
 from ..core.threads import opencv_threads
 from . import diagnostics as diag
+from .camera import Camera
 from .conversions import copy_header, frame_from_msg, occupancy_grid_msg
 from .dds_profile import apply_default_profile
-from .outputs import OutputMessages
+from .node_status import node_statuses
 from .parameters import descriptor
 
 NODE_NAME = "camera_seg"
@@ -55,76 +56,103 @@ MAX_WORKER_RESTARTS = 3
 RESTART_WINDOW_S = 60.0
 WORKER_RESTART_DELAY_S = 0.5
 EXIT_WORKER_FAILED = 2
-RETIRE_S = 2.0  # s a replaced input subscription overlaps the new one (discovery and matching)
 
 
-class _Camera:
-    """One camera: its topics, input subscriptions, newest-frame slot, publishers, pipeline (its
-    own grid and pose on the shared network) and counters. The single-camera node has one, named
-    "" (topics image / camera_info, outputs under ~/); with `cameras`, one per name."""
+class CameraSegBase(Node):
+    """The node's parts in lifecycle phases: declared (parameters, diagnostics), configured
+    (cameras, publishers, workers, the model), active (input subscriptions). The plain node
+    (CameraSegNode) runs all of them at once; the managed one (ros/lifecycle_node.py) on
+    lifecycle transitions."""
 
-    def __init__(self, name: str, stats: diag.NodeStats) -> None:
-        self.name = name
-        self.ns = f"{name}/" if name else ""          # its outputs: ~/<ns><output>
-        self.stats = stats
-        self.slot = LatestSlot()
-        self.waiting_since = 0.0                     # receive time of the frame in the slot
-        self.last_served: Optional[float] = None     # when the network last took its frame
-        self.pipeline: Optional[SegmentationPipeline] = None
-        # the output thread publishes each message before it builds the next: buffers are reused
-        self.messages = OutputMessages(reuse_buffers=True)
-        self.pubs: Dict[str, object] = {}
-        self.latest_info = None  # (CameraInfo, monotonic receive time), applied once the model loaded
-        self.image_topic = self.info_topic = ""
-        self.image_type = Image
-        self.transport = "raw"
-        self.subs: Dict[str, object] = {}
-        self.sub_reliability: Dict[str, str] = {}
-        self.retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
-        self.told_waiting = False
-        self.last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
-        self.idle = False
-
-    def label(self, text: str) -> str:
-        """'text' for the single camera, 'C: text' for camera C (log lines, status texts)."""
-        return f"{self.name}: {text}" if self.name else text
-
-
-class CameraSegNode(Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = self._declare_parameters()
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.multi = bool(self.p["cameras"])
+        self.configured = self.active = False
+        self.lifecycle_state = ""  # a managed node's state ("" for the plain node)
+        self.finished = False  # a managed node was shut down: main() ends the process
+        self.configure_error = ""  # why a managed node's last configure failed
         self.stats = diag.NodeStats()  # the node's (and the single camera's) counters and problems
-        names = list(self.p["cameras"]) or [""]
-        self.cameras: Dict[str, _Camera] = {
-            n: _Camera(n, self.stats if n == "" else diag.NodeStats()) for n in names}
-        self.multi = names != [""]
+        self.cameras: Dict[str, Camera] = {}
+        self.surround: Optional[SurroundGrid] = None
         self.pipeline: Optional[SegmentationPipeline] = None  # the first camera's (model, info)
-        self._frame_arrived = threading.Event()  # any camera's slot got a frame
-        self.backend_text = "not loaded"
-        self.backend_reason = ""
-        self.empty_masks = "n/a: no model loaded"
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
         self.label_path = self.p["label_file"] or "the packaged label file of the model's classes"
+        self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
         self._last_log: Dict[str, float] = {}
         self._idle = False
-
-        self._create_publishers()
-        self._create_inputs()
-        self._start_workers()
+        self._tf_pose = None
+        self._threads: List[threading.Thread] = []
+        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         if self.p["input_qos.reliability"] == "auto":
             self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
         self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
+
+    def _make_publisher(self, msg_type, topic: str, qos):
+        return self.create_publisher(msg_type, topic, qos)
+
+    def _drop_publisher(self, pub) -> None:
+        self.destroy_publisher(pub)
+
+    # ---------------------------------------------------------------- lifecycle phases
+    def _configure(self, load_now: bool) -> Optional[str]:
+        """Cameras, publishers, input topics and workers; the model loaded now (``load_now``:
+        the error text when it cannot) or by the inference thread."""
+        names = list(self.p["cameras"]) or [""]
+        self.stats = diag.NodeStats()
+        self.cameras = {n: Camera(n, self.stats if n == "" else diag.NodeStats()) for n in names}
+        self._frame_arrived = threading.Event()  # any camera's slot got a frame
+        self.backend_text, self.backend_reason = "not loaded", ""
+        self.empty_masks = "n/a: no model loaded"
+        self._create_publishers()
+        self._create_inputs()
+        self._create_workers()
+        self.configured = True
+        if load_now:
+            self._load_model()
+            if self.pipeline is None:
+                pr = self.stats.problem("model")
+                return pr.message if pr else "model not loaded"
+        for thread in self._threads:
+            thread.start()
+        return None
+
+    def _activate(self) -> None:
+        self.active = True
+        self._subscribe_inputs()
         for cam in self.cameras.values():
             self.get_logger().info(
                 f"subscribing {cam.image_topic} ({cam.transport}) and {cam.info_topic}; publishing "
                 f"under {self.get_fully_qualified_name()}/{cam.ns}")
-        if self.multi and self.p["grid.enabled"]:
+        if self.surround is not None:
             self.get_logger().info(f"surround grid of {len(self.cameras)} cameras on "
                                    f"{self.get_fully_qualified_name()}/{GRID_OUTPUT}")
+
+    def _deactivate(self) -> None:
+        """No input, no output; the model stays loaded."""
+        self.active = False
+        for cam in self.cameras.values():
+            cam.unsubscribe(self)
+
+    def _cleanup(self) -> bool:
+        """Workers stopped, the model released, publishers gone; False when a worker did not stop."""
+        if not self.configured:
+            return True
+        if not self.shutdown(timeout=5.0):
+            self.get_logger().error("cleanup: a worker thread did not stop within 5 s")
+            return False
+        for cam in self.cameras.values():
+            cam.unsubscribe(self)
+            for pub in cam.pubs.values():
+                self._drop_publisher(pub)
+        if self.surround is not None:
+            self._drop_publisher(self.surround_pub)
+        self.cameras, self.surround, self.pipeline, self._threads = {}, None, None, []
+        self.configured = False
+        return True
 
     def _create_publishers(self) -> None:
         """Every output reliable, depth 1 (RViz subscribes reliable by default; the newest wins)."""
@@ -132,41 +160,29 @@ class CameraSegNode(Node):
                              reliability=ReliabilityPolicy.RELIABLE,
                              durability=DurabilityPolicy.VOLATILE)
         for cam in self.cameras.values():
-            cam.pubs = {name: self.create_publisher(Image, f"~/{cam.ns}{name}", out_qos) for name in IMAGE_OUTPUTS}
+            cam.pubs = {name: self._make_publisher(Image, f"~/{cam.ns}{name}", out_qos) for name in IMAGE_OUTPUTS}
             if self.p["grid.enabled"]:
-                cam.pubs[GRID_OUTPUT] = self.create_publisher(OccupancyGrid, f"~/{cam.ns}{GRID_OUTPUT}", out_qos)
+                cam.pubs[GRID_OUTPUT] = self._make_publisher(OccupancyGrid, f"~/{cam.ns}{GRID_OUTPUT}", out_qos)
         self.pubs = self.cameras[next(iter(self.cameras))].pubs  # the single camera's
         self.surround = None
         if self.multi and self.p["grid.enabled"]:  # every camera's grid fused
             self.surround = SurroundGrid(list(self.cameras), self.p["grid.max_spread"])
-            self.surround_pub = self.create_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
-        self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+            self.surround_pub = self._make_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
 
     def _create_inputs(self) -> None:
-        """Each camera's topics (image_transport's naming), the TF pose source, and the input
-        subscriptions where their publishers are already known."""
+        """Each camera's topics (image_transport's naming) and the TF pose source."""
         for cam in self.cameras.values():
-            view = camera_view(self.p, cam.name)
-            cam.transport = view["image_transport"]
-            image = _resolve(self, view["image"] if cam.name else "image")
-            if cam.transport == "compressed":
-                # as image_transport does: remapping 'image' moves the compressed topic with it
-                cam.image_topic, cam.image_type = image + "/compressed", CompressedImage
-            else:
-                cam.image_topic, cam.image_type = image, Image
-            cam.info_topic = (_resolve(self, view["camera_info"]) if cam.name else camera_info_topic(self))
+            cam.resolve_topics(self, camera_view(self.p, cam.name))
         first = self.cameras[next(iter(self.cameras))]
         self.image_topic, self.info_topic = first.image_topic, first.info_topic  # the single camera's
-        self._tf_pose = None
-        if self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
+        if self._tf_pose is None and self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
             from .tf_pose import TfPose
 
             self._tf_pose = TfPose(self, self.p["grid.frame_id"])
             if self._tf_pose.error:
                 self.get_logger().error(self._tf_pose.error)
-        self._subscribe_inputs()
 
-    def _start_workers(self) -> None:
+    def _create_workers(self) -> None:
         """newest camera frame -> prepare -> newest prepared frame -> inference -> newest
         inferred frame -> outputs, each hand-over a one-slot mailbox."""
         self.slot = self.cameras[next(iter(self.cameras))].slot  # the single camera's
@@ -177,15 +193,12 @@ class CameraSegNode(Node):
         self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
         self._prepare_s: Optional[float] = None  # smoothed seconds per prepare
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
-        self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
         self._worker_restarts = 0
         self._worker_fault = worker_fault_from_env()  # tests only: None unless the env var is set
         self._threads = [threading.Thread(target=self._supervised(name, fn), name=f"camera_seg_{name}",
                                           daemon=True)
                          for name, fn in (("inference", self._work), ("prepare", self._prepare_frames),
                                           ("outputs", self._publish_outputs))]
-        for thread in self._threads:
-            thread.start()
 
     def _supervised(self, name: str, fn):
         """A worker thread's target: fn run again when it fails (diagnostics ERROR with the
@@ -232,54 +245,13 @@ class CameraSegNode(Node):
 
     # ---------------------------------------------------------------- inputs
     def _subscribe_inputs(self) -> None:
-        """(Re)create the input subscriptions with the reliability the parameter asks for.
-
-        auto: reliable when every publisher of the topic offers reliable, else best-effort; with
-        no publisher yet there is nothing to match, so the subscription waits for one (made
-        best-effort now and reliable a second later, the swap lost frames in flight). A later
-        change (another camera joins) makes the new subscription first and retires the old one
-        only after RETIRE_S, so no frame falls between them.
-        Measured here: a reliable publisher's 1920x1080 frames reach a reliable reader intact,
-        but a best-effort reader loses most of them (the loss is on the sending side, which the
-        node's profile cannot change); best-effort is the only choice that matches a best-effort
-        camera. Depth stays 1 either way: the newest frame wins, never a backlog."""
+        """(Re)create the input subscriptions with the reliability the parameter asks for
+        (ros/camera.py: Camera.subscribe); none while inactive."""
+        if not self.active:
+            return
         for cam in self.cameras.values():
-            self._subscribe_camera(cam)
-
-    def _subscribe_camera(self, cam: _Camera) -> None:
-        now = time.monotonic()
-        for old, since in list(cam.retiring):
-            if now - since >= RETIRE_S:
-                self.destroy_subscription(old)
-                cam.retiring.remove((old, since))
-        wanted = self.p["input_qos.reliability"]
-        for key, topic, msg_type, cb in (
-                ("image", cam.image_topic, cam.image_type, lambda msg, c=cam: self._on_image(c, msg)),
-                ("camera_info", cam.info_topic, CameraInfo, lambda msg, c=cam: self._on_camera_info(c, msg))):
-            rel = wanted
-            if wanted == "auto":
-                pubs = self.get_publishers_info_by_topic(topic)
-                if not pubs:  # nothing to match yet, or the camera is away: keep what matched it
-                    if key == "image" and key not in cam.subs and not cam.told_waiting:
-                        cam.told_waiting = True
-                        self.get_logger().info(f"{topic}: no publisher yet; subscribing once one appears, "
-                                               "with its reliability (input_qos.reliability auto)")
-                    continue
-                rel = ("reliable" if all(p.qos_profile.reliability == ReliabilityPolicy.RELIABLE
-                                         for p in pubs) else "best_effort")
-            if cam.sub_reliability.get(key) == rel:
-                continue
-            qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=self.p["input_qos.depth"],
-                             reliability=(ReliabilityPolicy.RELIABLE if rel == "reliable"
-                                          else ReliabilityPolicy.BEST_EFFORT),
-                             durability=DurabilityPolicy.VOLATILE)
-            old = cam.subs.get(key)
-            cam.subs[key] = self.create_subscription(msg_type, topic, cb, qos)  # the new one first
-            if old is not None:
-                cam.retiring.append((old, now))
-            cam.sub_reliability[key] = rel
-            if wanted == "auto" and key == "image":
-                self.get_logger().info(f"{topic}: subscribing {rel.replace('_', '-')} to match its publishers")
+            cam.subscribe(self, self.p["input_qos.reliability"], self.p["input_qos.depth"],
+                          lambda msg, c=cam: self._on_image(c, msg), lambda msg, c=cam: self._on_camera_info(c, msg))
 
     # ---------------------------------------------------------------- parameters
     def _declare_parameters(self) -> Dict[str, object]:
@@ -382,7 +354,7 @@ class CameraSegNode(Node):
         self.stats.report("model", diag.WARN, f"building TensorRT engine: {text}")
 
     # ---------------------------------------------------------------- callbacks
-    def _on_image(self, cam: _Camera, msg) -> None:
+    def _on_image(self, cam: Camera, msg) -> None:
         key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
         if cam.retiring and key == cam.last_image_key:
             return  # the same frame through the old and the new subscription while they overlap
@@ -395,7 +367,7 @@ class CameraSegNode(Node):
             cam.stats.on_dropped()
         self._frame_arrived.set()
 
-    def _on_camera_info(self, cam: _Camera, msg: CameraInfo) -> None:
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
         cam.latest_info = (msg, time.monotonic())  # the worker applies it when the model has loaded
         pipeline = cam.pipeline
         if pipeline is not None and pipeline.grid is not None:
@@ -476,14 +448,14 @@ class CameraSegNode(Node):
             self._frame_arrived.wait(min(left, 0.05))
         return None, None
 
-    def _wanted(self, cam: _Camera) -> List[str]:
+    def _wanted(self, cam: Camera) -> List[str]:
         wanted = [name for name, pub in cam.pubs.items() if pub.get_subscription_count() > 0]
         if self.surround is not None and GRID_OUTPUT not in wanted and \
                 self.surround_pub.get_subscription_count() > 0:
             wanted.append(GRID_OUTPUT)  # the surround grid needs this camera's
         return wanted
 
-    def _prepare(self, cam: _Camera, msg, t_received: float) -> None:
+    def _prepare(self, cam: Camera, msg, t_received: float) -> None:
         cam.idle = not self._wanted(cam)
         self._idle = all(c.idle for c in self.cameras.values())
         if cam.idle:  # nobody listens: no work at all, and no old problem reported as current
@@ -502,7 +474,7 @@ class CameraSegNode(Node):
         if self.ready_slot.put((cam, prepared, t_received)):
             self.stats.on_dropped()
 
-    def _infer(self, cam: _Camera, prepared, t_received: float) -> None:
+    def _infer(self, cam: Camera, prepared, t_received: float) -> None:
         self._network.start()
         try:
             result = cam.pipeline.run(prepared)
@@ -533,7 +505,7 @@ class CameraSegNode(Node):
             except Exception as exc:  # never let the worker die; report and go on
                 self._frame_error(item[0], "outputs", f"building outputs failed: {exc!r}")
 
-    def _finish(self, cam: _Camera, result, t_received: float) -> None:
+    def _finish(self, cam: Camera, result, t_received: float) -> None:
         wanted = self._wanted(cam)
         cam.messages.build(result, wanted, publish=lambda name, msg: cam.pubs[name].publish(msg)
                            if cam.pubs[name].get_subscription_count() > 0 else None)
@@ -552,7 +524,7 @@ class CameraSegNode(Node):
         if cam.stats is not self.stats:  # the network's figures over all cameras
             self.stats.on_processed(time.monotonic() - t_received, result.timer.times)
 
-    def _publish_surround(self, cam: _Camera, result, cells) -> None:
+    def _publish_surround(self, cam: Camera, result, cells) -> None:
         """Every camera's latest grid fused into ~/drivable_grid, stamped with the newest."""
         header = result.frame.header
         self.surround.update(cam.name, cells, header.stamp.sec + header.stamp.nanosec * 1e-9)
@@ -564,7 +536,7 @@ class CameraSegNode(Node):
                                                      copy_header(header, cam.pipeline.grid.frame_id)))
 
     # ---------------------------------------------------------------- diagnostics and logs
-    def _frame_error(self, cam: _Camera, log_kind: str, text: str) -> None:
+    def _frame_error(self, cam: Camera, log_kind: str, text: str) -> None:
         """A frame that produced nothing: diagnostics ERROR and a throttled error log line."""
         cam.stats.report("frame", diag.ERROR, text)
         self._log(f"{log_kind}:{cam.name}", "error", cam.label(text))
@@ -585,129 +557,33 @@ class CameraSegNode(Node):
             logger.info(text)
 
     def _publish_diagnostics(self) -> None:
-        name = self.get_fully_qualified_name().lstrip("/")
-        now, busy = time.monotonic(), self._network.busy_seconds()
-        busy_share = (busy - self._busy_mark[1]) / max(now - self._busy_mark[0], 1e-6)
-        self._busy_mark = (now, busy)
-        network = {
-            "backend": self.backend_text,
-            "backend selection": self.backend_reason,
-            "model": self.model_path,
-            "label file": self.label_path,
-            "masks always empty": self.empty_masks,
-            # near 100: the network is the limit; well below it while frames are dropped: the
-            # node's own work (decoding, outputs, DDS) is
-            "network busy (%)": f"{100 * busy_share:.1f}",
-            "worker restarts": self._worker_restarts,
-        }
-        statuses = []
-        if not self.multi:  # one status for the camera and the network, as ever
-            cam = self.cameras[""]
-            statuses += self._camera_statuses(cam, name, network)
-        else:
-            _, out_rate, lat, problems = self.stats.window()
-            node_problems = [pr for k, pr in problems.items() if k in ("model", "worker")]
-            p50 = diag.percentile(lat, 50)
-            values = dict(network, cameras=", ".join(self.cameras), **{
-                "processed rate (Hz)": f"{out_rate:.2f}", "frames processed": self.stats.processed,
-                "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}"})
-            statuses.append(diag.make_status(
-                f"{name}: segmentation", os.path.basename(self.model_path),
-                diag.worst([pr.level for pr in node_problems]),
-                "; ".join(pr.message for pr in node_problems) if node_problems else
-                f"segmenting {len(self.cameras)} cameras at {out_rate:.1f} Hz in all", values))
-            for cam in self.cameras.values():
-                statuses += self._camera_statuses(cam, f"{name}: {cam.name}", {})
-            if self.surround is not None:
-                fused = self.surround.fused()
-                used = fused[2] if fused else []
-                statuses.append(diag.make_status(
-                    f"{name}: drivable grid", self.p["grid.frame_id"], diag.OK if used else diag.WARN,
-                    f"fused from {', '.join(used)}" if used else "no camera grid yet",
-                    {"cameras in it": ", ".join(used) or "none", "max spread (s)": self.p["grid.max_spread"]}))
-        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), statuses))
-
-    def _camera_statuses(self, cam: _Camera, prefix: str, extra: Dict[str, object]) -> list:
-        """A camera's segmentation status (with ``extra`` values) and its grid's."""
-        in_rate, out_rate, lat, problems = cam.stats.window()
-        s = cam.stats
-        seg_problems = [pr for k, pr in problems.items() if k != "grid"]
-        level = diag.worst([pr.level for pr in seg_problems])
-        if seg_problems:
-            message = "; ".join(pr.message for pr in seg_problems)
-        elif in_rate == 0.0:
-            level, message = diag.WARN, f"no images on {cam.image_topic}"
-        elif cam.idle:
-            message = "idle: no subscribers to any output"
-        else:
-            message = f"segmenting at {out_rate:.1f} Hz"
-        p50, pmax = diag.percentile(lat, 50), (max(lat) if lat else None)
-        values = dict(extra)
-        values.update({
-            "input topic": cam.image_topic,
-            "input reliability": cam.sub_reliability.get("image", "not subscribed yet: no publisher"),
-            "input rate (Hz)": f"{in_rate:.2f}",
-            "processed rate (Hz)": f"{out_rate:.2f}",
-            "frames received": s.received,
-            "frames processed": s.processed,
-            "frames dropped": s.dropped,
-            "frames failed": s.failed,
-            "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}",
-            "latency max (ms)": "n/a" if pmax is None else f"{pmax * 1e3:.1f}",
-            "last error": s.last_error or "none",
-        })
-        for stage, ms in sorted(s.stage_ms.items()):
-            values[f"stage {stage} (ms)"] = f"{ms:.2f}"
-        statuses = [diag.make_status(f"{prefix}: segmentation" if cam.name == "" else f"{prefix} segmentation",
-                                     os.path.basename(self.model_path), level, message, values)]
-        if self.p["grid.enabled"]:
-            g = problems.get("grid")
-            statuses.append(diag.make_status(
-                f"{prefix}: drivable grid" if cam.name == "" else f"{prefix} drivable grid", self.p["grid.frame_id"],
-                g.level if g else diag.OK, g.message if g else "publishing",
-                {"frame": self.p["grid.frame_id"], "resolution (m)": self.p["grid.resolution"],
-                 "camera_info topic": cam.info_topic,
-                 "camera_info timeout (s)": self.p["camera_info_timeout"],
-                 "lookup table builds": cam.pipeline.grid.builds if cam.pipeline is not None else 0}))
-        return statuses
+        self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), node_statuses(self)))
 
     def shutdown(self, timeout: float = 2.0) -> bool:
         """Stop the workers; True when all of them ended within timeout (in total)."""
+        if not self.configured:
+            return True
         for slot in [c.slot for c in self.cameras.values()] + [self.ready_slot, self.out_slot]:
             slot.close()
         self._frame_arrived.set()
         end = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout=max(0.0, end - time.monotonic()))
+            if thread.ident is not None:  # started
+                thread.join(timeout=max(0.0, end - time.monotonic()))
         stopped = not any(t.is_alive() for t in self._threads)
         if self.pipeline is not None and stopped:
             self.pipeline.release()  # never under a thread still inferring
         return stopped
 
 
-def _resolve(node: Node, name: str, only_expand: bool = False) -> str:
-    try:
-        return node.resolve_topic_name(name, only_expand=only_expand)
-    except AttributeError:  # very old rclpy: no remapping known here
-        from rclpy.expand_topic_name import expand_topic_name
+class CameraSegNode(CameraSegBase):
+    """The plain node: configured and active from the start (the model loads on the inference
+    thread while the node already answers, with diagnostics saying so)."""
 
-        return expand_topic_name(name, node.get_name(), node.get_namespace())
-
-
-def camera_info_beside(image_topic: str) -> str:
-    """image_transport's convention: a camera's CameraInfo is 'camera_info' in the namespace of
-    its image topic (/front/image_raw -> /front/camera_info)."""
-    parent = image_topic.rsplit("/", 1)[0]
-    return f"{parent}/camera_info"
-
-
-def camera_info_topic(node: Node) -> str:
-    """'camera_info' where it is remapped, else beside the (remapped) image topic, so that
-    remapping only 'image' still finds the camera's CameraInfo."""
-    info = _resolve(node, "camera_info")
-    if info != _resolve(node, "camera_info", only_expand=True):
-        return info
-    return camera_info_beside(_resolve(node, "image"))
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._configure(load_now=False)
+        self._activate()
 
 
 class StopSignals:
@@ -732,6 +608,12 @@ class StopSignals:
 def main(args=None) -> None:
     """The camera_seg_node process; ends it with exit code 0, 1 (cannot start) or 2 (a worker
     thread kept failing)."""
+    run_node(CameraSegNode, args)
+
+
+def run_node(node_class, args=None) -> None:
+    """Start ``node_class``, spin it until a signal, a fatal worker failure or (a managed node)
+    the shutdown transition, then end the process."""
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
@@ -741,13 +623,13 @@ def main(args=None) -> None:
     node = None
     code = 0
     try:
-        node = CameraSegNode()
+        node = node_class()
         if applied:
             node.get_logger().info(f"Fast DDS profile: {applied} (set FASTRTPS_DEFAULT_PROFILES_FILE to use your own)")
         executor = SingleThreadedExecutor()
         executor.add_node(node)
         # short waits: a signal's Python handler runs between them
-        while stop.received is None and node.fatal_error is None:
+        while stop.received is None and node.fatal_error is None and not node.finished:
             executor.spin_once(timeout_sec=0.1)
         if node.fatal_error is not None:
             code = EXIT_WORKER_FAILED

@@ -15,12 +15,16 @@ from typing import List, Mapping, Optional, Sequence, Union
 ParamValue = Union[str, bool, int, float, Sequence[float]]
 
 
-def node_command() -> List[str]:
+MODULES = {"camera_seg_node": "seg_perception.ros.node",
+           "camera_seg_lifecycle_node": "seg_perception.ros.lifecycle_node"}
+
+
+def node_command(executable: str = "camera_seg_node") -> List[str]:
     """The installed console script beside this Python (or on PATH), else the module."""
-    exe = os.path.join(os.path.dirname(sys.executable), "camera_seg_node")
+    exe = os.path.join(os.path.dirname(sys.executable), executable)
     if not os.path.exists(exe):
-        exe = shutil.which("camera_seg_node") or ""
-    return [exe] if exe else [sys.executable, "-m", "seg_perception.ros.node"]
+        exe = shutil.which(executable) or ""
+    return [exe] if exe else [sys.executable, "-m", MODULES[executable]]
 
 
 def shipped_params_file(path: Optional[str] = None) -> str:
@@ -58,8 +62,8 @@ class NodeProcess:
     def __init__(self, params_file: Optional[str] = None,
                  params: Union[Mapping[str, ParamValue], Sequence[str], None] = None,
                  remaps: Optional[Mapping[str, str]] = None, env: Optional[Mapping[str, str]] = None,
-                 log_path: str = "") -> None:
-        self.cmd = node_command() + ["--ros-args", "--params-file", shipped_params_file(params_file)]
+                 log_path: str = "", executable: str = "camera_seg_node") -> None:
+        self.cmd = node_command(executable) + ["--ros-args", "--params-file", shipped_params_file(params_file)]
         items = ([f"{k}:={param_text(v)}" for k, v in params.items()] if isinstance(params, Mapping)
                  else list(params or []))
         for item in items:
