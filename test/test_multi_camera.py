@@ -121,3 +121,60 @@ def test_the_shipped_four_camera_config_starts_one_node_with_four_cameras(ros_do
             assert f"subscribing /{c}/image_raw" in node.log()
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_info(ros_domain, peer, colour_model):
+    """front 320x180 and rear 160x120 go through the network as one batch of two; the rear's
+    CameraInfo is invalid (K all zeros): its grid is refused with the reason, its masks go on,
+    and the surround grid holds the front's view alone (the rear's part stays unknown)."""
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb_front = sample_scene_in_test_colours(320, 180)
+    rear_cam, rgb_rear = sample_scene_in_test_colours(160, 120)
+    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
+    node = start_node(ros_domain, colour_model, **{
+        "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
+        "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
+        "rear.camera_pose.xyz": [-xyz[0], xyz[1], xyz[2]], "rear.camera_pose.rpy": [rpy[0], rpy[1], math.pi]})
+    try:
+        labels = {c: peer.subscribe(Image, f"/camera_seg/{c}/labels", RELIABLE) for c in CAMERAS}
+        surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        pubs = {c: peer.publisher(Image, f"/{c}/image_raw", RELIABLE) for c in CAMERAS}
+        infos = {c: peer.publisher(CameraInfo, f"/{c}/camera_info", RELIABLE) for c in CAMERAS}
+        for c in CAMERAS:
+            assert peer.wait_matched(pubs[c]) and peer.wait_matched(infos[c]), node.log()
+
+        def bad_info(stamp):
+            msg = camera_info_msg(rear_cam, stamp)
+            msg.k = [0.0] * 9
+            msg.p = [0.0] * 12
+            return msg
+
+        cams = {"front": Camera(pubs["front"], lambda s: image_msg(rgb_front, s, frame_id="front_optical"),
+                                rate=5.0, info_pub=infos["front"], make_info=lambda s: camera_info_msg(cam, s)),
+                "rear": Camera(pubs["rear"], lambda s: image_msg(rgb_rear, s + 7, frame_id="rear_optical"),
+                               rate=5.0, info_pub=infos["rear"], make_info=bad_info)}
+        for c in cams.values():
+            c.start()
+        try:
+            for c in CAMERAS:
+                assert labels[c].wait_count(3, 30), node.log()
+            assert [as_array(labels[c].snapshot()[-1]).shape for c in CAMERAS] == [(180, 320), (120, 160)]
+            assert "2 cameras on one network, up to 2 frames per run" in node.log()
+            st = wait_status(diag, lambda s: s.name.endswith("rear drivable grid") and s.level != b"\x00",
+                             suffix="drivable grid")
+            assert st is not None and "invalid CameraInfo" in st.message and st.level == b"\x02", node.log()
+            st = wait_status(diag, lambda s: s.name.endswith("front drivable grid"), suffix="drivable grid")
+            assert st is not None and st.level == b"\x00", st.message
+            assert surround.wait_count(3, 30), node.log()
+            fused = np.frombuffer(surround.snapshot()[-1].data, np.int8).reshape(400, 800)
+            ahead, behind = np.s_[:, 400:], np.s_[:, :400]
+            assert (fused[ahead] == 0).sum() > 1000 and (fused[behind] != -1).sum() == 0
+            st = wait_status(diag, lambda s: "cameras" in status_values(s))
+            assert status_values(st)["frames per network run (max)"] == "2"
+        finally:
+            for c in cams.values():
+                c.stop()
+    finally:
+        assert node.stop() == 0, node.log()

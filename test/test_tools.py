@@ -62,3 +62,21 @@ def test_overload_benchmark_counts_drops_and_latency(tmp_path, ros_domain):
     lat = result["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"] and result["inference_ms_median"] > 0
     assert "p99 / inference" in out
+
+
+def test_cameras_benchmark_measures_one_node_against_one_node_per_camera(tmp_path, ros_domain):
+    js = tmp_path / "cameras.json"
+    res = subprocess.run([os.path.join(BIN, "seg-perception"), "bench", "cameras", "--cameras", "2", "--size",
+                          "320x180", "--seconds", "3", "--warmup", "1", "--domain-id", str(ros_domain[0]),
+                          "--json", str(js)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    result = json.loads(js.read_text())
+    assert result["one"]["processes"] == 1 and result["many"]["processes"] == 2
+    for setup in ("one", "many"):
+        r = result[setup]
+        assert r["capacity_fps"] > 0 and r["rss_mb_total"] > 0
+        assert set(r["per_camera"]) == {"cam0", "cam1"}
+        assert all(0 < v["processed"] <= v["published"] for v in r["per_camera"].values()), r
+    assert result["one"]["frames_per_network_run"] >= 1.0
+    assert result["throughput_ratio"] == result["one"]["capacity_fps"] / result["many"]["capacity_fps"]
+    assert "throughput" in res.stdout and "memory" in res.stdout

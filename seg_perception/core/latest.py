@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 
 class LatestSlot:
@@ -68,6 +68,50 @@ class LatestSlot:
     def occupied(self) -> bool:
         """An item is waiting to be taken."""
         return self._has_item
+
+
+class LatestPerKey:
+    """One slot per key (camera): ``put`` replaces only the same key's waiting item (a drop, as
+    in LatestSlot), so one camera's result never pushes out another's; ``get`` takes every
+    waiting item, in the order they were put."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._items: Dict[Any, Any] = {}  # insertion order = put order (a replaced key moves last)
+        self._closed = False
+
+    def put(self, key: Any, item: Any) -> bool:
+        """Store ``item`` under ``key``; True when it replaced an untaken one (a drop)."""
+        with self._cond:
+            if self._closed:
+                return True
+            replaced = self._items.pop(key, _NOTHING) is not _NOTHING
+            self._items[key] = item
+            self._cond.notify()
+            return replaced
+
+    def get(self, timeout: Optional[float] = None) -> Tuple[bool, List[Any]]:
+        """(True, every waiting item) or (False, []) on timeout or close."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if not self._items or self._closed:
+                return False, []
+            items, self._items = list(self._items.values()), {}
+            return True, items
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._items = {}
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+
+_NOTHING = object()
 
 
 class BusyClock:

@@ -75,6 +75,10 @@ SPECS = (
          "For each name C: C.image (default C/image_raw), C.camera_info (C/camera_info), "
          "C.image_transport, C.camera_pose.xyz, C.camera_pose.rpy; outputs under ~/C/, one network "
          "for all, and ~/drivable_grid fused from every camera's grid."),
+    Spec("max_batch", 0, "Several cameras: how many cameras' newest frames go through the network "
+         "as one batch (0: all of them, where the model takes a batch: a dynamic batch dimension, "
+         "a TensorRT profile, which the engine build then covers; 1: one frame after the other).",
+         range=(0, 64)),
     Spec("grid.max_spread", 0.2, "Surround grid (several cameras): a camera's latest grid is left "
          "out when its stamp is more than this behind the newest, s.", read_only=False, range=(0.0, 10.0)),
     Spec("grid.enabled", True, "Publish ~/drivable_grid (nav_msgs/OccupancyGrid)."),

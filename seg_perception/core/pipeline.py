@@ -10,7 +10,7 @@ build_pipeline from the node's parameters); they only turn its outputs into mess
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -228,17 +228,45 @@ class SegmentationPipeline:
 
     def run(self, prepared: "Prepared") -> FrameResult:
         """The network on a prepared frame."""
-        try:
-            t1 = time.perf_counter()
-            if self.fault_hook is not None:
-                self.fault_hook(prepared.frame)
-            labels_model, confidence_model = self.segmenter.infer_model_input_with_confidence(
-                prepared.model_input)
-            prepared.timer.add("inference", time.perf_counter() - t1)
-        finally:
+        return run_batch([(self, prepared)])[0]
+
+
+def run_batch(items: Sequence[Tuple[SegmentationPipeline, "Prepared"]]) -> List[FrameResult]:
+    """The network once on several prepared frames (one per camera), each with the pipeline of
+    its camera; all the pipelines share one segmenter (build_camera_pipelines). The frames'
+    inputs are stacked into one [N, H, W, 3] batch; every frame's timer gets the batch's
+    inference time. Every input buffer is given back, also on an error."""
+    try:
+        segmenter = items[0][0].segmenter
+        if any(pl.segmenter is not segmenter for pl, _ in items):
+            raise ValueError("run_batch: the pipelines do not share one network")
+        t1 = time.perf_counter()
+        for pl, prepared in items:
+            if pl.fault_hook is not None:
+                pl.fault_hook(prepared.frame)
+        if len(items) == 1:
+            batch = items[0][1].model_input[None]
+        else:
+            batch = np.stack([prepared.model_input for _, prepared in items])
+        labels, confidence = segmenter.backend.infer_with_confidence(batch)
+        took = time.perf_counter() - t1
+    finally:
+        for _, prepared in items:
             prepared.release()
-        return FrameResult(self, prepared.frame, prepared.fit, labels_model, prepared.timer,
-                           confidence_model)
+    results = []
+    for i, (pl, prepared) in enumerate(items):
+        prepared.timer.add("inference", took)
+        results.append(FrameResult(pl, prepared.frame, prepared.fit, labels[i], prepared.timer,
+                                   confidence[i] if confidence is not None else None))
+    return results
+
+
+def batch_limit(p: Dict[str, Any], segmenter: Segmenter) -> int:
+    """How many cameras' frames go through the network at once: every camera's (max_batch 0) or
+    at most max_batch, and never more than the model takes."""
+    cameras = max(1, len(p.get("cameras") or []))
+    wanted = min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras
+    return max(1, min(wanted, segmenter.backend.max_batch))
 
 
 class Prepared:
@@ -279,8 +307,11 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     model_path = p["model"] or resources.DEFAULT_MODEL
     options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"])}
     if p["backend"] in ("auto", "tensorrt"):
+        # an engine's optimisation profile over batch 1..(the frames one batch can hold)
+        cameras = max(1, len(p.get("cameras") or []))
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
-                       precision=p["engine.precision"], progress=progress)
+                       precision=p["engine.precision"], progress=progress,
+                       max_batch=min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras)
     segmenter = Segmenter.from_file(model_path, p["backend"], **options)
     try:
         from .parameters import min_confidence_of

@@ -50,6 +50,9 @@ class BackendUnavailable(SegmenterError):
     """The backend's runtime library is not installed or has no usable device here."""
 
 
+BATCH_ANY = 64  # "any batch": more cameras than this on one node is not a case
+
+
 class Backend(abc.ABC):
     """One inference runtime for a seg_perception model file, used like Polygraphy's runners:
 
@@ -70,6 +73,9 @@ class Backend(abc.ABC):
         self.device: str = "cpu"
         # Whether infer_with_confidence returns a confidence map (set by load).
         self.has_confidence: bool = False
+        # The most images one infer call takes (set by load: a fixed batch dimension, or an
+        # engine's optimisation profile; BATCH_ANY where the graph's batch is dynamic).
+        self.max_batch: int = 1
         self.active = False
 
     @abc.abstractmethod

@@ -36,9 +36,10 @@ from ..core.camera_info_watch import OK, WARN
 from ..core.faults import worker_fault_from_env
 from ..core.image import ImageError
 from ..core.labels import MASK_GROUPS
-from ..core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
+from ..core.latest import BusyClock, LatestPerKey, LatestSlot, newest_when_needed, smooth
 from ..core.parameters import SPEC_BY_NAME, SPECS, Spec, camera_parameters, camera_view, check, check_all
-from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, build_camera_pipelines
+from ..core.pipeline import (GRID_OUTPUT, IMAGE_OUTPUTS, SegmentationPipeline, StageTimer, batch_limit,
+                             build_camera_pipelines, run_batch)
 from ..core.surround import SurroundGrid, fair_order
 from ..core.threads import opencv_threads
 from . import diagnostics as diag
@@ -186,12 +187,16 @@ class CameraSegBase(Node):
         """newest camera frame -> prepare -> newest prepared frame -> inference -> newest
         inferred frame -> outputs, each hand-over a one-slot mailbox."""
         self.slot = self.cameras[next(iter(self.cameras))].slot  # the single camera's
-        self.ready_slot = LatestSlot(on_drop=lambda item: item[1].release())  # its input buffer
-        self.out_slot = LatestSlot()
+        # a batch: [(camera, prepared frame, receive time)], one frame per camera; a dropped
+        # batch gives its input buffers back
+        self.ready_slot = LatestSlot(on_drop=lambda batch: [prepared.release() for _, prepared, _ in batch])
+        self.out_slot = LatestPerKey()  # each camera's newest result: one camera never drops another's
+        self.batch_limit = 1  # frames per network run (core/pipeline.batch_limit), set at load
+        self.network_runs = self.network_frames = 0  # batches run, frames in them
         self._model_done = threading.Event()  # the model loaded, or failed to
         self._network = BusyClock()  # when the network will want its next frame
         self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
-        self._prepare_s: Optional[float] = None  # smoothed seconds per prepare
+        self._prepare_s: Optional[float] = None  # smoothed seconds to prepare one batch
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
         self._worker_restarts = 0
         self._worker_fault = worker_fault_from_env()  # tests only: None unless the env var is set
@@ -332,6 +337,12 @@ class CameraSegBase(Node):
         cv2.setNumThreads(cv_threads)
         self.backend_text = segmenter.backend.describe()
         self.backend_reason = segmenter.backend.selection_reason
+        self.batch_limit = batch_limit(self.p, segmenter)
+        if self.multi:
+            self.get_logger().info(
+                f"{len(self.cameras)} cameras on one network, up to {self.batch_limit} frames per run"
+                + ("" if self.batch_limit > 1 or segmenter.backend.max_batch > 1 else
+                   " (the model's batch dimension is fixed at 1: export or wrap it with a dynamic batch)"))
         info = segmenter.info
         self.label_path = pipeline.label_path
         empty = [g for g in MASK_GROUPS if not pipeline.groups.groups[g]]
@@ -375,14 +386,14 @@ class CameraSegBase(Node):
 
     # ---------------------------------------------------------------- worker
     def _work(self) -> None:
-        """Inference thread: load the model, then run the network on the newest prepared frame."""
+        """Inference thread: load the model, then run the network on the newest prepared batch."""
         if not self._model_done.is_set():  # a restarted thread goes straight to the frames
             self._load_model()
         while not self.ready_slot.closed:
-            ok, item = self.ready_slot.get(timeout=0.2)
+            ok, batch = self.ready_slot.get(timeout=0.2)
             if ok:
                 self._check_fault("inference")
-                self._infer(*item)
+                self._infer(batch)
 
     def _check_fault(self, thread_name: str) -> None:
         if self._worker_fault is not None:
@@ -404,7 +415,9 @@ class CameraSegBase(Node):
             self._model_done.set()
 
     def _prepare_frames(self) -> None:
-        """Prepare thread: decode and fit the newest camera frame to the model's input."""
+        """Prepare thread: decode and fit the newest frame of the camera whose turn it is (and,
+        batching, of the next cameras in turn) to the model's input, just before the network is
+        free."""
         while not self._model_done.wait(0.2):
             if self.slot.closed:
                 return
@@ -421,10 +434,19 @@ class CameraSegBase(Node):
                                       cam.stats.on_dropped)
             if item is None:
                 return
-            try:
-                self._prepare(cam, *item)
-            except Exception as exc:  # never let the worker die; report and go on
-                self._frame_error(cam, "frame", f"processing failed: {exc!r}")
+            t0 = time.monotonic()
+            batch = []
+            for c, it in [(cam, item)] + self._more_frames(self.batch_limit - 1):
+                try:
+                    prepared = self._prepare(c, *it)
+                except Exception as exc:  # never let the worker die; report and go on
+                    self._frame_error(c, "frame", f"processing failed: {exc!r}")
+                    continue
+                if prepared is not None:
+                    batch.append(prepared)
+            self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
+            if batch and self.ready_slot.put(batch):
+                self.stats.on_dropped()
 
     def _next_frame(self, timeout: float):
         """(camera, its newest frame) of the camera whose turn it is, or (None, None) after
@@ -448,6 +470,23 @@ class CameraSegBase(Node):
             self._frame_arrived.wait(min(left, 0.05))
         return None, None
 
+    def _more_frames(self, n: int) -> list:
+        """Up to ``n`` more cameras' waiting frames for the batch, the next in turn first."""
+        if n <= 0:
+            return []
+        waiting = {c.name: c.waiting_since for c in self.cameras.values() if c.slot.occupied}
+        served = {c.name: c.last_served for c in self.cameras.values() if c.last_served is not None}
+        taken = []
+        for name in fair_order(waiting, served):
+            cam = self.cameras[name]
+            ok, item = cam.slot.get(timeout=0)
+            if ok:
+                cam.last_served = time.monotonic()
+                taken.append((cam, item))
+                if len(taken) == n:
+                    break
+        return taken
+
     def _wanted(self, cam: Camera) -> List[str]:
         wanted = [name for name, pub in cam.pubs.items() if pub.get_subscription_count() > 0]
         if self.surround is not None and GRID_OUTPUT not in wanted and \
@@ -455,37 +494,40 @@ class CameraSegBase(Node):
             wanted.append(GRID_OUTPUT)  # the surround grid needs this camera's
         return wanted
 
-    def _prepare(self, cam: Camera, msg, t_received: float) -> None:
+    def _prepare(self, cam: Camera, msg, t_received: float):
+        """(camera, prepared frame, receive time), or None: nobody listens, or a bad image."""
         cam.idle = not self._wanted(cam)
         self._idle = all(c.idle for c in self.cameras.values())
         if cam.idle:  # nobody listens: no work at all, and no old problem reported as current
             cam.stats.clear("frame")
             cam.stats.clear("grid")
-            return
-        t0 = time.monotonic()
+            return None
         try:
             timer = StageTimer()
             # a buffer of its own: the next frame is prepared while the network runs this one
             prepared = cam.pipeline.prepare(frame_from_msg(msg, timer), timer, pooled=True)
         except ImageError as exc:
             self._frame_error(cam, "frame", f"bad image on {cam.image_topic}: {exc}")
-            return
-        self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
-        if self.ready_slot.put((cam, prepared, t_received)):
-            self.stats.on_dropped()
+            return None
+        return cam, prepared, t_received
 
-    def _infer(self, cam: Camera, prepared, t_received: float) -> None:
+    def _infer(self, batch) -> None:
+        """The network once on the batch (one frame per camera: core/pipeline.run_batch)."""
         self._network.start()
         try:
-            result = cam.pipeline.run(prepared)
+            results = run_batch([(cam.pipeline, prepared) for cam, prepared, _ in batch])
         except Exception as exc:
-            self._frame_error(cam, "inference", f"inference failed: {exc}")
+            for cam, _, _ in batch:
+                self._frame_error(cam, "inference", f"inference failed: {exc}")
             return
         finally:
             self._network.stop()
-        # hand over to the output thread; the network goes on with the next frame meanwhile
-        if self.out_slot.put((cam, result, t_received)):
-            self.stats.on_dropped()
+        self.network_runs += 1
+        self.network_frames += len(batch)
+        # hand over to the output thread; the network goes on with the next batch meanwhile
+        for (cam, _, t_received), result in zip(batch, results):
+            if self.out_slot.put(cam.name, (cam, result, t_received)):
+                cam.stats.on_dropped()
 
     def _publish_outputs(self) -> None:
         """Output thread: build the outputs of the newest inferred frame and publish them."""
@@ -496,14 +538,13 @@ class CameraSegBase(Node):
             except OSError as exc:
                 self.get_logger().warn(f"output_niceness not applied: {exc}")
         while not self.out_slot.closed:
-            ok, item = self.out_slot.get(timeout=0.2)
-            if not ok:
-                continue
-            self._check_fault("outputs")
-            try:
-                self._finish(*item)
-            except Exception as exc:  # never let the worker die; report and go on
-                self._frame_error(item[0], "outputs", f"building outputs failed: {exc!r}")
+            ok, items = self.out_slot.get(timeout=0.2)
+            for item in items:  # each camera's newest result, in the order they came
+                self._check_fault("outputs")
+                try:
+                    self._finish(*item)
+                except Exception as exc:  # never let the worker die; report and go on
+                    self._frame_error(item[0], "outputs", f"building outputs failed: {exc!r}")
 
     def _finish(self, cam: Camera, result, t_received: float) -> None:
         wanted = self._wanted(cam)

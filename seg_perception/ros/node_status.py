@@ -43,6 +43,8 @@ def node_statuses(node) -> list:
     node_problems = [pr for k, pr in problems.items() if k in ("model", "worker")]
     p50 = diag.percentile(lat, 50)
     values = dict(network, cameras=", ".join(node.cameras), **{
+        "frames per network run (max)": node.batch_limit,
+        "frames per network run (mean)": f"{node.network_frames / max(node.network_runs, 1):.2f}",
         "processed rate (Hz)": f"{out_rate:.2f}", "frames processed": node.stats.processed,
         "latency median (ms)": "n/a" if p50 is None else f"{p50 * 1e3:.1f}"})
     statuses = [diag.make_status(

@@ -7,6 +7,7 @@
     seg-perception bench node       bare inference vs the whole node over DDS (issue #7)
     seg-perception bench overload   a camera at twice the node's capacity for 60 s
     seg-perception bench soak       10 minutes at camera rate, the node's memory curve
+    seg-perception bench cameras    one node with N cameras vs N single-camera nodes (issue #16)
 """
 
 from __future__ import annotations
@@ -32,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_node import add_arguments as node_args
 
     node_args(sub)  # node, overload, soak (issue #7)
+    from .bench_cameras import add_arguments as camera_args
+
+    camera_args(sub)
     grid = sub.add_parser("grid", help="occupancy grid lookup table and per-frame time")
     grid.add_argument("grid_args", nargs=argparse.REMAINDER, help="options of bench_grid (see --help)")
     p.set_defaults(bench=None)
@@ -57,6 +61,14 @@ def run(args) -> int:
         from .bench_node import run as run_node
 
         return run_node(args)
+    if args.bench == "cameras":
+        from .bench_cameras import run as run_cameras
+
+        result = run_cameras(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=2)
+        return 0
     if args.bench == "grid":
         from .bench_grid import main as grid_main
 

@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..model_info import METADATA_KEY, ModelInfo, contract_problems, wrap_hint
-from ..segmenter import Backend, SegmenterError
+from ..segmenter import BATCH_ANY, Backend, SegmenterError
 
 
 class OnnxRuntimeBackend(Backend):
@@ -74,6 +74,8 @@ class OnnxRuntimeBackend(Backend):
         on_cuda = self.session.get_providers()[0] == "CUDAExecutionProvider"
         self.device = f"cuda:{self.device_id}" if on_cuda else "cpu"
         self._input = self.session.get_inputs()[0].name
+        batch = self.session.get_inputs()[0].shape[0]
+        self.max_batch = batch if isinstance(batch, int) and batch > 0 else BATCH_ANY  # a name: dynamic
         outputs = [o.name for o in self.session.get_outputs()]
         self._output = outputs[0]
         # A model exported before confidence existed has one output and keeps working.

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..model_info import ModelInfo
-from ..segmenter import Backend, SegmenterError
+from ..segmenter import BATCH_ANY, Backend, SegmenterError
 
 
 class TorchBackend(Backend):
@@ -67,6 +67,7 @@ class TorchBackend(Backend):
             torch.backends.cudnn.benchmark = True  # fixed input size: tune once
         self.module = wrapped
         self.has_confidence = True  # the graph is rebuilt here, with both outputs
+        self.max_batch = BATCH_ANY
 
     def _infer(self, images: np.ndarray):
         with torch.inference_mode():

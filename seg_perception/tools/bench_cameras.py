@@ -1,0 +1,251 @@
+"""`seg-perception bench cameras`: one node serving N cameras against N single-camera nodes on the
+same machine, in one run (issue #16). Numbers, not pass/fail:
+
+  capacity   every camera publishes faster than the node(s) can take (saturation): frames
+             processed per second, summed over the cameras
+  overload   every camera at (factor x capacity / N) Hz: per-camera latency (image stamp ->
+             labels received) p50/p99, frames each camera got through (fairness)
+  memory     resident memory of the node process(es), summed, sampled during the overload
+
+Each setup gets the same parameters (the shipped params file, -p overrides), the sample street
+camera's frames and pose, and the same subscribed outputs (labels and drivable_grid of every
+camera, raw: this process reads only the stamp).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .bench_node import _stamp_ns
+from .node_process import NodeProcess
+
+MEASURED = ("labels", "drivable_grid")
+
+
+def add_arguments(sub) -> None:
+    p = sub.add_parser("cameras", help="one node with N cameras vs N single-camera nodes")
+    p.add_argument("--cameras", type=int, default=4, help="cameras (N)")
+    p.add_argument("--size", default="1280x720", help="camera frame size WxH (rgb8)")
+    p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase")
+    p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
+    p.add_argument("--factor", type=float, default=2.0, help="overload: total publish rate / capacity")
+    p.add_argument("--saturate-hz", type=float, default=15.0, help="per-camera rate of the capacity phase")
+    p.add_argument("--params-file", default=None, help="node params file (default: the shipped one)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
+    p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "58")))
+    p.add_argument("--only", choices=("one", "many"), default=None, help="measure one setup only")
+    p.add_argument("--json", default="", help="also write the results as JSON here")
+
+
+class Rig:
+    """N sample cameras publishing into the node(s) and the arrival time of every output."""
+
+    def __init__(self, domain_id: int, n: int, size: str, output_ns: List[str]) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, Image
+
+        from ..core.resources import FASTDDS_PROFILE
+        from ..core.sample import SampleCamera
+        from ..ros.dds_profile import PROFILE_VARS
+        from ..ros.participant import Participant
+        from ..ros.sample_stream import camera_info_msg, frame_msg, render_frames
+
+        for var in PROFILE_VARS:  # the camera side with the shipped profile, as the README advises
+            os.environ.pop(var, None)
+        os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_PROFILE
+        w, h = (int(v) for v in size.lower().split("x"))
+        self.cam = SampleCamera(width=w, height=h)
+        self.names = [f"cam{i}" for i in range(n)]
+        frames = render_frames(self.cam, 4)
+        self.msgs = [frame_msg(rgb, 0) for rgb in frames]
+        self.info = camera_info_msg(self.cam)
+        self.part = Participant("seg_bench_cameras", domain_id)
+        node = self.part.node
+        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self.lock = threading.Condition()
+        self.sent: Dict[str, Dict[int, float]] = {c: {} for c in self.names}
+        self.got: Dict[str, Dict[str, Dict[int, float]]] = {c: {o: {} for o in MEASURED} for c in self.names}
+        self.inference_ms: List[float] = []
+        self.pubs = {}
+        for c, ns in zip(self.names, output_ns):
+            self.pubs[c] = (node.create_publisher(Image, f"/{c}/image_raw", qos),
+                            node.create_publisher(CameraInfo, f"/{c}/camera_info", qos))
+            for o in MEASURED:
+                kind = OccupancyGrid if o == "drivable_grid" else Image
+                node.create_subscription(kind, f"{ns}/{o}", self._arrived(c, o), qos, raw=True)
+        node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
+        self.frame = 0
+        self.frames_per_run: Optional[float] = None  # the one node's, from its diagnostics
+
+    def _arrived(self, cam: str, output: str):
+        def cb(raw) -> None:
+            with self.lock:
+                self.got[cam][output][_stamp_ns(raw)] = time.monotonic()
+                self.lock.notify_all()
+        return cb
+
+    def _diag(self, msg) -> None:
+        for st in msg.status:
+            for kv in st.values:
+                if kv.key == "stage inference (ms)":
+                    with self.lock:
+                        self.inference_ms.append(float(kv.value))
+                elif kv.key == "frames per network run (mean)":
+                    self.frames_per_run = float(kv.value)
+
+    def publish(self, cam: str) -> None:
+        img, info = self.pubs[cam]
+        msg = self.msgs[self.frame % len(self.msgs)]
+        self.frame += 1
+        stamp = time.time_ns()
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10 ** 9)
+        self.info.header.stamp = msg.header.stamp
+        info.publish(self.info)
+        with self.lock:
+            self.sent[cam][stamp] = time.monotonic()
+        img.publish(msg)
+
+    def complete(self, cam: str) -> Dict[int, float]:
+        """stamp -> when the last measured output of that frame arrived."""
+        with self.lock:
+            both = set(self.got[cam][MEASURED[0]]).intersection(*(self.got[cam][o] for o in MEASURED[1:]))
+            return {s: max(self.got[cam][o][s] for o in MEASURED) for s in both}
+
+    def wait_ready(self, timeout: float = 90.0) -> bool:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for c in self.names:
+                if not self.complete(c):
+                    self.publish(c)
+            if all(self.complete(c) for c in self.names):
+                return True
+            time.sleep(0.3)
+        return False
+
+    def run(self, rate_hz: float, seconds: float, on_tick=None) -> float:
+        """Every camera at ``rate_hz`` (staggered) for ``seconds``; returns the start time."""
+        t0 = time.monotonic()
+        period = 1.0 / rate_hz
+        k = 0
+        while time.monotonic() - t0 < seconds:
+            for i, c in enumerate(self.names):
+                due = t0 + k * period + i * period / len(self.names)
+                time.sleep(max(0.0, due - time.monotonic()))
+                self.publish(c)
+            k += 1
+            if on_tick is not None:
+                on_tick()
+        return t0
+
+    def close(self) -> None:
+        self.part.close()
+
+
+def _start(setup: str, args, cam) -> List[NodeProcess]:
+    env = {"ROS_DOMAIN_ID": str(args.domain_id), "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"}
+    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
+    names = [f"cam{i}" for i in range(args.cameras)]
+    if setup == "one":
+        params = [f"cameras:=[{', '.join(names)}]"] + list(args.param)
+        for c in names:
+            params += [f"{c}.camera_pose.xyz:={xyz}", f"{c}.camera_pose.rpy:={rpy}"]
+        return [NodeProcess(args.params_file, params, env=env, log_path=f"/tmp/seg_bench_cameras_one_{os.getpid()}.log")]
+    return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(args.param),
+                        {"image": f"/{c}/image_raw", "camera_info": f"/{c}/camera_info", "__node": f"camera_seg_{i}"},
+                        env, log_path=f"/tmp/seg_bench_cameras_{c}_{os.getpid()}.log")
+            for i, c in enumerate(names)]
+
+
+def measure(setup: str, args) -> Dict[str, object]:
+    from ..core.sample import SampleCamera
+
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    names = [f"cam{i}" for i in range(args.cameras)]
+    out_ns = ([f"/camera_seg/{c}" for c in names] if setup == "one"
+              else [f"/camera_seg_{i}" for i in range(args.cameras)])
+    nodes = _start(setup, args, SampleCamera(width=w, height=h))
+    rig = Rig(args.domain_id, args.cameras, args.size, out_ns)
+    rss: List[float] = []
+    try:
+        if not rig.wait_ready():
+            raise SystemExit(f"{setup}: the node(s) did not come up; logs: {[n.log_path for n in nodes]}")
+        # capacity: every camera faster than the node(s) take frames
+        rig.run(args.saturate_hz, args.warmup)
+        mark = {c: len(rig.complete(c)) for c in names}
+        rig.run(args.saturate_hz, args.seconds)
+        time.sleep(1.0)
+        capacity = sum(len(rig.complete(c)) - mark[c] for c in names) / args.seconds
+        # overload: factor x capacity in all, each camera its share
+        rate = max(args.factor * capacity / args.cameras, 0.2)
+        rig.run(rate, args.warmup)
+        with rig.lock:
+            n_inf = len(rig.inference_ms)
+        last_rss = [0.0]
+
+        def sample_rss() -> None:
+            if time.monotonic() - last_rss[0] > 1.0:
+                last_rss[0] = time.monotonic()
+                rss.append(sum(n.rss_mb() for n in nodes))
+        t0 = rig.run(rate, args.seconds, sample_rss)
+        time.sleep(2.0)
+        with rig.lock:
+            inference = rig.inference_ms[n_inf:]
+            sent = {c: {s: t for s, t in rig.sent[c].items() if t >= t0} for c in names}
+    finally:
+        rig.close()
+        for n in nodes:
+            n.stop(timeout=15.0)
+    per_camera = {}
+    for c in names:
+        done = rig.complete(c)
+        lat = np.array([(done[s] - t) * 1e3 for s, t in sent[c].items() if s in done])
+        per_camera[c] = {"published": len(sent[c]), "processed": int(lat.size),
+                         "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
+                         "p99_ms": float(np.percentile(lat, 99)) if lat.size else None}
+    return {"setup": setup, "processes": len(nodes), "capacity_fps": capacity, "overload_rate_hz_per_camera": rate,
+            "per_camera": per_camera, "rss_mb_total": statistics.median(rss) if rss else None,
+            "inference_ms_median": statistics.median(inference) if inference else None,
+            "frames_per_network_run": rig.frames_per_run}
+
+
+def report(r: Dict[str, object]) -> None:
+    label = "one node, all cameras" if r["setup"] == "one" else f"{r['processes']} single-camera nodes"
+    print(f"{label}: {r['capacity_fps']:.1f} frames/s processed in all; memory {r['rss_mb_total']:.0f} MB "
+          f"(RSS, summed); inference {r['inference_ms_median'] or float('nan'):.0f} ms per network run (median)"
+          + (f", {r['frames_per_network_run']:.2f} frames per run" if r["frames_per_network_run"] else ""))
+    for c, v in r["per_camera"].items():
+        p50 = "n/a" if v["p50_ms"] is None else f"{v['p50_ms']:.0f}"
+        p99 = "n/a" if v["p99_ms"] is None else f"{v['p99_ms']:.0f}"
+        print(f"  {c}: at {r['overload_rate_hz_per_camera']:.1f} Hz, {v['processed']}/{v['published']} frames "
+              f"through, latency p50 {p50} ms, p99 {p99} ms")
+
+
+def run(args) -> Dict[str, object]:
+    results = {}
+    for setup in ("one", "many"):
+        if args.only and args.only != setup:
+            continue
+        print(f"measuring: {'one node with' if setup == 'one' else 'one node per camera,'} {args.cameras} "
+              f"cameras at {args.size} ...", flush=True)
+        results[setup] = measure(setup, args)
+        report(results[setup])
+    if len(results) == 2:
+        one, many = results["one"], results["many"]
+        results["throughput_ratio"] = one["capacity_fps"] / many["capacity_fps"] if many["capacity_fps"] else None
+        results["memory_ratio"] = (one["rss_mb_total"] / many["rss_mb_total"]
+                                   if one["rss_mb_total"] and many["rss_mb_total"] else None)
+        p99 = [v["p99_ms"] for v in one["per_camera"].values() if v["p99_ms"] is not None]
+        inf: Optional[float] = one["inference_ms_median"]
+        results["one_p99_over_inference"] = max(p99) / inf if p99 and inf else None
+        print(f"one node / {args.cameras} nodes: throughput {results['throughput_ratio']:.2f}x (target >= 1.0), "
+              f"memory {results['memory_ratio']:.2f}x (target <= 0.5); one node's worst camera p99 / inference "
+              f"{results['one_p99_over_inference'] or float('nan'):.1f} (target <= 2.5)")
+    return results

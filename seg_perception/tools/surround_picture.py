@@ -1,0 +1,87 @@
+"""The picture of the surround grid's overlap rule in the README (docs/surround_overlap.png):
+two cameras' grids that overlap, and what core/surround.fuse_grids makes of them.
+
+    python -m seg_perception.tools.surround_picture docs/surround_overlap.png
+"""
+
+from __future__ import annotations
+
+import sys
+
+import cv2
+import numpy as np
+
+from ..core.grid import FREE, OCCUPIED, UNKNOWN
+from ..core.surround import fuse_grids
+from .pictures import grid_picture
+
+RES, HALF = 0.1, 15.0  # a 30 x 30 m window around base_link, 0.1 m cells
+
+
+def _cone(heading_deg: float, half_angle_deg: float, reach: float, origin=(0.0, 0.0)) -> np.ndarray:
+    """Cells [y, x] a camera at ``origin`` looking along ``heading`` sees on the ground."""
+    n = int(2 * HALF / RES)
+    c = (np.arange(n) + 0.5) * RES - HALF
+    x, y = np.meshgrid(c, c)  # cells[y index, x index]
+    dx, dy = x - origin[0], y - origin[1]
+    ang = np.degrees(np.arctan2(dy, dx)) - heading_deg
+    ang = (ang + 180.0) % 360.0 - 180.0
+    return (np.abs(ang) <= half_angle_deg) & (np.hypot(dx, dy) <= reach) & (np.hypot(dx, dy) > 1.0)
+
+
+def _blob(cx: float, cy: float, r: float) -> np.ndarray:
+    n = int(2 * HALF / RES)
+    c = (np.arange(n) + 0.5) * RES - HALF
+    x, y = np.meshgrid(c, c)
+    return np.hypot(x - cx, y - cy) <= r
+
+
+def example_grids():
+    """The two views overlap front-left. front: road ahead, also where the left camera sees a
+    pedestrian's feet and the kerb (the front camera misses them: occluded, or misclassified);
+    left: the pedestrian and the kerb. Fused: both stay not drivable."""
+    front = np.full((int(2 * HALF / RES),) * 2, UNKNOWN, np.int8)
+    seen = _cone(0.0, 50.0, 14.0, (1.8, 0.0))
+    front[seen] = FREE
+    front[seen & _blob(9.0, -3.0, 0.8)] = OCCUPIED  # a parked car's wheels, ahead right
+    left = np.full_like(front, UNKNOWN)
+    seen_l = _cone(70.0, 55.0, 12.0, (1.0, 0.95))
+    left[seen_l] = FREE
+    left[seen_l & _blob(6.0, 3.0, 0.5)] = OCCUPIED   # a pedestrian's feet, front-left
+    left[seen_l & (np.abs(_grid_y() - 8.0) < 0.3)] = OCCUPIED  # the kerb, left
+    return front, left
+
+
+def _grid_y() -> np.ndarray:
+    n = int(2 * HALF / RES)
+    c = (np.arange(n) + 0.5) * RES - HALF
+    return np.meshgrid(c, c)[1]
+
+
+def picture() -> np.ndarray:
+    front, left = example_grids()
+    fused = fuse_grids([front, left])
+    panels = []
+    for title, cells in (("front camera", front), ("left camera", left), ("~/drivable_grid (fused)", fused)):
+        img = cv2.resize(grid_picture(cells), (300, 300), interpolation=cv2.INTER_NEAREST)
+        cv2.circle(img, (150, 150), 4, (220, 40, 40), -1)  # base_link
+        bar = np.full((34, 300, 3), 255, np.uint8)
+        cv2.putText(bar, title, (8, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
+        panels.append(np.vstack([bar, img]))
+        panels.append(np.full((334, 10, 3), 255, np.uint8))
+    legend = np.full((30, 920, 3), 255, np.uint8)
+    cv2.putText(legend, "green: drivable (0)   black: not drivable (100)   grey: unknown (-1)   red dot: base_link, "
+                "forward up", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([np.hstack(panels[:-1]), legend])
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    out = argv[0] if argv else "surround_overlap.png"
+    cv2.imwrite(out, cv2.cvtColor(picture(), cv2.COLOR_RGB2BGR))
+    print(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
