@@ -78,7 +78,9 @@ def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, 
                              timeout=20)
             assert st is not None, [(x.name, x.message) for a in diag.snapshot()[-3:] for x in a.status]
             assert len(labels["front"].snapshot()) > n_front
+            n_rear = len(labels["rear"].snapshot())
             time.sleep(1.5)
+            assert len(labels["rear"].snapshot()) == n_rear  # its outputs stopped with it
             late = [m for m in surround.snapshot()
                     if stamp_of(m) in {s for s, t in cams["front"].sent if t > t_stall + 1.0}]
             assert late, node.log()
