@@ -1,0 +1,231 @@
+"""The drivable map: the per-frame drivable grids (each in the grid frame, base_link) fused over
+time in the map frame (odom) with the vehicle's pose at each frame's stamp, in a window that
+rolls with the vehicle.
+
+Update rule, per cell a frame's grid knows (log-odds L, 0 = unknown):
+  seen drivable (0)        L += miss (negative), not below the lower clamp
+  seen not drivable (100)  L = max(L + hit, hit), not above the upper clamp: an obstacle seen
+                           now is not drivable now, whatever the map held (safety first)
+Cells that no frame has seen for ``decay_time`` go back to unknown (a parked car that left the
+view stays not drivable until then); a pedestrian that walks away frees its cells as soon as
+frames see the ground there again (a few misses undo the clamp). Published as occupancy
+probability 0..100 (-1 unknown), or strictly -1/0/100 with ``trinary``.
+
+Limits: flat ground (the grid's), a moving obstacle seen once stays until it is seen free or
+decays, and the map is only as right as the odometry under it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .grid import FREE, OCCUPIED, UNKNOWN, GridSpec
+from .odometry import Pose2D, PoseHistory
+
+
+def logit(p: float) -> float:
+    return math.log(p / (1.0 - p))
+
+
+@dataclasses.dataclass(frozen=True)
+class MapSpec:
+    resolution: float = 0.1   # m per cell
+    size_x: float = 60.0      # m, the window along the map frame's x
+    size_y: float = 60.0
+    hit: float = 0.7          # probability a "not drivable" observation stands for
+    miss: float = 0.4         # ... a "drivable" one
+    p_min: float = 0.12       # clamps: how sure the map may get
+    p_max: float = 0.97
+    decay_time: float = 5.0   # s a cell keeps its value unseen
+    trinary: bool = False     # publish -1/0/100 only
+    occupied_above: float = 0.65  # trinary thresholds (probability)
+    free_below: float = 0.35
+
+    @property
+    def cells(self) -> Tuple[int, int]:
+        """(rows along y, columns along x)."""
+        return (max(1, int(round(self.size_y / self.resolution))), max(1, int(round(self.size_x / self.resolution))))
+
+    def validate(self) -> None:
+        if not (self.resolution > 0 and self.size_x > 0 and self.size_y > 0):
+            raise ValueError("map resolution and size must be > 0")
+        if not (0.0 < self.p_min < 0.5 < self.p_max < 1.0):
+            raise ValueError(f"map clamps must satisfy 0 < p_min < 0.5 < p_max < 1, got {self.p_min}, {self.p_max}")
+        if not (0.5 < self.hit < 1.0 and 0.0 < self.miss < 0.5):
+            raise ValueError(f"map hit must be in (0.5, 1) and miss in (0, 0.5), got {self.hit}, {self.miss}")
+        rows, cols = self.cells
+        if rows * cols > 4096 * 4096:
+            raise ValueError(f"map of {cols}x{rows} cells is too large; use a coarser resolution or a smaller window")
+
+
+class DrivableMap:
+    """Log-odds cells around the vehicle, in the map frame. Not thread-safe: one updater."""
+
+    def __init__(self, spec: MapSpec) -> None:
+        spec.validate()
+        self.spec = spec
+        self.rows, self.cols = spec.cells
+        self.L = np.zeros((self.rows, self.cols), np.float32)
+        self.seen = np.full((self.rows, self.cols), -np.inf)  # when a frame last saw the cell
+        self.origin: Optional[Tuple[float, float]] = None  # map-frame (x, y) of cell [0, 0]'s corner
+        self.stamp: Optional[float] = None  # the newest update's time
+        self.updates = 0
+        self.clears = 0
+        self.last_clear = ""
+        self._hit, self._miss = logit(spec.hit), logit(spec.miss)
+        self._lo, self._hi = logit(spec.p_min), logit(spec.p_max)
+
+    def clear(self, reason: str) -> None:
+        """Forget everything (odometry jumped, time went backwards, ...); ``reason`` is kept."""
+        self.L[:] = 0.0
+        self.seen[:] = -np.inf
+        self.origin = None
+        self.stamp = None
+        self.clears += 1
+        self.last_clear = reason
+
+    def _roll_to(self, x: float, y: float) -> None:
+        """Keep the window centred on (x, y): shift by whole cells, forget what falls out."""
+        res = self.spec.resolution
+        want = (math.floor((x - self.spec.size_x / 2) / res) * res, math.floor((y - self.spec.size_y / 2) / res) * res)
+        if self.origin is None:
+            self.origin = want
+            return
+        dc = int(round((want[0] - self.origin[0]) / res))
+        dr = int(round((want[1] - self.origin[1]) / res))
+        # move only when the vehicle left the middle half: no shifting every frame
+        if abs(dc) < self.cols // 4 and abs(dr) < self.rows // 4:
+            return
+        for arr, empty in ((self.L, 0.0), (self.seen, -np.inf)):
+            shifted = np.full_like(arr, empty)
+            src_r = slice(max(dr, 0), self.rows + min(dr, 0))
+            dst_r = slice(max(-dr, 0), self.rows + min(-dr, 0))
+            src_c = slice(max(dc, 0), self.cols + min(dc, 0))
+            dst_c = slice(max(-dc, 0), self.cols + min(-dc, 0))
+            if src_r.start < src_r.stop and src_c.start < src_c.stop:
+                shifted[dst_r, dst_c] = arr[src_r, src_c]
+            arr[...] = shifted
+        self.origin = (self.origin[0] + dc * res, self.origin[1] + dr * res)
+
+    def update(self, cells: np.ndarray, grid: GridSpec, pose: Pose2D, t: float) -> int:
+        """Fuse one frame's grid (int8 [rows=y, cols=x] in ``grid``'s frame) seen at pose ``pose``
+        of that frame in the map frame, time ``t``; returns the map cells it saw.
+
+        Every map cell under the grid's footprint takes the grid cell its centre falls in
+        (cv2.warpAffine, nearest, backwards: a turned grid leaves no holes in the map)."""
+        x, y, yaw = pose
+        self._roll_to(x, y)
+        self.stamp = t if self.stamp is None else max(self.stamp, t)
+        res, ox, oy = self.spec.resolution, self.origin[0], self.origin[1]
+        c, s = math.cos(yaw), math.sin(yaw)
+        # the grid's footprint in map cells (its extent's corners turned and moved)
+        gx = np.array([grid.x_min, grid.x_max, grid.x_max, grid.x_min])
+        gy = np.array([grid.y_min, grid.y_min, grid.y_max, grid.y_max])
+        mx, my = x + c * gx - s * gy, y + s * gx + c * gy
+        c0 = max(int(math.floor((mx.min() - ox) / res)), 0)
+        c1 = min(int(math.ceil((mx.max() - ox) / res)), self.cols)
+        r0 = max(int(math.floor((my.min() - oy) / res)), 0)
+        r1 = min(int(math.ceil((my.max() - oy) / res)), self.rows)
+        if c0 >= c1 or r0 >= r1:
+            self._decay()
+            return 0
+        # map cell (c, r) of the footprint -> grid cell (col, row), both with centres at integers
+        k = res / grid.resolution
+        dx0, dy0 = ox - x + (c0 + 0.5) * res, oy - y + (r0 + 0.5) * res
+        M = np.array([[c * k, s * k, (c * dx0 + s * dy0 - grid.x_min) / grid.resolution - 0.5],
+                      [-s * k, c * k, (-s * dx0 + c * dy0 - grid.y_min) / grid.resolution - 0.5]])
+        src = np.ascontiguousarray(cells).view(np.uint8)  # -1 -> 255 (OpenCV warps no int8)
+        obs = cv2.warpAffine(src, M, (c1 - c0, r1 - r0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        L, seen = self.L[r0:r1, c0:c1], self.seen[r0:r1, c0:c1]
+        free, occ = obs == FREE, obs == OCCUPIED
+        L[free] = np.maximum(L[free] + self._miss, self._lo)
+        L[occ] = np.minimum(np.maximum(L[occ] + self._hit, self._hit), self._hi)
+        known = free | occ
+        seen[known] = t
+        self.updates += 1
+        self._decay()
+        return int(known.sum())
+
+    def _decay(self) -> None:
+        old = self.seen < self.stamp - self.spec.decay_time
+        if old.any():
+            self.L[old] = 0.0
+            self.seen[old] = -np.inf
+
+    def occupancy(self) -> np.ndarray:
+        """int8 [rows, cols]: -1 unknown, else 0..100 (occupancy probability), or -1/0/100."""
+        out = np.full((self.rows, self.cols), UNKNOWN, np.int8)
+        known = np.isfinite(self.seen)
+        p = 1.0 / (1.0 + np.exp(-self.L[known]))
+        if self.spec.trinary:
+            v = np.full(p.shape, UNKNOWN, np.int8)
+            v[p >= self.spec.occupied_above] = OCCUPIED
+            v[p <= self.spec.free_below] = FREE
+            out[known] = v
+        else:
+            out[known] = np.round(p * 100.0).astype(np.int8)
+        return out
+
+
+@dataclasses.dataclass
+class MapOutcome:
+    state: str    # "ok", "warn" (the map did not take the frame; the per-frame grid goes on)
+    status: str   # for diagnostics
+
+
+class MapBuilder:
+    """The per-frame policy of the map: the pose at a frame's stamp from the odometry history,
+    and what to do when there is none. The node and process-bag feed it; it owns the map.
+
+    odometry missing or stale (its newest pose more than ``odom_timeout`` older than the frame)
+        the frame does not update the map (WARN); the per-frame grid goes on
+    a frame whose stamp the history does not cover
+        skipped and counted
+    odometry jumps, resets, time goes backwards (odometry or frames: a bag looping)
+        the map is cleared and says why
+    """
+
+    def __init__(self, spec: MapSpec, history: Optional[PoseHistory] = None, odom_timeout: float = 0.5,
+                 odom_source: str = "odom") -> None:
+        self.map = DrivableMap(spec)
+        self.history = history or PoseHistory()
+        self.odom_timeout = odom_timeout
+        self.odom_source = odom_source  # named in status texts
+        self.skipped = 0        # frames whose pose could not be interpolated
+        self.not_updated = 0    # frames while odometry was missing or stale
+        self.outcome = MapOutcome("warn", f"no odometry yet on {odom_source}")
+
+    def on_odometry(self, t: float, pose: Pose2D) -> Optional[str]:
+        reason = self.history.add(t, pose)
+        if reason:
+            self.map.clear(reason)
+        return reason
+
+    def on_grid(self, cells: np.ndarray, grid: GridSpec, t: float) -> MapOutcome:
+        newest = self.history.newest_time
+        if self.map.stamp is not None and t < self.map.stamp - 1.0:
+            self.map.clear(f"frame time went backwards by {self.map.stamp - t:.1f} s (a bag looping?)")
+        if newest is None:
+            self.not_updated += 1
+            self.outcome = MapOutcome("warn", f"map not updated: no odometry on {self.odom_source}")
+        elif t - newest > self.odom_timeout:
+            self.not_updated += 1
+            self.outcome = MapOutcome("warn", f"map not updated: odometry on {self.odom_source} is stale (its "
+                                              f"newest pose is {t - newest:.2f} s older than the frame)")
+        else:
+            pose = self.history.at(t)
+            if pose is None:
+                self.skipped += 1
+                self.outcome = MapOutcome("warn", f"frame skipped: no odometry around its stamp "
+                                                  f"({self.skipped} skipped so far)")
+            else:
+                self.map.update(cells, grid, pose, t)
+                self.outcome = MapOutcome("ok", "updating" + (f" (last cleared: {self.map.last_clear})"
+                                                              if self.map.last_clear else ""))
+        return self.outcome
