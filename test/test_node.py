@@ -507,8 +507,10 @@ def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_o
                              suffix="drivable grid")
             assert st is not None, node.log()
             t_warn = time.monotonic()
-            time.sleep(1.0)
-            stale = set(camera.stamps_between(t_warn, time.monotonic()))
+            time.sleep(2.0)
+            # frames sent a second after the WARN (slack for a CameraInfo the executor handled
+            # late under load: its receive time is when the node saw it)
+            stale = set(camera.stamps_between(t_warn + 1.0, time.monotonic()))
             assert stale and not stale & {stamp_of(m) for m in grids.snapshot()}
             assert t_warn - t_stop >= 1.5  # not before the timeout
         finally:

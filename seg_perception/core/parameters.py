@@ -97,6 +97,25 @@ SPECS = (
          read_only=False, length=3),
     Spec("camera_pose.rpy", [0.0, 0.0, 0.0], "Camera body frame roll, pitch, yaw in grid.frame_id, "
          "rad (REP 103 body frame: x forward, y left, z up).", read_only=False, length=3),
+    Spec("map.enabled", False, "Publish ~/drivable_map (nav_msgs/OccupancyGrid in map.frame_id): the "
+         "grids fused over time with the vehicle's odometry (topic 'odom', nav_msgs/Odometry; remap "
+         "it). Needs grid.enabled."),
+    Spec("map.frame_id", "odom", "Frame of the map: the odometry's frame."),
+    Spec("map.size", 60.0, "Side of the square window around the vehicle, m.", range=(1.0, 400.0)),
+    Spec("map.resolution", 0.1, "Map cell size, m.", range=(0.01, 5.0)),
+    Spec("map.rate", 2.0, "How often the map is published, Hz.", range=(0.1, 50.0)),
+    Spec("map.decay_time", 5.0, "A cell no frame saw for this long goes back to unknown, s.",
+         read_only=False, range=(0.1, 3600.0)),
+    Spec("map.hit", 0.7, "Probability one 'not drivable' observation stands for (log-odds hit).",
+         range=(0.51, 0.99)),
+    Spec("map.miss", 0.4, "Probability one 'drivable' observation stands for (log-odds miss).",
+         range=(0.01, 0.49)),
+    Spec("map.trinary", False, "Publish the map as -1/0/100 only (else occupancy probability 0..100).",
+         read_only=False),
+    Spec("map.odom_timeout", 0.5, "Odometry older than this behind a frame is stale: the map stops "
+         "updating (WARN), s.", read_only=False, range=(0.01, 60.0)),
+    Spec("map.jump_distance", 2.0, "A step between odometry poses longer than this (beyond what 60 m/s "
+         "allows in the time between them) clears the map, m.", range=(0.1, 1000.0)),
     Spec("engine.cache_dir", "", "TensorRT engine cache directory (empty: the user's cache dir)."),
     Spec("engine.build_if_missing", True, "Build a TensorRT engine at start when none is cached."),
     Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=("fp32", "fp16", "int8")),
@@ -166,6 +185,13 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
         return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
     if values["grid.y_min"] >= values["grid.y_max"]:
         return f"grid.y_min ({values['grid.y_min']}) must be below grid.y_max ({values['grid.y_max']})"
+    if values.get("map.enabled") and not values["grid.enabled"]:
+        return "map.enabled needs grid.enabled: the map is made of the per-frame grids"
+    if values.get("map.enabled") and not str(values["map.frame_id"]).strip():
+        return "map.frame_id must name a frame"
+    if values.get("map.enabled") and (values["map.size"] / values["map.resolution"]) > 4096:
+        return (f"map.size / map.resolution gives {values['map.size'] / values['map.resolution']:.0f} cells "
+                "a side, more than 4096: use a coarser resolution or a smaller window")
     from .grid import GridError, GridSpec
 
     try:  # the size limits live with the grid

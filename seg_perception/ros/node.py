@@ -46,6 +46,7 @@ from . import diagnostics as diag
 from .camera import Camera
 from .conversions import copy_header, frame_from_msg, occupancy_grid_msg
 from .dds_profile import apply_default_profile
+from .map_output import MapOutput
 from .node_status import node_statuses
 from .parameters import descriptor
 
@@ -77,6 +78,7 @@ class CameraSegBase(Node):
         self.stats = diag.NodeStats()  # the node's (and the single camera's) counters and problems
         self.cameras: Dict[str, Camera] = {}
         self.surround: Optional[SurroundGrid] = None
+        self.map: Optional[MapOutput] = None  # ~/drivable_map (map.enabled)
         self.pipeline: Optional[SegmentationPipeline] = None  # the first camera's (model, info)
         self.model_path = self.p["model"] or resources.DEFAULT_MODEL
         self.label_path = self.p["label_file"] or "the packaged label file of the model's classes"
@@ -109,6 +111,8 @@ class CameraSegBase(Node):
         self.backend_text, self.backend_reason = "not loaded", ""
         self.empty_masks = "n/a: no model loaded"
         self._create_publishers()
+        if self.p["map.enabled"]:
+            self.map = MapOutput(self, self.p, self._make_publisher, self._log)
         self._create_inputs()
         self._create_workers()
         self.configured = True
@@ -124,6 +128,8 @@ class CameraSegBase(Node):
     def _activate(self) -> None:
         self.active = True
         self._subscribe_inputs()
+        if self.map is not None:
+            self.map.subscribe()
         for cam in self.cameras.values():
             self.get_logger().info(
                 f"subscribing {cam.image_topic} ({cam.transport}) and {cam.info_topic}; publishing "
@@ -137,6 +143,8 @@ class CameraSegBase(Node):
         self.active = False
         for cam in self.cameras.values():
             cam.unsubscribe(self)
+        if self.map is not None:
+            self.map.unsubscribe()
 
     def _cleanup(self) -> bool:
         """Workers stopped, the model released, publishers gone; False when a worker did not stop."""
@@ -151,7 +159,9 @@ class CameraSegBase(Node):
                 self._drop_publisher(pub)
         if self.surround is not None:
             self._drop_publisher(self.surround_pub)
-        self.cameras, self.surround, self.pipeline, self._threads = {}, None, None, []
+        if self.map is not None:
+            self.map.destroy(self._drop_publisher)
+        self.cameras, self.surround, self.pipeline, self._threads, self.map = {}, None, None, [], None
         self.configured = False
         return True
 
@@ -322,6 +332,8 @@ class CameraSegBase(Node):
                 cam.pipeline.apply_parameters(camera_view(p, cam.name), pose_changed)
         if self.surround is not None:
             self.surround.max_spread_s = float(p["grid.max_spread"])
+        if self.map is not None:
+            self.map.apply_parameters(p)
 
     # ---------------------------------------------------------------- model
     def _load(self) -> None:
@@ -492,6 +504,8 @@ class CameraSegBase(Node):
         if self.surround is not None and GRID_OUTPUT not in wanted and \
                 self.surround_pub.get_subscription_count() > 0:
             wanted.append(GRID_OUTPUT)  # the surround grid needs this camera's
+        if self.map is not None and GRID_OUTPUT not in wanted and self.map.pub.get_subscription_count() > 0:
+            wanted.append(GRID_OUTPUT)  # the map is made of it
         return wanted
 
     def _prepare(self, cam: Camera, msg, t_received: float):
@@ -561,6 +575,8 @@ class CameraSegBase(Node):
                 self._log(f"grid:{cam.name}", grid.state, cam.label(grid.status))
             if self.surround is not None and grid.cells is not None:
                 self._publish_surround(cam, result, grid.cells)
+            if self.map is not None and grid.cells is not None:
+                self.map.on_grid(grid.cells, cam.pipeline.grid.spec, result.frame.header)
         cam.stats.on_processed(time.monotonic() - t_received, result.timer.times)
         if cam.stats is not self.stats:  # the network's figures over all cameras
             self.stats.on_processed(time.monotonic() - t_received, result.timer.times)

@@ -37,8 +37,9 @@ def node_statuses(node) -> list:
     }
     if node.lifecycle_state:
         network["lifecycle state"] = node.lifecycle_state
+    map_status = [node.map.status(name)] if node.map is not None else []
     if not node.multi:  # one status for the camera and the network, as ever
-        return camera_statuses(node, node.cameras[""], name, network)
+        return camera_statuses(node, node.cameras[""], name, network) + map_status
     _, out_rate, lat, problems = node.stats.window()
     node_problems = [pr for k, pr in problems.items() if k in ("model", "worker")]
     p50 = diag.percentile(lat, 50)
@@ -61,7 +62,7 @@ def node_statuses(node) -> list:
             f"{name}: drivable grid", node.p["grid.frame_id"], diag.OK if used else diag.WARN,
             f"fused from {', '.join(used)}" if used else "no camera grid yet",
             {"cameras in it": ", ".join(used) or "none", "max spread (s)": node.p["grid.max_spread"]}))
-    return statuses
+    return statuses + map_status
 
 
 def camera_statuses(node, cam: Camera, prefix: str, extra: Dict[str, object]) -> List[object]:

@@ -1,0 +1,130 @@
+"""~/drivable_map on the node: feeds core/drivable_map.MapBuilder with the odometry topic and
+every camera's per-frame grid, publishes the map at map.rate and reports its state. Glue only:
+the update rule and the fault policy are the core's."""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from typing import Dict, Optional
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from nav_msgs.msg import OccupancyGrid, Odometry
+from rclpy.clock import Clock, ClockType
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Header
+
+from ..core.drivable_map import MapBuilder, MapSpec
+from ..core.grid import GridSpec
+from ..core.odometry import PoseHistory, yaw_of_quaternion
+from . import diagnostics as diag
+from .camera import resolve
+from .conversions import occupancy_grid_msg
+
+MAP_OUTPUT = "drivable_map"
+ODOM_TOPIC = "odom"
+
+
+def map_spec(p: Dict[str, object]) -> MapSpec:
+    return MapSpec(resolution=float(p["map.resolution"]), size_x=float(p["map.size"]), size_y=float(p["map.size"]),
+                   hit=float(p["map.hit"]), miss=float(p["map.miss"]), decay_time=float(p["map.decay_time"]),
+                   trinary=bool(p["map.trinary"]))
+
+
+class MapOutput:
+    """Created by the node when map.enabled; ``publisher`` is the node's publisher factory (a
+    lifecycle publisher on the managed node)."""
+
+    def __init__(self, node, p: Dict[str, object], publisher, log) -> None:
+        self.node = node
+        self.p = p
+        self._log = log  # the node's throttled log(kind, level, text)
+        self.lock = threading.Lock()
+        self.builder = MapBuilder(map_spec(p), PoseHistory(jump_distance=float(p["map.jump_distance"])),
+                                  float(p["map.odom_timeout"]), resolve(node, ODOM_TOPIC))
+        self.frame_id = str(p["map.frame_id"])
+        self.odom_frames = ("", "")  # (frame_id, child_frame_id) of the odometry
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                         durability=DurabilityPolicy.VOLATILE)
+        self.pub = publisher(OccupancyGrid, f"~/{MAP_OUTPUT}", qos)
+        self.sub = None
+        self.published_stamp: Optional[float] = None
+        self.stamp = Time()  # the header stamp of the newest frame in the map
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.timer = node.create_timer(1.0 / float(p["map.rate"]), self.publish, clock=steady)
+
+    def subscribe(self) -> None:
+        # best effort matches every publisher (a reliable one too); the history keeps what arrives
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
+                         durability=DurabilityPolicy.VOLATILE)
+        if self.sub is None:
+            self.sub = self.node.create_subscription(Odometry, ODOM_TOPIC, self.on_odometry, qos)
+
+    def unsubscribe(self) -> None:
+        if self.sub is not None:
+            self.node.destroy_subscription(self.sub)
+            self.sub = None
+
+    def destroy(self, drop_publisher) -> None:
+        self.unsubscribe()
+        self.node.destroy_timer(self.timer)
+        drop_publisher(self.pub)
+
+    def apply_parameters(self, p: Dict[str, object]) -> None:
+        with self.lock:
+            m = self.builder.map
+            m.spec = dataclasses.replace(m.spec, decay_time=float(p["map.decay_time"]), trinary=bool(p["map.trinary"]))
+            self.builder.odom_timeout = float(p["map.odom_timeout"])
+
+    def on_odometry(self, msg: Odometry) -> None:
+        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        q = msg.pose.pose.orientation
+        pose = (msg.pose.pose.position.x, msg.pose.pose.position.y, yaw_of_quaternion(q.x, q.y, q.z, q.w))
+        self.odom_frames = (msg.header.frame_id, msg.child_frame_id)
+        with self.lock:
+            reason = self.builder.on_odometry(t, pose)
+        if reason:
+            self._log("map_clear", "warn", f"drivable map cleared: {reason}")
+
+    def on_grid(self, cells: np.ndarray, spec: GridSpec, header: Header) -> None:
+        """A camera's per-frame grid (in grid.frame_id) at its frame's stamp."""
+        t = header.stamp.sec + header.stamp.nanosec * 1e-9
+        with self.lock:
+            before = self.builder.map.updates
+            outcome = self.builder.on_grid(cells, spec, t)
+            if self.builder.map.updates > before and self.builder.map.stamp == t:
+                self.stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # exact, not t
+        if outcome.state != "ok":
+            self._log("map", "warn", outcome.status)
+
+    def publish(self) -> None:
+        with self.lock:
+            m = self.builder.map
+            if m.stamp is None or m.origin is None or self.pub.get_subscription_count() == 0:
+                return
+            cells, origin, stamp = m.occupancy(), m.origin, m.stamp
+            header = Header(frame_id=self.frame_id, stamp=self.stamp)  # the newest frame in it
+        self.pub.publish(occupancy_grid_msg(cells, m.spec.resolution, origin, header))
+        self.published_stamp = stamp
+
+    def status(self, prefix: str):
+        with self.lock:
+            b, m = self.builder, self.builder.map
+            outcome = b.outcome
+            values = {"frame": self.frame_id, "odometry topic": b.odom_source,
+                      "odometry frames": " -> ".join(f or "?" for f in self.odom_frames),
+                      "window (m)": f"{m.spec.size_x:g} x {m.spec.size_y:g} at {m.spec.resolution:g}",
+                      "decay time (s)": m.spec.decay_time, "updates": m.updates,
+                      "frames skipped (no pose at their stamp)": b.skipped,
+                      "frames not used (odometry missing or stale)": b.not_updated,
+                      "clears": m.clears, "last clear": m.last_clear or "none"}
+        level, message = (diag.OK, outcome.status) if outcome.state == "ok" else (diag.WARN, outcome.status)
+        frame, child = self.odom_frames
+        if frame and frame != self.frame_id:
+            level, message = diag.WARN, (f"odometry is in '{frame}', map.frame_id is '{self.frame_id}': "
+                                         f"the map would be drawn in the wrong frame; {message}")
+        elif child and child != self.p["grid.frame_id"]:
+            level, message = diag.WARN, (f"odometry moves '{child}', grid.frame_id is '{self.p['grid.frame_id']}'; "
+                                         f"{message}")
+        return diag.make_status(f"{prefix}: drivable map", self.frame_id, level, message, values)
