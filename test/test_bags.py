@@ -53,7 +53,7 @@ def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
         topics = bag.topics()
         assert {t: i.msgtype for t, i in topics.items()} == {
             "/camera/image_raw": bagio.IMAGE, "/camera/camera_info": bagio.CAMERA_INFO,
-            "/tf_static": bagio.TF_MESSAGE}
+            "/odom": bagio.ODOMETRY, "/tf_static": bagio.TF_MESSAGE}
         assert topics["/tf_static"].qos.durability == "transient_local"
         assert topics["/camera/image_raw"].qos.durability == "volatile"
         msgs = list(bag.messages())
@@ -66,6 +66,13 @@ def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
         rgb, _ = render_frame(i, cam)
         np.testing.assert_array_equal(image_array(img), rgb)
     assert [t for t, _ in infos] == [t for t, _ in images]
+    # the camera drives along the street: its odometry at every frame's stamp, base_link in odom
+    from nav_msgs.msg import Odometry
+
+    odom = [(t, deserialize_message(raw, Odometry)) for c, t, raw in msgs if c.topic == "/odom"]
+    assert [t for t, _ in odom] == [t for t, _ in images]
+    assert all(stamp_ns(o) == t and (o.header.frame_id, o.child_frame_id) == ("odom", "base_link") for t, o in odom)
+    assert [o.pose.pose.position.x for _, o in odom] == pytest.approx([cam.speed * i / cam.rate for i in range(4)])
     want = camera_info_dict(cam)
     ci = infos[0][1]
     assert (ci.width, ci.height) == (160, 120)
@@ -100,7 +107,7 @@ def test_sample_bag_compressed_mcap(tmp_path):
     info = write_sample_bag(str(tmp_path / "c"), "mcap", frames=2, width=160, height=120, compressed=True)
     assert info["image_topic"] == "/camera/image_raw/compressed"
     msgs = by_topic(str(tmp_path / "c"))
-    assert set(msgs) == {"/camera/image_raw/compressed", "/camera/camera_info", "/tf_static"}
+    assert set(msgs) == {"/camera/image_raw/compressed", "/camera/camera_info", "/odom", "/tf_static"}
     msg = deserialize_message(msgs["/camera/image_raw/compressed"][1][1], CompressedImage)
     assert "jpeg" in msg.format
     bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
@@ -370,3 +377,50 @@ def test_camera_topic_choice_and_remaps():
     for bad in ("a", ":=b", "a:="):
         with pytest.raises(ValueError):
             bagio.parse_remaps([bad])
+
+
+def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_grids(tmp_path, colour_model):
+    """map.enabled: the sample drive's odometry and every frame's grid into the map, written at
+    map.rate of the bag's time in odom; the last one equals core MapBuilder fed directly."""
+    from nav_msgs.msg import Odometry
+
+    from seg_perception.core.drivable_map import MapBuilder
+    from seg_perception.core.odometry import PoseHistory, yaw_of_quaternion
+    from seg_perception.ros.map_output import map_spec
+    from seg_perception.core.sample import SampleCamera
+
+    src = str(tmp_path / "drive")
+    write_sample_bag(src, frames=25, width=160, height=120)
+    cam = SampleCamera(width=160, height=120)
+    params = colour_params(colour_model, **{"camera_pose.xyz": list(cam.pose_xyz),
+                                            "camera_pose.rpy": list(cam.pose_rpy), "map.enabled": True})
+    out = str(tmp_path / "out")
+    stats = process_bag(src, out, params, ["drivable_grid"], show_progress=False)
+    assert stats["map"]["updates"] == 25 and stats["map"]["skipped"] == 0 and not stats["map"]["clears"]
+    written = by_topic(out)
+    maps = [(t, deserialize_message(raw, OccupancyGrid)) for t, raw in written["/camera_seg/drivable_map"]]
+    assert 4 <= len(maps) <= 6  # 2.5 s of bag time at map.rate 2 Hz
+    assert all(m.header.frame_id == "odom" for _, m in maps)
+    # the same grids (as written) and odometry through MapBuilder directly
+    builder = MapBuilder(map_spec(params), PoseHistory(jump_distance=params["map.jump_distance"]),
+                         params["map.odom_timeout"])
+    from seg_perception.core.grid import GridSpec
+
+    spec = GridSpec(resolution=params["grid.resolution"], x_min=params["grid.x_min"], x_max=params["grid.x_max"],
+                    y_min=params["grid.y_min"], y_max=params["grid.y_max"], max_range=params["grid.max_range"])
+    grids = {t: deserialize_message(raw, OccupancyGrid) for t, raw in written["/camera_seg/drivable_grid"]}
+    last_t = maps[-1][0]
+    events = [(t, 0, raw) for t, raw in by_topic(src)["/odom"]] + [(t, 1, None) for t in grids]
+    for t, _, raw in sorted(events, key=lambda e: e[:2]):  # a frame's odometry comes before it
+        if raw is not None:
+            o = deserialize_message(raw, Odometry)
+            q = o.pose.pose.orientation
+            builder.on_odometry(stamp_ns(o) / 1e9, (o.pose.pose.position.x, o.pose.pose.position.y,
+                                                    yaw_of_quaternion(q.x, q.y, q.z, q.w)))
+        elif t <= last_t:
+            g = grids[t]
+            builder.on_grid(np.frombuffer(g.data, np.int8).reshape(g.info.height, g.info.width), spec, stamp_ns(g) / 1e9)
+    m = maps[-1][1]
+    np.testing.assert_array_equal(np.frombuffer(m.data, np.int8).reshape(600, 600), builder.map.occupancy())
+    assert (m.info.origin.position.x, m.info.origin.position.y) == pytest.approx(builder.map.origin)
+    assert (builder.map.occupancy() >= 0).sum() > 1000

@@ -17,9 +17,12 @@ def test_demo_replays_the_sample_drive_into_the_node(tmp_path, ros_domain):
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     assert all(n > 0 for n in summary["outputs_received"].values()), summary
-    for name in ("demo.png", "overlay.png", "road_mask.png", "drivable_grid.png"):
+    for name in ("demo.png", "overlay.png", "road_mask.png", "drivable_grid.png", "drivable_map.png"):
         assert (out / name).stat().st_size > 0
     assert summary["grid"]["cells"] == 400 * 400
+    # the sample drive moves and records its odometry: the map in odom knows more than one grid
+    m = summary["map"]
+    assert m["frame"] == "odom" and m["cells"] == 600 * 600 and m["drivable"] > 1000
     assert summary["frames_published"] == 15
     assert (out / "sample_drive" / "metadata.yaml").is_file()
 

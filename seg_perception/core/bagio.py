@@ -20,6 +20,7 @@ IMAGE = "sensor_msgs/msg/Image"
 COMPRESSED_IMAGE = "sensor_msgs/msg/CompressedImage"
 CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
+ODOMETRY = "nav_msgs/msg/Odometry"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 CLOCK = "rosgraph_msgs/msg/Clock"
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)

@@ -84,7 +84,9 @@ def _node_parameters(cam, extra):
     from ..ros.sample_stream import pose_parameters
 
     xyz, rpy = pose_parameters(cam)
-    return ["use_sim_time:=true", f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(extra)
+    # the sample drive records its odometry: the demo shows the drivable map growing too
+    return ["use_sim_time:=true", f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}",
+            "map.enabled:=true"] + list(extra)
 
 
 class _Outputs:
@@ -98,15 +100,16 @@ class _Outputs:
         from sensor_msgs.msg import Image
 
         from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS
+        from ..ros.map_output import MAP_OUTPUT
 
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.names = IMAGE_OUTPUTS + (GRID_OUTPUT,)
+        self.names = IMAGE_OUTPUTS + (GRID_OUTPUT, MAP_OUTPUT)
         self.received: Dict[str, list] = {n: [] for n in self.names}
         self.seen: Dict[str, set] = {n: set() for n in self.names}
         self.diags: list = []
         self.lock = threading.Lock()
         for name in self.names:
-            kind = OccupancyGrid if name == GRID_OUTPUT else Image
+            kind = OccupancyGrid if name in (GRID_OUTPUT, MAP_OUTPUT) else Image
             peer.create_subscription(kind, f"/camera_seg/{name}", self._keep(name), reliable)
         peer.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 10)
 
@@ -188,7 +191,12 @@ def _save_pictures(out: str, last) -> Dict[str, object]:
     for n, arr in imgs.items():
         pictures.save_rgb(os.path.join(out, f"{n}.png"), arr)
     pictures.save_rgb(os.path.join(out, "drivable_grid.png"), grid_rgb)
-    top = pictures.composite([imgs["overlay"], grid_rgb], ["~/overlay", "~/drivable_grid (top view, 40 m)"],
+    m = last["drivable_map"]
+    map_cells = np.frombuffer(m.data, np.int8).reshape(m.info.height, m.info.width)
+    map_rgb = pictures.map_picture(map_cells)
+    pictures.save_rgb(os.path.join(out, "drivable_map.png"), map_rgb)
+    top = pictures.composite([imgs["overlay"], grid_rgb, map_rgb],
+                             ["~/overlay", "~/drivable_grid (top view, 40 m)", "~/drivable_map (odom, 60 m)"],
                              height=480)
     bottom = pictures.composite([imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"]],
                                 ["~/road_mask", "~/pedestrian_mask", "~/parking_mask"], height=240)
@@ -196,4 +204,7 @@ def _save_pictures(out: str, last) -> Dict[str, object]:
     return {"grid": {"cells": int(cells.size), "drivable": int((cells == 0).sum()),
                      "not_drivable": int((cells == 100).sum()), "unknown": int((cells < 0).sum()),
                      "frame": g.header.frame_id, "resolution_m": g.info.resolution},
+            "map": {"cells": int(map_cells.size), "known": int((map_cells >= 0).sum()),
+                    "drivable": int(((map_cells >= 0) & (map_cells <= 35)).sum()),
+                    "not_drivable": int((map_cells >= 65).sum()), "frame": m.header.frame_id},
             "mask_share": {n: float((imgs[n] == 255).mean()) for n in ("road_mask", "pedestrian_mask", "parking_mask")}}

@@ -17,6 +17,7 @@ from ..core.datasets import CAMVID_PARKING_CLASSES
 from ..core.drivable_map import DrivableMap, MapSpec
 from ..core.grid import CameraModel, GridSpec, GroundGrid, camera_pose
 from ..core.labels import load_label_file
+from .pictures import map_picture
 
 
 def drive(frames: int = 50, spec: MapSpec = MapSpec()):
@@ -40,21 +41,11 @@ def drive(frames: int = 50, spec: MapSpec = MapSpec()):
     return single, fused
 
 
-def _picture(cells: np.ndarray) -> np.ndarray:
-    """int8 occupancy 0..100 / -1, rows = y, cols = x -> RGB from above, x up, y left."""
-    known = cells >= 0
-    p = np.where(known, cells, 0).astype(np.float32) / 100.0
-    free, occ = np.array([60, 200, 60], np.float32), np.array([30, 30, 30], np.float32)
-    img = (free * (1 - p[..., None]) + occ * p[..., None]).astype(np.uint8)
-    img[~known] = (150, 150, 150)
-    return np.ascontiguousarray(img[::-1, ::-1].transpose(1, 0, 2))
-
-
 def picture() -> np.ndarray:
     single, fused = drive()
     panels = []
     for title, m in (("one frame's grid", single), ("~/drivable_map after 5 s", fused)):
-        img = cv2.resize(_picture(m.occupancy()), (360, 360), interpolation=cv2.INTER_AREA)
+        img = cv2.resize(map_picture(m.occupancy()), (360, 360), interpolation=cv2.INTER_AREA)
         bar = np.full((34, 360, 3), 255, np.uint8)
         cv2.putText(bar, title, (8, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
         panels += [np.vstack([bar, img]), np.full((394, 10, 3), 255, np.uint8)]

@@ -21,6 +21,17 @@ def grid_picture(cells: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[::-1, ::-1].transpose(1, 0, 2))
 
 
+def map_picture(cells: np.ndarray) -> np.ndarray:
+    """int8 occupancy 0..100 / -1 (the drivable map) -> RGB from above, x up, y left: green
+    drivable through black not drivable by probability, grey unknown."""
+    known = cells >= 0
+    p = np.where(known, cells, 0).astype(np.float32)[..., None] / 100.0
+    free, occ = np.array(GRID_COLORS[0], np.float32), np.array(GRID_COLORS[100], np.float32)
+    img = (free * (1.0 - p) + occ * p).astype(np.uint8)
+    img[~known] = GRID_COLORS[-1]
+    return np.ascontiguousarray(img[::-1, ::-1].transpose(1, 0, 2))
+
+
 def labels_picture(labels: np.ndarray, colors: Sequence) -> np.ndarray:
     palette = np.zeros((256, 3), np.uint8)
     palette[:len(colors)] = colors

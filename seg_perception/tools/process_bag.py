@@ -123,6 +123,11 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
             {t: i.msgtype for t, i in topics.items()}, image_topic, camera_info_topic,
             prefer_compressed=params.get("image_transport") == "compressed")
         total = topics[image_topic].count
+        odom_topic = None
+        if params.get("map.enabled") and params["grid.enabled"]:
+            from .bag_map import odometry_topic
+
+            odom_topic = odometry_topic(topics, remaps)
         if max_frames is not None:
             total = min(total, max_frames)
         stats: Dict[str, object] = {
@@ -144,6 +149,11 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
         try:
             with bagio.BagWriter(out_path, stats["storage"], overwrite=overwrite) as writer:
                 sink = _OutputSink(writer, outputs, remaps, stats, renderer, reader.start_time)
+                if odom_topic is not None:
+                    from .bag_map import BagMap
+
+                    sink.map = BagMap(writer, params, pipeline.grid.spec, sink.topic("drivable_map"), stats)
+                    sink.odom_topic = odom_topic
                 try:
                     _run_frames(reader, writer, topics, image_topic, info_topic, pipeline, sink,
                                 copy_inputs, remaps, max_frames, progress, stats)
@@ -186,7 +196,8 @@ def _run_frames(reader, writer, topics, image_topic: str, info_topic: Optional[s
             grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
             break
     done = 0
-    for conn, t, raw in reader.messages(None if copy_inputs else [image_topic, info_topic or image_topic]):
+    wanted_topics = [image_topic, info_topic or image_topic] + ([sink.odom_topic] if sink.map is not None else [])
+    for conn, t, raw in reader.messages(None if copy_inputs else wanted_topics):
         if conn.topic == image_topic and max_frames is not None and done >= max_frames:
             break
         if copy_inputs:
@@ -194,10 +205,16 @@ def _run_frames(reader, writer, topics, image_topic: str, info_topic: Optional[s
         if conn.topic == info_topic:
             if grid is not None:
                 grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
+        elif sink.map is not None and conn.topic == sink.odom_topic:
+            from nav_msgs.msg import Odometry
+
+            sink.map.odometry(deserialize_message(raw, Odometry))
         elif conn.topic == image_topic:
             result = _process_frame(pipeline, deserialize_message(raw, image_cls), t, stats)
             if result is not None:
                 sink.write(result, t, done)
+                if sink.map is not None:
+                    sink.map.frame(result, t)
             done += 1
             progress.update(done)
 
@@ -218,6 +235,8 @@ class _OutputSink:
             self.wanted += [o for o in ("overlay", GRID_OUTPUT) if o not in self.wanted]
         self.messages = OutputMessages()
         self.conns = _add_output_topics(writer, outputs, self.topic, stats)
+        self.map = None  # tools/bag_map.BagMap with map.enabled
+        self.odom_topic = ""
 
     def topic(self, name: str) -> str:
         return self.remaps.get(output_topic(name), output_topic(name))
@@ -320,6 +339,11 @@ def _print_summary(s: Dict[str, object]) -> None:
         print("  no CameraInfo topic in the bag: no drivable grid")
     elif s["grid_missing"]:
         print(f"  no grid for {s['grid_missing']} frames: {s['grid_error']}")
+    if "map" in s:
+        m = s["map"]
+        print(f"  drivable map: {m['updates']} frames fused, {m['skipped']} skipped (no pose at their stamp), "
+              f"{m['not_updated']} while odometry was missing or stale"
+              + (f"; cleared {len(m['clears'])} times ({m['clears'][0]})" if m["clears"] else ""))
     print(f"wrote {s['output']} ({s['storage']}):")
     for topic, count in s["written"].items():
         print(f"  {topic}: {count} messages")

@@ -25,6 +25,8 @@ IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = IMAGE_TOPIC + "/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 TF_STATIC_TOPIC = "/tf_static"
+ODOM_TOPIC = "/odom"
+ODOM_FRAME = "odom"
 BASE_FRAME = "base_link"
 CAMERA_FRAME = "camera_link"
 OPTICAL_FRAME = "camera_optical_frame"
@@ -97,6 +99,19 @@ class _Messages:
             r=np.asarray(fields["r"], np.float64), p=np.asarray(fields["p"], np.float64),
             binning_x=0, binning_y=0, roi=roi)
 
+    def odometry(self, stamp_ns: int, x: float, speed: float):
+        """base_link in odom, driving along x (the sample camera's street)."""
+        t = self.t
+        pose = t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=float(x), y=0.0, z=0.0),
+                                           orientation=t["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+        twist = t["geometry_msgs/msg/Twist"](linear=t["geometry_msgs/msg/Vector3"](x=float(speed), y=0.0, z=0.0),
+                                             angular=t["geometry_msgs/msg/Vector3"](x=0.0, y=0.0, z=0.0))
+        cov = np.zeros(36, np.float64)
+        return t["nav_msgs/msg/Odometry"](
+            header=self.header(stamp_ns, ODOM_FRAME), child_frame_id=BASE_FRAME,
+            pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=cov),
+            twist=t["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=cov.copy()))
+
     def transform(self, stamp_ns: int, parent: str, child: str, xyz, rpy):
         q = quaternion_from_rpy(*rpy)
         tr = self.t["geometry_msgs/msg/Transform"](
@@ -133,20 +148,23 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
                                 bagio.TopicQos("reliable", "transient_local", "keep_last", 1))
         image_conn = bag.add_topic(image_topic, image_type, camera_qos)
         info_conn = bag.add_topic(CAMERA_INFO_TOPIC, bagio.CAMERA_INFO, camera_qos)
+        odom_conn = bag.add_topic(ODOM_TOPIC, bagio.ODOMETRY, camera_qos)
         tf = m.tf([m.transform(start_ns, BASE_FRAME, CAMERA_FRAME, cam.pose_xyz, cam.pose_rpy),
                    m.transform(start_ns, CAMERA_FRAME, OPTICAL_FRAME, (0.0, 0.0, 0.0), OPTICAL_RPY)])
         bag.write(tf_conn, start_ns, bagio.serialize(tf, bagio.TF_MESSAGE))
         for i in range(frames):
             stamp = start_ns + i * period_ns
             rgb, _ = render_frame(i, cam)
-            # CameraInfo first: a player delivers it before the frame it describes
+            # odometry and CameraInfo first: a player delivers them before the frame they describe
+            bag.write(odom_conn, stamp, bagio.serialize(m.odometry(stamp, cam.speed * i / cam.rate, cam.speed),
+                                                        bagio.ODOMETRY))
             bag.write(info_conn, stamp, bagio.serialize(m.camera_info(info_fields, stamp), bagio.CAMERA_INFO))
             msg = m.compressed(rgb, stamp, jpeg_quality) if compressed else m.image(rgb, stamp)
             bag.write(image_conn, stamp, bagio.serialize(msg, image_type))
             if progress is not None:
                 progress.update(i + 1)
     return {"path": out, "storage": storage, "frames": frames, "width": width, "height": height,
-            "image_topic": image_topic, "camera_info_topic": CAMERA_INFO_TOPIC,
+            "image_topic": image_topic, "camera_info_topic": CAMERA_INFO_TOPIC, "odom_topic": ODOM_TOPIC,
             "start_ns": start_ns, "period_ns": period_ns, "camera": cam}
 
 
@@ -167,7 +185,7 @@ def run(args) -> int:
     progress.finish()
     cam = info["camera"]
     print(f"wrote {info['path']} ({info['storage']}): {info['frames']} frames {cam.width}x{cam.height} "
-          f"at {cam.rate:g} Hz on {info['image_topic']}, {info['camera_info_topic']}, {TF_STATIC_TOPIC} "
+          f"at {cam.rate:g} Hz on {info['image_topic']}, {info['camera_info_topic']}, {ODOM_TOPIC}, {TF_STATIC_TOPIC} "
           f"in {time.perf_counter() - t0:.1f} s")
     # floats written as floats: a ROS double-array parameter rejects "[0, 0, 1.5]"
     rpy = ",".join(repr(float(v)) for v in cam.pose_rpy)
