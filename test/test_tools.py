@@ -83,3 +83,33 @@ def test_cameras_benchmark_measures_one_node_against_one_node_per_camera(tmp_pat
     assert result["one"]["frames_per_network_run"] >= 1.0
     assert result["throughput_ratio"] == result["one"]["capacity_fps"] / result["many"]["capacity_fps"]
     assert "throughput" in res.stdout and "memory" in res.stdout
+
+
+def test_demo_with_the_four_camera_rig_shows_the_surround_grid(tmp_path, ros_domain):
+    out = tmp_path / "demo_rig"
+    res = subprocess.run([os.path.join(BIN, "seg-perception"), "demo", "--rig", "--out", str(out), "--width", "320",
+                          "--height", "180", "--frames", "15", "--domain-id", str(ros_domain[0])],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert all(n > 0 for n in summary["outputs_received"].values()), summary
+    assert {"left/overlay", "right/overlay", "rear/overlay"} <= set(summary["outputs_received"])
+    # the surround grid of config/multi_camera.yaml (60 x 60 m around base_link) knows ahead and behind
+    assert summary["grid"]["cells"] == 600 * 600 and summary["grid"]["frame"] == "base_link"
+    assert summary["grid"]["drivable"] > 5000
+    assert (out / "demo.png").stat().st_size > 0
+
+
+def test_the_sample_rig_is_the_rig_of_the_shipped_multi_camera_config():
+    import math
+
+    from seg_perception.core.parameters import load_parameters_file
+    from seg_perception.core.sample import sample_rig
+
+    p = load_parameters_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "config", "multi_camera.yaml"))
+    rig = sample_rig()
+    assert list(rig) == p["cameras"]
+    for name, cam in rig.items():
+        assert list(cam.pose_xyz) == [float(v) for v in p[f"{name}.camera_pose.xyz"]]
+        assert all(math.isclose(a, float(b)) for a, b in zip(cam.pose_rpy, p[f"{name}.camera_pose.rpy"]))

@@ -40,6 +40,11 @@ class SampleCamera:
     pitch: float = 0.08        # rad, nose down (REP 103)
     speed: float = 8.0         # m/s
     rate: float = 10.0         # frames per second
+    # where the camera sits on the car (base_link: x forward, y left) and where it looks: the
+    # defaults are the front camera of the sample drive; a rig adds side and rear cameras
+    x: float = 0.0             # m
+    y: float = 0.0             # m
+    yaw: float = 0.0           # rad, counter-clockwise from forward
 
     @property
     def fx(self) -> float:
@@ -53,11 +58,11 @@ class SampleCamera:
 
     @property
     def pose_xyz(self) -> Tuple[float, float, float]:
-        return (0.0, 0.0, self.mount_height)
+        return (self.x, self.y, self.mount_height)
 
     @property
     def pose_rpy(self) -> Tuple[float, float, float]:
-        return (0.0, self.pitch, 0.0)
+        return (0.0, self.pitch, self.yaw)
 
 
 def _rays(cam: SampleCamera) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,8 +78,11 @@ def _rays(cam: SampleCamera) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     # pitch about body y: positive pitch turns x toward -z (looking down)
     dx = c * bx + s * bz
     dz = -s * bx + c * bz
-    return np.broadcast_to(dx, (cam.height, cam.width)), np.broadcast_to(by, (cam.height, cam.width)), \
-        np.broadcast_to(dz, (cam.height, cam.width))
+    dx, by, dz = (np.broadcast_to(a, (cam.height, cam.width)) for a in (dx, by, dz))
+    if cam.yaw:  # then yaw about body z (the car's frame); the front camera skips it: bit for bit as before
+        cy, sy = math.cos(cam.yaw), math.sin(cam.yaw)
+        dx, by = cy * dx - sy * by, sy * dx + cy * by
+    return dx, by, dz
 
 
 def render_frame(index: int, cam: SampleCamera = SampleCamera(), seed: int = 0
@@ -93,10 +101,10 @@ def render_frame(index: int, cam: SampleCamera = SampleCamera(), seed: int = 0
         tg = np.where(dz < -1e-6, h / -dz, np.inf)
     ground = np.isfinite(tg)
     tg = np.where(ground, tg, 0.0)  # keep the arithmetic below finite; masked by `ground`
-    gx = dx * tg
-    gy = dy * tg
+    gx = cam.x + dx * tg
+    gy = cam.y + dy * tg
     wx = gx + travelled  # world x along the street
-    ground &= gx < 200.0
+    ground &= tg * np.hypot(dx, dy) < 200.0 if cam.yaw else gx < 200.0
     ground_cls = np.full(labels.shape, CLASS_ID["Pavement"], np.uint8)
     road = np.abs(gy) <= 3.5
     ground_cls[road] = CLASS_ID["Road"]
@@ -116,13 +124,13 @@ def render_frame(index: int, cam: SampleCamera = SampleCamera(), seed: int = 0
         hit = np.full(labels.shape, np.inf, np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             for plane_x in (x0, x1):
-                tt = plane_x / dx
-                yy, zz = dy * tt, h + dz * tt
+                tt = (plane_x - cam.x) / dx
+                yy, zz = cam.y + dy * tt, h + dz * tt
                 ok = (tt > 0) & (yy >= y0) & (yy <= y1) & (zz >= 0) & (zz <= z1)
                 hit = np.where(ok & (tt < hit), tt, hit)
             for plane_y in (y0, y1):
-                tt = plane_y / dy
-                xx, zz = dx * tt, h + dz * tt
+                tt = (plane_y - cam.y) / dy
+                xx, zz = cam.x + dx * tt, h + dz * tt
                 ok = (tt > 0) & (xx >= x0) & (xx <= x1) & (zz >= 0) & (zz <= z1)
                 hit = np.where(ok & (tt < hit), tt, hit)
         closer = hit < depth
@@ -162,4 +170,15 @@ def camera_info_dict(cam: SampleCamera = SampleCamera()) -> Dict[str, object]:
         "width": cam.width, "height": cam.height, "distortion_model": "plumb_bob",
         "d": [0.0] * 5, "k": K.reshape(-1).tolist(), "r": np.eye(3).reshape(-1).tolist(),
         "p": P.reshape(-1).tolist(),
+    }
+
+
+def sample_rig(width: int = 640, height: int = 360) -> Dict[str, SampleCamera]:
+    """The four-camera car rig of config/multi_camera.yaml (front, left, right, rear), as sample
+    cameras of the same street (a test holds the two to each other)."""
+    return {
+        "front": SampleCamera(width=width, height=height, x=1.8, y=0.0, mount_height=1.45, pitch=0.08, yaw=0.0),
+        "left": SampleCamera(width=width, height=height, x=1.0, y=0.95, mount_height=1.2, pitch=0.25, yaw=1.5708),
+        "right": SampleCamera(width=width, height=height, x=1.0, y=-0.95, mount_height=1.2, pitch=0.25, yaw=-1.5708),
+        "rear": SampleCamera(width=width, height=height, x=-1.0, y=0.0, mount_height=1.3, pitch=0.15, yaw=3.1416),
     }

@@ -5,7 +5,8 @@ pose; `seg-perception sample-bag`), starts camera_seg_node as its own process (e
 `ros2 run` would, with the shipped params file, on the bag's clock), replays the bag into it over
 real ROS 2 from this process with its recorded timing (`seg-perception replay`), subscribes to
 every output and /diagnostics, saves pictures of what came back and prints a summary. Exit status
-0 only when every output arrived.
+0 only when every output arrived. ``--rig``: four cameras (config/multi_camera.yaml's rig), one
+node, the surround grid.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
                    help="extra node parameter, as in --ros-args -p")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "42")))
+    p.add_argument("--rig", action="store_true", help="the four-camera sample drive (front, left, right, rear) "
+                   "into one node with config/multi_camera.yaml: the surround grid")
 
 
 def run(args) -> int:
@@ -41,19 +44,21 @@ def run(args) -> int:
 
     os.makedirs(args.out, exist_ok=True)
     bag, cam = _input_bag(args)
-    node = NodeProcess(args.params_file, _node_parameters(cam, args.param),
-                       {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
+    rig = bool(getattr(args, "rig", False))
+    params_file = args.params_file or (_multi_camera_params() if rig else None)
+    node = NodeProcess(params_file, _node_parameters(cam, args.param, rig),
+                       {} if rig else {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
                        {"ROS_DOMAIN_ID": str(args.domain_id), "PYTHONUNBUFFERED": "1",
                         "ROS_AUTOMATIC_DISCOVERY_RANGE": os.environ.get("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")},
                        log_path=os.path.join(args.out, "node.log"))
     print("starting: " + " ".join(node.cmd), flush=True)
-    sent, counts, last, diags = _replay_into(node, bag, args.domain_id)
+    sent, counts, last, diags = _replay_into(node, bag, args.domain_id, rig)
     status, latency = _diagnostics(diags)
     summary = {"bag": bag, "camera": f"{cam.width}x{cam.height} rgb8 at {cam.rate:g} Hz", "frames_published": sent,
                "outputs_received": counts, "latency_median_ms": latency, "diagnostics": status}
     ok = all(last.values())
     if ok:
-        summary.update(_save_pictures(args.out, last))
+        summary.update(_save_pictures(args.out, last, rig))
     with open(os.path.join(args.out, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     print(json.dumps(summary, indent=2))
@@ -75,25 +80,36 @@ def _input_bag(args):
     from .sample_bag import write_sample_bag
 
     bag = os.path.join(args.out, "sample_drive")
-    print(f"writing the sample drive: {args.frames} frames {args.width}x{args.height} -> {bag}", flush=True)
-    info = write_sample_bag(bag, frames=args.frames, width=args.width, height=args.height, overwrite=True)
+    rig = bool(getattr(args, "rig", False))
+    print(f"writing the sample drive: {args.frames} frames {args.width}x{args.height}"
+          f"{' x 4 cameras' if rig else ''} -> {bag}", flush=True)
+    info = write_sample_bag(bag, frames=args.frames, width=args.width, height=args.height, overwrite=True,
+                            rig=rig)
     return bag, info["camera"]
 
 
-def _node_parameters(cam, extra):
+def _multi_camera_params() -> str:
+    from .node_process import shipped_params_file
+
+    return os.path.join(os.path.dirname(shipped_params_file()), "multi_camera.yaml")
+
+
+def _node_parameters(cam, extra, rig: bool = False):
     from ..ros.sample_stream import pose_parameters
 
-    xyz, rpy = pose_parameters(cam)
     # the sample drive records its odometry: the demo shows the drivable map growing too
-    return ["use_sim_time:=true", f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}",
-            "map.enabled:=true"] + list(extra)
+    common = ["use_sim_time:=true", "map.enabled:=true"]
+    if rig:  # the rig's poses are the params file's
+        return common + list(extra)
+    xyz, rpy = pose_parameters(cam)
+    return common + [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(extra)
 
 
 class _Outputs:
     """Every output of the node and /diagnostics, subscribed reliable as RViz does; keeps the
     last two messages of each output (memory stays flat) and the stamps seen."""
 
-    def __init__(self, peer) -> None:
+    def __init__(self, peer, rig: bool = False) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -103,14 +119,20 @@ class _Outputs:
         from ..ros.map_output import MAP_OUTPUT
 
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.names = IMAGE_OUTPUTS + (GRID_OUTPUT, MAP_OUTPUT)
+        # with the rig: the front camera's image outputs, the others' overlays, the surround grid
+        ns = "/camera_seg/front/" if rig else "/camera_seg/"
+        self.topics = {n: f"{ns}{n}" for n in IMAGE_OUTPUTS}
+        self.topics.update({GRID_OUTPUT: f"/camera_seg/{GRID_OUTPUT}", MAP_OUTPUT: f"/camera_seg/{MAP_OUTPUT}"})
+        if rig:
+            self.topics.update({f"{c}/overlay": f"/camera_seg/{c}/overlay" for c in ("left", "right", "rear")})
+        self.names = tuple(self.topics)
         self.received: Dict[str, list] = {n: [] for n in self.names}
         self.seen: Dict[str, set] = {n: set() for n in self.names}
         self.diags: list = []
         self.lock = threading.Lock()
-        for name in self.names:
+        for name, topic in self.topics.items():
             kind = OccupancyGrid if name in (GRID_OUTPUT, MAP_OUTPUT) else Image
-            peer.create_subscription(kind, f"/camera_seg/{name}", self._keep(name), reliable)
+            peer.create_subscription(kind, topic, self._keep(name), reliable)
         peer.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 10)
 
     def _keep(self, name):
@@ -128,7 +150,7 @@ class _Outputs:
                     {n: (msgs[-1] if msgs else None) for n, msgs in self.received.items()})
 
 
-def _replay_into(node, bag: str, domain_id: int):
+def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     """Replay ``bag`` into the started node from this process; (image frames sent, output
     counts, last output messages, diagnostics arrays). Stops the node."""
     from ..ros.participant import Participant
@@ -137,15 +159,15 @@ def _replay_into(node, bag: str, domain_id: int):
     # this process is the camera: no DDS profile of ours (like a camera driver)
     os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
     participant = Participant("seg_demo", domain_id)
-    outputs = _Outputs(participant.node)
+    outputs = _Outputs(participant.node, rig)
     player = None
     try:
         player = Player(bag, context=participant.context, log=lambda text: None)
-        image_topic = "/camera/image_raw"
+        image_topic = "/front/image_raw" if rig else "/camera/image_raw"
         end = time.monotonic() + 30.0
         while time.monotonic() < end and node.alive():
             if player.wait_for_subscribers([image_topic], timeout=0.5) == [] and all(
-                    participant.node.count_publishers(f"/camera_seg/{n}") for n in outputs.names):
+                    participant.node.count_publishers(t) for t in outputs.topics.values()):
                 break
         time.sleep(1.0)  # let the node switch its input QoS to the bag's (reliable) camera
         print(f"replaying {bag} into the node ...", flush=True)
@@ -178,7 +200,7 @@ def _diagnostics(diags):
     return status, latency
 
 
-def _save_pictures(out: str, last) -> Dict[str, object]:
+def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
     """Each output as a PNG and demo.png side by side; the grid's and masks' figures."""
     from ..core.pipeline import IMAGE_OUTPUTS
     from ..ros.conversions import image_to_array
@@ -195,11 +217,17 @@ def _save_pictures(out: str, last) -> Dict[str, object]:
     map_cells = np.frombuffer(m.data, np.int8).reshape(m.info.height, m.info.width)
     map_rgb = pictures.map_picture(map_cells)
     pictures.save_rgb(os.path.join(out, "drivable_map.png"), map_rgb)
+    grid_title = "~/drivable_grid (4 cameras fused, 60 m)" if rig else "~/drivable_grid (top view, 40 m)"
     top = pictures.composite([imgs["overlay"], grid_rgb, map_rgb],
-                             ["~/overlay", "~/drivable_grid (top view, 40 m)", "~/drivable_map (odom, 60 m)"],
+                             ["~/front/overlay" if rig else "~/overlay", grid_title, "~/drivable_map (odom, 60 m)"],
                              height=480)
-    bottom = pictures.composite([imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"]],
-                                ["~/road_mask", "~/pedestrian_mask", "~/parking_mask"], height=240)
+    if rig:
+        others = ("left", "right", "rear")
+        bottom = pictures.composite([image_to_array(last[f"{c}/overlay"]) for c in others],
+                                    [f"~/{c}/overlay" for c in others], height=240)
+    else:
+        bottom = pictures.composite([imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"]],
+                                    ["~/road_mask", "~/pedestrian_mask", "~/parking_mask"], height=240)
     pictures.save_rgb(os.path.join(out, "demo.png"), pictures.stack_rows([top, bottom], width=1280))
     return {"grid": {"cells": int(cells.size), "drivable": int((cells == 0).sum()),
                      "not_drivable": int((cells == 100).sum()), "unknown": int((cells < 0).sum()),

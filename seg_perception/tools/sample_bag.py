@@ -48,6 +48,9 @@ def add_arguments(p) -> None:
     p.add_argument("--start", type=float, default=float(DEFAULT_START_S),
                    help=f"time of the first frame, s since the epoch (default {DEFAULT_START_S})")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    p.add_argument("--rig", action="store_true",
+                   help="four cameras (front, left, right, rear: the rig of config/multi_camera.yaml) on "
+                        "/<camera>/image_raw and /<camera>/camera_info")
 
 
 def quaternion_from_rpy(roll: float, pitch: float, yaw: float) -> Tuple[float, float, float, float]:
@@ -72,13 +75,13 @@ class _Messages:
         return self.t["std_msgs/msg/Header"](
             stamp=self.t["builtin_interfaces/msg/Time"](sec=sec, nanosec=nsec), frame_id=frame_id)
 
-    def image(self, rgb: np.ndarray, stamp_ns: int):
+    def image(self, rgb: np.ndarray, stamp_ns: int, frame: str = OPTICAL_FRAME):
         h, w = rgb.shape[:2]
         return self.t["sensor_msgs/msg/Image"](
-            header=self.header(stamp_ns, OPTICAL_FRAME), height=h, width=w, encoding="rgb8",
+            header=self.header(stamp_ns, frame), height=h, width=w, encoding="rgb8",
             is_bigendian=0, step=w * 3, data=np.ascontiguousarray(rgb).reshape(-1))
 
-    def compressed(self, rgb: np.ndarray, stamp_ns: int, quality: int):
+    def compressed(self, rgb: np.ndarray, stamp_ns: int, quality: int, frame: str = OPTICAL_FRAME):
         import cv2
 
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR),
@@ -86,14 +89,14 @@ class _Messages:
         if not ok:
             raise RuntimeError("OpenCV could not encode a JPEG")
         return self.t["sensor_msgs/msg/CompressedImage"](
-            header=self.header(stamp_ns, OPTICAL_FRAME), format="rgb8; jpeg compressed bgr8",
+            header=self.header(stamp_ns, frame), format="rgb8; jpeg compressed bgr8",
             data=buf.reshape(-1).astype(np.uint8))
 
-    def camera_info(self, fields: Dict[str, object], stamp_ns: int):
+    def camera_info(self, fields: Dict[str, object], stamp_ns: int, frame: str = OPTICAL_FRAME):
         roi = self.t["sensor_msgs/msg/RegionOfInterest"](x_offset=0, y_offset=0, height=0, width=0,
                                                          do_rectify=False)
         return self.t["sensor_msgs/msg/CameraInfo"](
-            header=self.header(stamp_ns, OPTICAL_FRAME), height=int(fields["height"]),
+            header=self.header(stamp_ns, frame), height=int(fields["height"]),
             width=int(fields["width"]), distortion_model=str(fields["distortion_model"]),
             d=np.asarray(fields["d"], np.float64), k=np.asarray(fields["k"], np.float64),
             r=np.asarray(fields["r"], np.float64), p=np.asarray(fields["p"], np.float64),
@@ -124,48 +127,65 @@ class _Messages:
         return self.t["tf2_msgs/msg/TFMessage"](transforms=list(transforms))
 
 
+def rig_topics(name: str, compressed: bool = False) -> Dict[str, str]:
+    """A camera's topics and frames in the sample bag: the single camera's ("") or a rig camera's."""
+    if not name:
+        return {"image": COMPRESSED_TOPIC if compressed else IMAGE_TOPIC, "camera_info": CAMERA_INFO_TOPIC,
+                "link": CAMERA_FRAME, "optical": OPTICAL_FRAME}
+    return {"image": f"/{name}/image_raw" + ("/compressed" if compressed else ""),
+            "camera_info": f"/{name}/camera_info", "link": f"{name}_link", "optical": f"{name}_optical_frame"}
+
+
 def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, width: int = 640,
                      height: int = 360, compressed: bool = False, jpeg_quality: int = 90,
                      start_ns: int = DEFAULT_START_S * 10 ** 9, overwrite: bool = False,
-                     progress=None) -> Dict[str, object]:
-    """Write the sample drive; returns what was written (topics, counts, camera)."""
+                     progress=None, rig: bool = False) -> Dict[str, object]:
+    """Write the sample drive; returns what was written (topics, counts, camera). ``rig``: the
+    four cameras of config/multi_camera.yaml (front, left, right, rear) instead of one."""
     from ..core import bagio
-    from ..core.sample import SampleCamera, camera_info_dict, render_frame
+    from ..core.sample import SampleCamera, camera_info_dict, render_frame, sample_rig
 
     if frames < 1:
         raise ValueError(f"--frames must be at least 1, got {frames}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
-    cam = SampleCamera(width=width, height=height)
+    cams = sample_rig(width, height) if rig else {"": SampleCamera(width=width, height=height)}
+    cam = next(iter(cams.values()))
     period_ns = int(round(1e9 / cam.rate))
     m = _Messages()
     camera_qos = bagio.TopicQos("reliable", "volatile", "keep_last", 10)
-    image_topic = COMPRESSED_TOPIC if compressed else IMAGE_TOPIC
     image_type = bagio.COMPRESSED_IMAGE if compressed else bagio.IMAGE
-    info_fields = camera_info_dict(cam)
+    topics = {name: rig_topics(name, compressed) for name in cams}
     with bagio.BagWriter(out, storage, overwrite=overwrite) as bag:
         tf_conn = bag.add_topic(TF_STATIC_TOPIC, bagio.TF_MESSAGE,
                                 bagio.TopicQos("reliable", "transient_local", "keep_last", 1))
-        image_conn = bag.add_topic(image_topic, image_type, camera_qos)
-        info_conn = bag.add_topic(CAMERA_INFO_TOPIC, bagio.CAMERA_INFO, camera_qos)
+        conns = {name: (bag.add_topic(t["image"], image_type, camera_qos),
+                        bag.add_topic(t["camera_info"], bagio.CAMERA_INFO, camera_qos)) for name, t in topics.items()}
         odom_conn = bag.add_topic(ODOM_TOPIC, bagio.ODOMETRY, camera_qos)
-        tf = m.tf([m.transform(start_ns, BASE_FRAME, CAMERA_FRAME, cam.pose_xyz, cam.pose_rpy),
-                   m.transform(start_ns, CAMERA_FRAME, OPTICAL_FRAME, (0.0, 0.0, 0.0), OPTICAL_RPY)])
+        tf = m.tf([tr for name, c in cams.items() for tr in (
+            m.transform(start_ns, BASE_FRAME, topics[name]["link"], c.pose_xyz, c.pose_rpy),
+            m.transform(start_ns, topics[name]["link"], topics[name]["optical"], (0.0, 0.0, 0.0), OPTICAL_RPY))])
         bag.write(tf_conn, start_ns, bagio.serialize(tf, bagio.TF_MESSAGE))
+        infos = {name: camera_info_dict(c) for name, c in cams.items()}
         for i in range(frames):
             stamp = start_ns + i * period_ns
-            rgb, _ = render_frame(i, cam)
             # odometry and CameraInfo first: a player delivers them before the frame they describe
             bag.write(odom_conn, stamp, bagio.serialize(m.odometry(stamp, cam.speed * i / cam.rate, cam.speed),
                                                         bagio.ODOMETRY))
-            bag.write(info_conn, stamp, bagio.serialize(m.camera_info(info_fields, stamp), bagio.CAMERA_INFO))
-            msg = m.compressed(rgb, stamp, jpeg_quality) if compressed else m.image(rgb, stamp)
-            bag.write(image_conn, stamp, bagio.serialize(msg, image_type))
+            for name, c in cams.items():
+                rgb, _ = render_frame(i, c)
+                image_conn, info_conn = conns[name]
+                frame = topics[name]["optical"]
+                bag.write(info_conn, stamp, bagio.serialize(m.camera_info(infos[name], stamp, frame), bagio.CAMERA_INFO))
+                msg = m.compressed(rgb, stamp, jpeg_quality, frame) if compressed else m.image(rgb, stamp, frame)
+                bag.write(image_conn, stamp, bagio.serialize(msg, image_type))
             if progress is not None:
                 progress.update(i + 1)
+    first = topics[next(iter(cams))]
     return {"path": out, "storage": storage, "frames": frames, "width": width, "height": height,
-            "image_topic": image_topic, "camera_info_topic": CAMERA_INFO_TOPIC, "odom_topic": ODOM_TOPIC,
-            "start_ns": start_ns, "period_ns": period_ns, "camera": cam}
+            "image_topic": first["image"], "camera_info_topic": first["camera_info"], "odom_topic": ODOM_TOPIC,
+            "start_ns": start_ns, "period_ns": period_ns, "camera": cam, "cameras": cams,
+            "topics": topics}
 
 
 def run(args) -> int:
@@ -177,16 +197,20 @@ def run(args) -> int:
     try:
         info = write_sample_bag(args.out, args.storage, args.frames, args.width, args.height,
                                 args.compressed, args.jpeg_quality, int(round(args.start * 1e9)),
-                                args.overwrite, progress)
+                                args.overwrite, progress, rig=args.rig)
     except (BagError, ValueError, OSError) as exc:
         progress.abort()
         print(f"seg-perception sample-bag: {exc}", file=sys.stderr)
         return 2
     progress.finish()
     cam = info["camera"]
+    cams = ", ".join(f"{t['image']}, {t['camera_info']}" for t in info["topics"].values())
     print(f"wrote {info['path']} ({info['storage']}): {info['frames']} frames {cam.width}x{cam.height} "
-          f"at {cam.rate:g} Hz on {info['image_topic']}, {info['camera_info_topic']}, {ODOM_TOPIC}, {TF_STATIC_TOPIC} "
+          f"at {cam.rate:g} Hz on {cams}, {ODOM_TOPIC}, {TF_STATIC_TOPIC} "
           f"in {time.perf_counter() - t0:.1f} s")
+    if args.rig:
+        print("the node for it: --params-file config/multi_camera.yaml (the same rig), -p map.enabled:=true")
+        return 0
     # floats written as floats: a ROS double-array parameter rejects "[0, 0, 1.5]"
     rpy = ",".join(repr(float(v)) for v in cam.pose_rpy)
     xyz = ",".join(repr(float(v)) for v in cam.pose_xyz)
