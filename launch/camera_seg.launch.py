@@ -104,7 +104,8 @@ def launch_setup(context, *args, **kwargs):
     missing = rviz_missing()  # checked here: a missing package must not fail the launch after the node started
     if missing:
         return entities + [LogInfo(msg=f"[WARNING] rviz:=true but {missing}; starting camera_seg alone")]
-    config = write_rviz_config(f"{share}/rviz/camera_seg.rviz", node_fqn(arg("namespace"), NODE_NAME))
+    template = f"{share}/rviz/multi_camera.rviz" if multi else f"{share}/rviz/camera_seg.rviz"
+    config = write_rviz_config(template, node_fqn(arg("namespace"), NODE_NAME))
     rviz = Node(
         package="rviz2",
         executable="rviz2",

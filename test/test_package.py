@@ -99,7 +99,7 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
                for n in tree.body)
     # the share files it refers to are installed
     share = colcon_install / "share" / "seg_perception"
-    for rel in ("config/camera_seg.yaml", "config/multi_camera.yaml", "rviz/camera_seg.rviz"):
+    for rel in ("config/camera_seg.yaml", "config/multi_camera.yaml", "rviz/camera_seg.rviz", "rviz/multi_camera.rviz"):
         assert rel in open(LAUNCH).read() and (share / rel).is_file()
     # the launch arguments the README promises
     ns = {}

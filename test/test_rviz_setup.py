@@ -39,3 +39,17 @@ def test_the_rviz_config_names_the_namespaced_node_topics(tmp_path):
         assert got == {f"{fqn}/{n}" for n in names}, got
     path = write_rviz_config(TEMPLATE, "/front/camera_seg", str(tmp_path))
     assert topics(open(path).read()) == {f"/front/camera_seg/{n}" for n in names}
+
+
+def test_the_multi_camera_rviz_config_names_the_rigs_topics():
+    """rviz/multi_camera.rviz: the four cameras' overlays and the surround grid, as the node with
+    config/multi_camera.yaml publishes them, moved with the namespace like the other."""
+    from seg_perception.core.parameters import load_parameters_file
+
+    text = open(os.path.join(REPO, "rviz", "multi_camera.rviz")).read()
+    cameras = load_parameters_file(os.path.join(REPO, "config", "multi_camera.yaml"))["cameras"]
+    want = {f"/camera_seg/{c}/overlay" for c in cameras} | {f"/camera_seg/{GRID_OUTPUT}",
+                                                          f"/camera_seg/{GRID_OUTPUT}_updates"}
+    assert topics(text) == want
+    assert topics(rviz_config_text(text, "/car/camera_seg")) == {t.replace("/camera_seg", "/car/camera_seg", 1)
+                                                                  for t in want}
