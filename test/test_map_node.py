@@ -96,3 +96,43 @@ def test_map_in_odom_from_odometry_stops_when_it_is_stale_and_clears_on_a_jump(r
             camera.stop()
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_map_pose_from_tf_without_tf2_ros_skips_the_map_and_says_why(ros_domain, peer, colour_model):
+    """map.pose_source tf needs tf2_ros, which cannot be installed here: the map status says why,
+    frames are counted as skipped, the per-frame grid goes on (the TF lookup has never run here)."""
+    import pytest
+
+    try:
+        import tf2_ros  # noqa: F401
+        pytest.skip("tf2_ros is installed: this checks the path without it")
+    except ImportError:
+        pass
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from seg_perception.ros.sample_stream import camera_info_msg
+
+    cam, rgb = sample_scene_in_test_colours(160, 120)
+    node = start_node(ros_domain, colour_model, **{
+        "grid.enabled": True, "map.enabled": True, "map.pose_source": "tf",
+        "camera_pose.xyz": list(cam.pose_xyz), "camera_pose.rpy": list(cam.pose_rpy)})
+    try:
+        peer.subscribe(OccupancyGrid, "/camera_seg/drivable_map", RELIABLE)
+        grids = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+        img_pub = peer.publisher(Image, "/image", RELIABLE)
+        info_pub = peer.publisher(CameraInfo, "/camera_info", RELIABLE)
+        assert peer.wait_matched(img_pub), node.log()
+        camera = Camera(img_pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=info_pub,
+                        make_info=lambda s: camera_info_msg(cam, s))
+        camera.start()
+        try:
+            assert grids.wait_count(3, 30), node.log()
+            st = wait_status(diag, lambda s: "tf2_ros is not available" in s.message, suffix="drivable map")
+            assert st is not None and st.level == b"\x01", node.log()
+            assert int(status_values(st)["frames skipped (no pose at their stamp)"]) > 0
+            assert peer.node.count_subscribers("/odom") == 0  # no odometry wanted with TF
+        finally:
+            camera.stop()
+    finally:
+        assert node.stop() == 0, node.log()

@@ -101,6 +101,9 @@ SPECS = (
          "grids fused over time with the vehicle's odometry (topic 'odom', nav_msgs/Odometry; remap "
          "it). Needs grid.enabled."),
     Spec("map.frame_id", "odom", "Frame of the map: the odometry's frame."),
+    Spec("map.pose_source", "odometry", "Where the vehicle's pose at each frame's stamp comes from: "
+         "odometry (nav_msgs/Odometry on 'odom') or tf (map.frame_id <- grid.frame_id, needs tf2_ros).",
+         choices=("odometry", "tf")),
     Spec("map.size", 60.0, "Side of the square window around the vehicle, m.", range=(1.0, 400.0)),
     Spec("map.resolution", 0.1, "Map cell size, m.", range=(0.01, 5.0)),
     Spec("map.rate", 2.0, "How often the map is published, Hz.", range=(0.1, 50.0)),

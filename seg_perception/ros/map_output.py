@@ -15,7 +15,7 @@ from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from ..core.drivable_map import MapBuilder, MapSpec
+from ..core.drivable_map import MapBuilder, MapOutcome, MapSpec
 from ..core.grid import GridSpec
 from ..core.odometry import PoseHistory, yaw_of_quaternion
 from . import diagnostics as diag
@@ -49,6 +49,9 @@ class MapOutput:
                          durability=DurabilityPolicy.VOLATILE)
         self.pub = publisher(OccupancyGrid, f"~/{MAP_OUTPUT}", qos)
         self.sub = None
+        self.tf = TfMapPose(node, self.frame_id, str(p["grid.frame_id"])) if p["map.pose_source"] == "tf" else None
+        if self.tf is not None:
+            self.builder.odom_source = f"TF {self.frame_id} <- {p['grid.frame_id']}"
         self.published_stamp: Optional[float] = None
         self.stamp = Time()  # the header stamp of the newest frame in the map
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -58,7 +61,7 @@ class MapOutput:
         # best effort matches every publisher (a reliable one too); the history keeps what arrives
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
-        if self.sub is None:
+        if self.sub is None and self.tf is None:
             self.sub = self.node.create_subscription(Odometry, ODOM_TOPIC, self.on_odometry, qos)
 
     def unsubscribe(self) -> None:
@@ -90,6 +93,20 @@ class MapOutput:
     def on_grid(self, cells: np.ndarray, spec: GridSpec, header: Header) -> None:
         """A camera's per-frame grid (in grid.frame_id) at its frame's stamp."""
         t = header.stamp.sec + header.stamp.nanosec * 1e-9
+        if self.tf is not None:  # the pose at this very stamp, from TF, into the pose history
+            pose, error = self.tf.at(header)
+            with self.lock:
+                if pose is None:
+                    self.builder.skipped += 1
+                    self.builder.outcome = MapOutcome("warn", f"frame skipped: {error}")
+                    outcome = self.builder.outcome
+                else:
+                    reason = self.builder.on_odometry(t, pose)
+            if pose is None:
+                self._log("map", "warn", outcome.status)
+                return
+            if reason:
+                self._log("map_clear", "warn", f"drivable map cleared: {reason}")
         with self.lock:
             before = self.builder.map.updates
             outcome = self.builder.on_grid(cells, spec, t)
@@ -128,3 +145,36 @@ class MapOutput:
             level, message = diag.WARN, (f"odometry moves '{child}', grid.frame_id is '{self.p['grid.frame_id']}'; "
                                          f"{message}")
         return diag.make_status(f"{prefix}: drivable map", self.frame_id, level, message, values)
+
+
+class TfMapPose:
+    """The vehicle's planar pose from TF (map.pose_source tf): map.frame_id <- grid.frame_id at a
+    frame's stamp. tf2_ros cannot be installed where this was written: without it every frame is
+    skipped with the reason (the per-frame grid goes on); the lookup itself has not run here."""
+
+    def __init__(self, node, map_frame: str, grid_frame: str, timeout_s: float = 0.05) -> None:
+        self.map_frame, self.grid_frame, self.timeout_s = map_frame, grid_frame, timeout_s
+        self.error = ""
+        self._buffer = None
+        try:
+            from tf2_ros import Buffer, TransformListener
+        except ImportError as exc:
+            self.error = f"map.pose_source is tf but tf2_ros is not available ({exc})"
+            return
+        self._buffer = Buffer()
+        self._listener = TransformListener(self._buffer, node)
+
+    def at(self, header):
+        """((x, y, yaw), "") or (None, why)."""
+        if self._buffer is None:
+            return None, self.error
+        from rclpy.duration import Duration
+        from rclpy.time import Time
+
+        try:
+            tr = self._buffer.lookup_transform(self.map_frame, self.grid_frame, Time.from_msg(header.stamp),
+                                               Duration(seconds=self.timeout_s))
+        except Exception as exc:  # tf2 LookupException, ExtrapolationException
+            return None, f"no transform {self.map_frame} <- {self.grid_frame} at the frame's stamp: {exc}"
+        t, q = tr.transform.translation, tr.transform.rotation
+        return (t.x, t.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)), ""

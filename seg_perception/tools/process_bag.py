@@ -127,6 +127,10 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
         if params.get("map.enabled") and params["grid.enabled"]:
             from .bag_map import odometry_topic
 
+            if params["map.pose_source"] != "odometry":
+                raise ValueError("process-bag takes the map's pose from the bag's odometry: "
+                                 "set map.pose_source:=odometry (TF from a bag is not read here)")
+
             odom_topic = odometry_topic(topics, remaps)
         if max_frames is not None:
             total = min(total, max_frames)
