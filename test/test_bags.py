@@ -379,7 +379,7 @@ def test_camera_topic_choice_and_remaps():
             bagio.parse_remaps([bad])
 
 
-def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_grids(tmp_path, colour_model):
+def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_frames(tmp_path, colour_model):
     """map.enabled: the sample drive's odometry and every frame's grid into the map, written at
     map.rate of the bag's time in odom; the last one equals core MapBuilder fed directly."""
     from nav_msgs.msg import Odometry
@@ -401,25 +401,30 @@ def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_grids
     maps = [(t, deserialize_message(raw, OccupancyGrid)) for t, raw in written["/camera_seg/drivable_map"]]
     assert 4 <= len(maps) <= 6  # 2.5 s of bag time at map.rate 2 Hz
     assert all(m.header.frame_id == "odom" for _, m in maps)
-    # the same grids (as written) and odometry through MapBuilder directly
+    # the pipeline run directly over the same messages, its grids (and the confidence behind
+    # each cell, the map's weights) and the odometry through MapBuilder
     builder = MapBuilder(map_spec(params), PoseHistory(jump_distance=params["map.jump_distance"]),
                          params["map.odom_timeout"])
-    from seg_perception.core.grid import GridSpec
-
-    spec = GridSpec(resolution=params["grid.resolution"], x_min=params["grid.x_min"], x_max=params["grid.x_max"],
-                    y_min=params["grid.y_min"], y_max=params["grid.y_max"], max_range=params["grid.max_range"])
-    grids = {t: deserialize_message(raw, OccupancyGrid) for t, raw in written["/camera_seg/drivable_grid"]}
     last_t = maps[-1][0]
-    events = [(t, 0, raw) for t, raw in by_topic(src)["/odom"]] + [(t, 1, None) for t in grids]
-    for t, _, raw in sorted(events, key=lambda e: e[:2]):  # a frame's odometry comes before it
-        if raw is not None:
-            o = deserialize_message(raw, Odometry)
-            q = o.pose.pose.orientation
-            builder.on_odometry(stamp_ns(o) / 1e9, (o.pose.pose.position.x, o.pose.pose.position.y,
-                                                    yaw_of_quaternion(q.x, q.y, q.z, q.w)))
-        elif t <= last_t:
-            g = grids[t]
-            builder.on_grid(np.frombuffer(g.data, np.int8).reshape(g.info.height, g.info.width), spec, stamp_ns(g) / 1e9)
+    weighted = 0
+    with build_pipeline(params) as pipeline:
+        for topic, t, raw in read_all(src):
+            if t > last_t:
+                break
+            if topic == "/odom":
+                o = deserialize_message(raw, Odometry)
+                q = o.pose.pose.orientation
+                builder.on_odometry(stamp_ns(o) / 1e9, (o.pose.pose.position.x, o.pose.pose.position.y,
+                                                        yaw_of_quaternion(q.x, q.y, q.z, q.w)))
+            elif topic == "/camera/camera_info":
+                pipeline.grid.set_camera_info(deserialize_message(raw, CameraInfo), t / 1e9)
+            elif topic == "/camera/image_raw":
+                res = pipeline.process(frame_from_msg(deserialize_message(raw, Image)))
+                grid = res.grid(t / 1e9)
+                weights = res.grid_confidence()
+                weighted += weights is not None
+                builder.on_grid(grid.cells, pipeline.grid.spec, stamp_ns(res.frame) / 1e9, weights)
+    assert weighted > 0  # the colour model gives confidence: the map is weighted by it
     m = maps[-1][1]
     np.testing.assert_array_equal(np.frombuffer(m.data, np.int8).reshape(600, 600), builder.map.occupancy())
     assert (m.info.origin.position.x, m.info.origin.position.y) == pytest.approx(builder.map.origin)

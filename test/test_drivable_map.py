@@ -204,3 +204,22 @@ def test_odometry_interpolates_and_its_faults_clear_or_stop_the_map():
     # time going backwards (a bag looping) clears it too
     assert "backwards" in b.on_odometry(0.0, (0.0, 0.0, 0.0))
     assert b.map.clears == 2
+
+
+def test_confidence_weights_scale_each_observation_but_never_soften_an_obstacle():
+    pose = (0.0, 0.0, 0.0)
+    full = DrivableMap(SPEC)
+    full.update(synthetic(), GRID, pose, 0.0, np.full((GRID.height, GRID.width), 255, np.uint8))
+    plain = DrivableMap(SPEC)
+    plain.update(synthetic(), GRID, pose, 0.0)
+    np.testing.assert_array_equal(full.occupancy(), plain.occupancy())  # sure everywhere: unweighted
+    half = DrivableMap(SPEC)
+    weight = np.full((GRID.height, GRID.width), 128, np.uint8)
+    half.update(synthetic((10.0, 0.0)), GRID, pose, 0.0, weight)
+    # an unsure "drivable" counts half: 45 instead of 40 after one frame
+    assert value_at(half, 5.0, 0.0) == round(100 / (1 + math.exp(-0.5 * math.log(0.4 / 0.6) * 128 / 127.5)))
+    assert value_at(half, 5.0, 0.0) > value_at(plain, 5.0, 0.0)
+    # an obstacle is not drivable at once however unsure the model is of it
+    barely = DrivableMap(SPEC)
+    barely.update(synthetic((10.0, 0.0)), GRID, pose, 0.0, np.full((GRID.height, GRID.width), 3, np.uint8))
+    assert value_at(barely, 10.0, 0.0) >= 70

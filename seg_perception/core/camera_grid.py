@@ -83,6 +83,11 @@ class CameraGrid:
         outcome.state, outcome.status = self.watch.grid_status(outcome.error, self.camera_info_topic, t)
         return outcome
 
+    def sample(self, image: np.ndarray) -> np.ndarray:
+        """Per cell, the value of ``image`` (the class map's size) where the last grid looked
+        (core/grid.GroundGrid.sample): the confidence behind each cell, for the map's weights."""
+        return self._grid.sample(image)
+
     def _compute(self, labels, width, height, header, t) -> GridOutcome:
         if not self.watch.grid_allowed(t):
             return GridOutcome(None, "CameraInfo is stale")

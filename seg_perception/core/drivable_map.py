@@ -112,9 +112,12 @@ class DrivableMap:
             arr[...] = shifted
         self.origin = (self.origin[0] + dc * res, self.origin[1] + dr * res)
 
-    def update(self, cells: np.ndarray, grid: GridSpec, pose: Pose2D, t: float) -> int:
+    def update(self, cells: np.ndarray, grid: GridSpec, pose: Pose2D, t: float,
+               weight: Optional[np.ndarray] = None) -> int:
         """Fuse one frame's grid (int8 [rows=y, cols=x] in ``grid``'s frame) seen at pose ``pose``
-        of that frame in the map frame, time ``t``; returns the map cells it saw.
+        of that frame in the map frame, time ``t``; returns the map cells it saw. ``weight``:
+        uint8 per grid cell (the model's confidence behind it, 255 = sure) scaling each cell's
+        hit or miss; an obstacle still reads not drivable at once, however unsure.
 
         Every map cell under the grid's footprint takes the grid cell its centre falls in
         (cv2.warpAffine, nearest, backwards: a turned grid leaves no holes in the map)."""
@@ -140,12 +143,18 @@ class DrivableMap:
         M = np.array([[c * k, s * k, (c * dx0 + s * dy0 - grid.x_min) / grid.resolution - 0.5],
                       [-s * k, c * k, (-s * dx0 + c * dy0 - grid.y_min) / grid.resolution - 0.5]])
         src = np.ascontiguousarray(cells).view(np.uint8)  # -1 -> 255 (OpenCV warps no int8)
-        obs = cv2.warpAffine(src, M, (c1 - c0, r1 - r0), flags=cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        size, flags = (c1 - c0, r1 - r0), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        obs = cv2.warpAffine(src, M, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
         L, seen = self.L[r0:r1, c0:c1], self.seen[r0:r1, c0:c1]
         free, occ = obs == FREE, obs == OCCUPIED
-        L[free] = np.maximum(L[free] + self._miss, self._lo)
-        L[occ] = np.minimum(np.maximum(L[occ] + self._hit, self._hit), self._hi)
+        if weight is None:
+            miss, hit = self._miss, self._hit
+        else:
+            w = cv2.warpAffine(np.ascontiguousarray(weight, np.uint8), M, size, flags=flags,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255.0
+            miss, hit = w[free] * self._miss, w[occ] * self._hit
+        L[free] = np.maximum(L[free] + miss, self._lo)
+        L[occ] = np.minimum(np.maximum(L[occ] + hit, self._hit), self._hi)
         known = free | occ
         seen[known] = t
         self.updates += 1
@@ -207,7 +216,8 @@ class MapBuilder:
             self.map.clear(reason)
         return reason
 
-    def on_grid(self, cells: np.ndarray, grid: GridSpec, t: float) -> MapOutcome:
+    def on_grid(self, cells: np.ndarray, grid: GridSpec, t: float,
+                weight: Optional[np.ndarray] = None) -> MapOutcome:
         newest = self.history.newest_time
         if self.map.stamp is not None and t < self.map.stamp - 1.0:
             self.map.clear(f"frame time went backwards by {self.map.stamp - t:.1f} s (a bag looping?)")
@@ -225,7 +235,7 @@ class MapBuilder:
                 self.outcome = MapOutcome("warn", f"frame skipped: no odometry around its stamp "
                                                   f"({self.skipped} skipped so far)")
             else:
-                self.map.update(cells, grid, pose, t)
+                self.map.update(cells, grid, pose, t, weight)
                 self.outcome = MapOutcome("ok", "updating" + (f" (last cleared: {self.map.last_clear})"
                                                               if self.map.last_clear else ""))
         return self.outcome

@@ -544,6 +544,17 @@ class GroundGrid:
         cv2.bitwise_or(near, far, dst=near)
         return cv2.LUT(near, self._rule).view(np.int8)
 
+    def sample(self, image: np.ndarray) -> np.ndarray:
+        """uint8 [height, width]: per cell, the value of ``image`` (uint8, the class map's size:
+        e.g. the model's confidence) at the pixel that decides the cell; 0 where none does."""
+        if self._maps is None:
+            raise GridError("grid is not configured (no valid CameraInfo and pose yet)")
+        if image.shape != self._label_shape:
+            raise GridError(f"image is {image.shape[1]}x{image.shape[0]}, the grid's class map "
+                            f"{self._label_shape[1]}x{self._label_shape[0]}")
+        return cv2.remap(np.ascontiguousarray(image[self._crop]), self._maps[1], None, cv2.INTER_NEAREST,
+                         borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
 
 def body_pose_from_optical(translation, quaternion_xyzw) -> np.ndarray:
     """4x4 grid_frame <- camera body frame, from a transform grid_frame <- camera optical frame

@@ -111,6 +111,13 @@ class FrameResult:
             self.timer.add("grid", time.perf_counter() - t0)
         return self._grid
 
+    def grid_confidence(self) -> Optional[np.ndarray]:
+        """uint8 per grid cell: the model's confidence at the pixel behind the cell (the drivable
+        map's weights); None without a grid or for a model without confidence."""
+        if self.confidence_small is None or self.grid().cells is None:
+            return None
+        return self._timed("grid_confidence", lambda: self.pipeline.grid.sample(self.confidence_small), "grid")
+
     def confidence(self, out: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
         """HxW uint8 confidence at the frame's size (255 = certain), None for a model without
         a confidence output."""

@@ -90,8 +90,10 @@ class MapOutput:
         if reason:
             self._log("map_clear", "warn", f"drivable map cleared: {reason}")
 
-    def on_grid(self, cells: np.ndarray, spec: GridSpec, header: Header) -> None:
-        """A camera's per-frame grid (in grid.frame_id) at its frame's stamp."""
+    def on_grid(self, cells: np.ndarray, spec: GridSpec, header: Header,
+                weight: Optional[np.ndarray] = None) -> None:
+        """A camera's per-frame grid (in grid.frame_id) at its frame's stamp; ``weight``: the
+        model's confidence behind each cell, where the model gives it."""
         t = header.stamp.sec + header.stamp.nanosec * 1e-9
         if self.tf is not None:  # the pose at this very stamp, from TF, into the pose history
             pose, error = self.tf.at(header)
@@ -109,7 +111,7 @@ class MapOutput:
                 self._log("map_clear", "warn", f"drivable map cleared: {reason}")
         with self.lock:
             before = self.builder.map.updates
-            outcome = self.builder.on_grid(cells, spec, t)
+            outcome = self.builder.on_grid(cells, spec, t, weight)
             if self.builder.map.updates > before and self.builder.map.stamp == t:
                 self.stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # exact, not t
         if outcome.state != "ok":

@@ -576,7 +576,7 @@ class CameraSegBase(Node):
             if self.surround is not None and grid.cells is not None:
                 self._publish_surround(cam, result, grid.cells)
             if self.map is not None and grid.cells is not None:
-                self.map.on_grid(grid.cells, cam.pipeline.grid.spec, result.frame.header)
+                self.map.on_grid(grid.cells, cam.pipeline.grid.spec, result.frame.header, result.grid_confidence())
         cam.stats.on_processed(time.monotonic() - t_received, result.timer.times)
         if cam.stats is not self.stats:  # the network's figures over all cameras
             self.stats.on_processed(time.monotonic() - t_received, result.timer.times)

@@ -62,7 +62,8 @@ class BagMap:
             return
         header = result.frame.header
         before = self.builder.map.updates
-        self.builder.on_grid(grid.cells, self.grid_spec, header.stamp.sec + header.stamp.nanosec * 1e-9)
+        self.builder.on_grid(grid.cells, self.grid_spec, header.stamp.sec + header.stamp.nanosec * 1e-9,
+                             result.grid_confidence())
         m = self.builder.map
         if m.updates > before:
             self._header = copy_header(header, self.frame_id)

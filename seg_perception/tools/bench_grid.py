@@ -123,11 +123,12 @@ def _bench_map(spec: GridSpec, grids, frames: int):
     """Per-frame map update with the vehicle driving at 8 m/s and turning slowly (10 Hz)."""
     m = DrivableMap(MapSpec())
     update, publish = np.empty(frames), np.empty(max(1, frames // 10))
+    weight = np.full(grids[0].shape, 200, np.uint8)  # the model's confidence behind each cell, as the node passes it
     for i in range(frames):
         t = i / 10.0
         pose = (8.0 * t, 0.5 * t, 0.02 * t)
         t0 = time.perf_counter()
-        m.update(grids[i % len(grids)], spec, pose, t)
+        m.update(grids[i % len(grids)], spec, pose, t, weight)
         update[i] = time.perf_counter() - t0
         if i % 10 == 0:
             t0 = time.perf_counter()
