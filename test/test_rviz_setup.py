@@ -8,6 +8,7 @@ import re
 from seg_perception.core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS
 from seg_perception.ros.rviz_setup import node_fqn, rviz_config_text, rviz_missing, write_rviz_config
 
+MAP_OUTPUT = "drivable_map"  # ros/map_output.MAP_OUTPUT, named here without importing rclpy
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(REPO, "rviz", "camera_seg.rviz")
 
@@ -31,7 +32,7 @@ def test_rviz2_is_looked_up_in_the_ament_index(tmp_path, monkeypatch):
 def test_the_rviz_config_names_the_namespaced_node_topics(tmp_path):
     template = open(TEMPLATE).read()
     names = {t.rsplit("/", 1)[1] for t in topics(template)}
-    published = set(IMAGE_OUTPUTS) | {GRID_OUTPUT, GRID_OUTPUT + "_updates"}
+    published = set(IMAGE_OUTPUTS) | {GRID_OUTPUT, GRID_OUTPUT + "_updates", MAP_OUTPUT, MAP_OUTPUT + "_updates"}
     assert names and names <= published, names - published
     for ns, fqn in (("", "/camera_seg"), ("front", "/front/camera_seg"), ("/veh/front/", "/veh/front/camera_seg")):
         assert node_fqn(ns, "camera_seg") == fqn
@@ -48,8 +49,8 @@ def test_the_multi_camera_rviz_config_names_the_rigs_topics():
 
     text = open(os.path.join(REPO, "rviz", "multi_camera.rviz")).read()
     cameras = load_parameters_file(os.path.join(REPO, "config", "multi_camera.yaml"))["cameras"]
-    want = {f"/camera_seg/{c}/overlay" for c in cameras} | {f"/camera_seg/{GRID_OUTPUT}",
-                                                          f"/camera_seg/{GRID_OUTPUT}_updates"}
+    want = {f"/camera_seg/{c}/overlay" for c in cameras} | {f"/camera_seg/{n}" for n in (
+        GRID_OUTPUT, GRID_OUTPUT + "_updates", MAP_OUTPUT, MAP_OUTPUT + "_updates")}
     assert topics(text) == want
     assert topics(rviz_config_text(text, "/car/camera_seg")) == {t.replace("/camera_seg", "/car/camera_seg", 1)
                                                                   for t in want}
