@@ -170,7 +170,7 @@ def test_trinary_form_and_the_window_rolls_with_the_vehicle():
     assert set(np.unique(m.occupancy())) <= {-1, 0, 100}
     origin = m.origin
     blind = np.full((GRID.height, GRID.width), -1, np.int8)
-    m.update(blind, GRID, (3.0, 0.0, 0.0), 0.1)  # within the middle half: no shift
+    m.update(blind, GRID, (1.5, 0.0, 0.0), 0.1)  # less than a tenth of the window off centre: no shift
     assert m.origin == origin
     m.update(blind, GRID, (8.0, 0.0, 0.0), 0.2)  # further: the window follows
     assert m.origin[0] == pytest.approx(origin[0] + 8.0, abs=0.11)
@@ -223,3 +223,41 @@ def test_confidence_weights_scale_each_observation_but_never_soften_an_obstacle(
     barely = DrivableMap(SPEC)
     barely.update(synthetic((10.0, 0.0)), GRID, pose, 0.0, np.full((GRID.height, GRID.width), 3, np.uint8))
     assert value_at(barely, 10.0, 0.0) >= 70
+
+
+@pytest.mark.parametrize("yaw,res", [(0.0, 0.1), (math.pi / 4, 0.1), (0.3, 0.1), (0.0, 0.2), (math.pi / 4, 0.25)])
+def test_no_single_cell_obstacle_is_lost_on_a_turned_or_coarser_map(yaw, res):
+    """Nearest sampling alone skipped up to 16% of one-cell obstacles at 45 degrees and most on a
+    coarser map: obstacles are max-pooled into the map, each one stays not drivable."""
+    rng = np.random.default_rng(0)
+    cells = np.zeros((GRID.height, GRID.width), np.int8)
+    rows, cols = rng.integers(10, GRID.height - 10, 300), rng.integers(10, GRID.width - 10, 300)
+    cells[rows, cols] = 100
+    m = DrivableMap(MapSpec(resolution=res, size_x=80.0, size_y=80.0))
+    pose = (3.0, -2.0, yaw)
+    m.update(cells, GRID, pose, 0.0)
+    xs, ys = GRID.cell_centres()
+    c, s = math.cos(yaw), math.sin(yaw)
+    occ = m.occupancy()
+    lost = 0
+    for r, k in zip(rows, cols):
+        x, y = pose[0] + c * xs[k] - s * ys[r], pose[1] + s * xs[k] + c * ys[r]
+        i, j = int((y - m.origin[1]) / res), int((x - m.origin[0]) / res)
+        lost += occ[i, j] < 65
+    assert lost == 0
+
+
+def test_several_cameras_posed_by_tf_in_any_stamp_order_do_not_clear_the_map():
+    b = MapBuilder(SPEC, odom_timeout=0.5)
+    for t in (10.033, 10.020, 10.041, 10.000):  # four unsynchronised cameras, taken in fair order
+        assert b.on_grid(synthetic(), GRID, t, pose=(t, 0.0, 0.0)).state == "ok"
+    assert b.map.clears == 0 and b.map.updates == 4
+    b.on_grid(synthetic(), GRID, 5.0, pose=(5.0, 0.0, 0.0))  # seconds back: a bag looping
+    assert b.map.clears == 1 and "backwards" in b.map.last_clear
+
+
+def test_odometry_that_is_not_a_number_is_ignored():
+    h = PoseHistory()
+    h.add(0.0, (0.0, 0.0, 0.0))
+    assert h.add(0.1, (float("nan"), 0.0, 0.0)) is None and h.rejected == 1
+    assert h.at(0.05) == (0.0, 0.0, 0.0) and h.newest_time == 0.0

@@ -28,6 +28,9 @@ from .grid import FREE, OCCUPIED, UNKNOWN, GridSpec
 from .odometry import Pose2D, PoseHistory
 
 
+DECAY_STEP_S = 0.25
+
+
 def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -78,6 +81,7 @@ class DrivableMap:
         self.clears = 0
         self.last_clear = ""
         self._hit, self._miss = logit(spec.hit), logit(spec.miss)
+        self._decayed_at: Optional[float] = None
         self._lo, self._hi = logit(spec.p_min), logit(spec.p_max)
 
     def clear(self, reason: str) -> None:
@@ -86,6 +90,7 @@ class DrivableMap:
         self.seen[:] = -np.inf
         self.origin = None
         self.stamp = None
+        self._decayed_at = None
         self.clears += 1
         self.last_clear = reason
 
@@ -98,8 +103,9 @@ class DrivableMap:
             return
         dc = int(round((want[0] - self.origin[0]) / res))
         dr = int(round((want[1] - self.origin[1]) / res))
-        # move only when the vehicle left the middle half: no shifting every frame
-        if abs(dc) < self.cols // 4 and abs(dr) < self.rows // 4:
+        # move when the vehicle is a tenth of the window off centre: not every frame (a shift
+        # copies the window), and the view ahead stays within the window (at least 40% of it)
+        if abs(dc) < max(1, self.cols // 10) and abs(dr) < max(1, self.rows // 10):
             return
         for arr, empty in ((self.L, 0.0), (self.seen, -np.inf)):
             shifted = np.full_like(arr, empty)
@@ -145,23 +151,37 @@ class DrivableMap:
         src = np.ascontiguousarray(cells).view(np.uint8)  # -1 -> 255 (OpenCV warps no int8)
         size, flags = (c1 - c0, r1 - r0), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
         obs = cv2.warpAffine(src, M, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        # obstacles max-pooled: a map cell is not drivable when any grid cell within reach of its
+        # centre is (nearest sampling alone skips grid cells at an angle or on a coarser map)
+        occ_src = (cells == OCCUPIED).astype(np.uint8) * 255
+        reach = int(math.ceil(k))
+        if reach > 1:
+            occ_src = cv2.dilate(occ_src, np.ones((reach, reach), np.uint8))
+        occ = cv2.warpAffine(occ_src, M, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                             borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
         L, seen = self.L[r0:r1, c0:c1], self.seen[r0:r1, c0:c1]
-        free, occ = obs == FREE, obs == OCCUPIED
+        free = (obs == FREE) & ~occ
         if weight is None:
             miss, hit = self._miss, self._hit
         else:
             w = cv2.warpAffine(np.ascontiguousarray(weight, np.uint8), M, size, flags=flags,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) / 255.0
-            miss, hit = w[free] * self._miss, w[occ] * self._hit
-        L[free] = np.maximum(L[free] + miss, self._lo)
-        L[occ] = np.minimum(np.maximum(L[occ] + hit, self._hit), self._hi)
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) * (1.0 / 255.0)
+            miss, hit = w * self._miss, w * self._hit
+        # dense over the footprint (cheaper than indexing by masks)
+        np.copyto(L, np.maximum(L + miss, self._lo), where=free)
+        np.copyto(L, np.minimum(np.maximum(L + hit, self._hit), self._hi), where=occ)
         known = free | occ
-        seen[known] = t
+        np.copyto(seen, t, where=known)
         self.updates += 1
         self._decay()
         return int(known.sum())
 
     def _decay(self) -> None:
+        # a full pass over the window: at most every DECAY_STEP_S of frame time (a cell then
+        # fades at decay_time + at most that)
+        if self._decayed_at is not None and self._decayed_at <= self.stamp < self._decayed_at + DECAY_STEP_S:
+            return
+        self._decayed_at = self.stamp
         old = self.seen < self.stamp - self.spec.decay_time
         if old.any():
             self.L[old] = 0.0
@@ -217,11 +237,17 @@ class MapBuilder:
         return reason
 
     def on_grid(self, cells: np.ndarray, grid: GridSpec, t: float,
-                weight: Optional[np.ndarray] = None) -> MapOutcome:
+                weight: Optional[np.ndarray] = None, pose: Optional[Pose2D] = None) -> MapOutcome:
+        """``pose``: the frame's pose where the caller has it at this very stamp (TF), instead of
+        the odometry history (several cameras' frames come in any order of their stamps)."""
         newest = self.history.newest_time
         if self.map.stamp is not None and t < self.map.stamp - 1.0:
             self.map.clear(f"frame time went backwards by {self.map.stamp - t:.1f} s (a bag looping?)")
-        if newest is None:
+        if pose is not None:
+            self.map.update(cells, grid, pose, t, weight)
+            self.outcome = MapOutcome("ok", "updating" + (f" (last cleared: {self.map.last_clear})"
+                                                          if self.map.last_clear else ""))
+        elif newest is None:
             self.not_updated += 1
             self.outcome = MapOutcome("warn", f"map not updated: no odometry on {self.odom_source}")
         elif t - newest > self.odom_timeout:

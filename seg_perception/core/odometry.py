@@ -37,6 +37,7 @@ class PoseHistory:
         self.jump_distance = jump_distance
         self.max_speed = max_speed
         self.tolerance = tolerance
+        self.rejected = 0  # poses ignored: not finite
         self._t: Deque[float] = deque()
         self._pose: Deque[Pose2D] = deque()
 
@@ -49,7 +50,11 @@ class PoseHistory:
         self._pose.clear()
 
     def add(self, t: float, pose: Pose2D) -> Optional[str]:
-        """Take a pose; returns why the history (and a map built on it) starts over, or None."""
+        """Take a pose; returns why the history (and a map built on it) starts over, or None.
+        A pose or time that is not finite (NaN from a broken driver) is ignored."""
+        if not all(math.isfinite(v) for v in (t,) + tuple(pose)):
+            self.rejected += 1
+            return None
         reason = None
         if self._t:
             t0, (x0, y0, _) = self._t[-1], self._pose[-1]

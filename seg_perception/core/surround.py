@@ -12,6 +12,7 @@ by the side camera is not erased by the front camera's view of the road behind i
 from __future__ import annotations
 
 import dataclasses
+import threading
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -51,20 +52,23 @@ class SurroundGrid:
         self.cameras = list(cameras)
         self.max_spread_s = float(max_spread_s)
         self._latest: Dict[str, _Latest] = {}
+        self._lock = threading.Lock()  # the output thread updates, diagnostics read
 
     def update(self, camera: str, cells: np.ndarray, stamp: float) -> None:
         if camera not in self.cameras:
             raise KeyError(f"unknown camera {camera!r}; cameras: {self.cameras}")
-        self._latest[camera] = _Latest(np.asarray(cells, np.int8), float(stamp))
+        with self._lock:
+            self._latest[camera] = _Latest(np.asarray(cells, np.int8), float(stamp))
 
     def fused(self) -> Optional[Tuple[np.ndarray, float, List[str]]]:
         """(cells, stamp of the newest grid in it, cameras in it), or None before any grid."""
-        if not self._latest:
+        with self._lock:
+            latest = dict(self._latest)
+        if not latest:
             return None
-        newest = max(v.stamp for v in self._latest.values())
-        used = [c for c in self.cameras if c in self._latest
-                and newest - self._latest[c].stamp <= self.max_spread_s]
-        return fuse_grids([self._latest[c].cells for c in used]), newest, used
+        newest = max(v.stamp for v in latest.values())
+        used = [c for c in self.cameras if c in latest and newest - latest[c].stamp <= self.max_spread_s]
+        return fuse_grids([latest[c].cells for c in used]), newest, used
 
 
 def fair_order(waiting: Dict[str, float], last_served: Dict[str, float]) -> List[str]:

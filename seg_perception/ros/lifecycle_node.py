@@ -21,7 +21,8 @@ from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallba
 
 from .node import CameraSegBase, run_node
 
-SUCCESS, FAILURE = TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE
+SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
+                           TransitionCallbackReturn.ERROR)
 
 
 class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
@@ -40,7 +41,10 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
         self.destroy_lifecycle_publisher(pub)
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        error = self._configure(load_now=True)
+        try:
+            error = self._configure(load_now=True)
+        except Exception as exc:  # a part that cannot be made (a bad TF setup, ...): undo the rest
+            error = f"{exc!r}"
         self.configure_error = error or ""
         if error:
             self.get_logger().error(f"configure failed: {error}")
@@ -64,7 +68,7 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         if not self._cleanup():
-            return FAILURE
+            return ERROR  # a worker that did not stop: on_error tries again, else the node ends
         self.lifecycle_state = "unconfigured"
         return super().on_cleanup(state)
 
@@ -77,7 +81,10 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
         self._deactivate()
-        self._cleanup()
+        if not self._cleanup():  # still a worker that will not stop: finalized, the process ends
+            self.lifecycle_state = "finalized"
+            self.finished = True
+            return FAILURE
         self.lifecycle_state = "unconfigured"
         return SUCCESS
 

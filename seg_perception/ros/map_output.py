@@ -55,14 +55,15 @@ class MapOutput:
         self.published_stamp: Optional[float] = None
         self.stamp = Time()  # the header stamp of the newest frame in the map
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        self.timer = node.create_timer(1.0 / float(p["map.rate"]), self.publish, clock=steady)
+        # guarded: an error is logged, never the end of the executor
+        self.timer = node.create_timer(1.0 / float(p["map.rate"]), node._guarded(self.publish), clock=steady)
 
     def subscribe(self) -> None:
         # best effort matches every publisher (a reliable one too); the history keeps what arrives
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=50, reliability=ReliabilityPolicy.BEST_EFFORT,
                          durability=DurabilityPolicy.VOLATILE)
         if self.sub is None and self.tf is None:
-            self.sub = self.node.create_subscription(Odometry, ODOM_TOPIC, self.on_odometry, qos)
+            self.sub = self.node.create_subscription(Odometry, ODOM_TOPIC, self.node._guarded(self.on_odometry), qos)
 
     def unsubscribe(self) -> None:
         if self.sub is not None:
@@ -71,6 +72,8 @@ class MapOutput:
 
     def destroy(self, drop_publisher) -> None:
         self.unsubscribe()
+        if self.tf is not None:
+            self.tf.close()
         self.node.destroy_timer(self.timer)
         drop_publisher(self.pub)
 
@@ -95,23 +98,18 @@ class MapOutput:
         """A camera's per-frame grid (in grid.frame_id) at its frame's stamp; ``weight``: the
         model's confidence behind each cell, where the model gives it."""
         t = header.stamp.sec + header.stamp.nanosec * 1e-9
-        if self.tf is not None:  # the pose at this very stamp, from TF, into the pose history
+        pose = None
+        if self.tf is not None:  # the pose at this very stamp, from TF (cameras come in any stamp order)
             pose, error = self.tf.at(header)
-            with self.lock:
-                if pose is None:
-                    self.builder.skipped += 1
-                    self.builder.outcome = MapOutcome("warn", f"frame skipped: {error}")
-                    outcome = self.builder.outcome
-                else:
-                    reason = self.builder.on_odometry(t, pose)
             if pose is None:
+                with self.lock:
+                    self.builder.skipped += 1
+                    self.builder.outcome = outcome = MapOutcome("warn", f"frame skipped: {error}")
                 self._log("map", "warn", outcome.status)
                 return
-            if reason:
-                self._log("map_clear", "warn", f"drivable map cleared: {reason}")
         with self.lock:
             before = self.builder.map.updates
-            outcome = self.builder.on_grid(cells, spec, t, weight)
+            outcome = self.builder.on_grid(cells, spec, t, weight, pose)
             if self.builder.map.updates > before and self.builder.map.stamp == t:
                 self.stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # exact, not t
         if outcome.state != "ok":
@@ -165,6 +163,12 @@ class TfMapPose:
             return
         self._buffer = Buffer()
         self._listener = TransformListener(self._buffer, node)
+
+    def close(self) -> None:
+        """The listener's /tf subscriptions go with it (a lifecycle cleanup, then configure again)."""
+        listener, self._listener = getattr(self, "_listener", None), None
+        if listener is not None and hasattr(listener, "unregister"):
+            listener.unregister()
 
     def at(self, header):
         """((x, y, yaw), "") or (None, why)."""

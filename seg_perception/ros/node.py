@@ -110,12 +110,12 @@ class CameraSegBase(Node):
         self._frame_arrived = threading.Event()  # any camera's slot got a frame
         self.backend_text, self.backend_reason = "not loaded", ""
         self.empty_masks = "n/a: no model loaded"
+        self._create_workers()  # first: from here on _cleanup can undo whatever follows
+        self.configured = True
         self._create_publishers()
         if self.p["map.enabled"]:
             self.map = MapOutput(self, self.p, self._make_publisher, self._log)
         self._create_inputs()
-        self._create_workers()
-        self.configured = True
         if load_now:
             self._load_model()
             if self.pipeline is None:
@@ -143,6 +143,7 @@ class CameraSegBase(Node):
         self.active = False
         for cam in self.cameras.values():
             cam.unsubscribe(self)
+            cam.slot.get(timeout=0)  # no stale frame published (or mapped) after the next activate
         if self.map is not None:
             self.map.unsubscribe()
 
@@ -157,7 +158,7 @@ class CameraSegBase(Node):
             cam.unsubscribe(self)
             for pub in cam.pubs.values():
                 self._drop_publisher(pub)
-        if self.surround is not None:
+        if self.surround is not None and getattr(self, "surround_pub", None) is not None:
             self._drop_publisher(self.surround_pub)
         if self.map is not None:
             self.map.destroy(self._drop_publisher)
@@ -199,7 +200,7 @@ class CameraSegBase(Node):
         self.slot = self.cameras[next(iter(self.cameras))].slot  # the single camera's
         # a batch: [(camera, prepared frame, receive time)], one frame per camera; a dropped
         # batch gives its input buffers back
-        self.ready_slot = LatestSlot(on_drop=lambda batch: [prepared.release() for _, prepared, _ in batch])
+        self.ready_slot = LatestSlot(on_drop=self._drop_batch)
         self.out_slot = LatestPerKey()  # each camera's newest result: one camera never drops another's
         self.batch_limit = 1  # frames per network run (core/pipeline.batch_limit), set at load
         self.network_runs = self.network_frames = 0  # batches run, frames in them
@@ -250,10 +251,11 @@ class CameraSegBase(Node):
         self.fatal_error = text
 
     def _guarded(self, fn):
-        """A timer callback that reports its errors instead of ending rclpy.spin (and the node)."""
-        def call() -> None:
+        """A timer or subscription callback that reports its errors instead of ending rclpy.spin
+        (and the node)."""
+        def call(*args) -> None:
             try:
-                fn()
+                fn(*args)
             except Exception as exc:
                 self._log("timer", "error", f"{fn.__name__} failed: {exc!r}")
         return call
@@ -441,6 +443,7 @@ class CameraSegBase(Node):
             if self.pipeline is None:
                 pr = self.stats.problem("model")
                 self._log("model", "error", "dropping frames: " + (pr.message if pr else "no model loaded"))
+                cam.stats.on_dropped()
                 continue
             item = newest_when_needed(item, cam.slot, self.ready_slot, self._network, self._prepare_s or 0.0,
                                       cam.stats.on_dropped)
@@ -457,8 +460,8 @@ class CameraSegBase(Node):
                 if prepared is not None:
                     batch.append(prepared)
             self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
-            if batch and self.ready_slot.put(batch):
-                self.stats.on_dropped()
+            if batch:
+                self.ready_slot.put(batch)  # a batch it replaces is counted by _drop_batch
 
     def _next_frame(self, timeout: float):
         """(camera, its newest frame) of the camera whose turn it is, or (None, None) after
@@ -481,6 +484,12 @@ class CameraSegBase(Node):
                 break
             self._frame_arrived.wait(min(left, 0.05))
         return None, None
+
+    def _drop_batch(self, batch) -> None:
+        """A prepared batch the network never took: its buffers back, each frame a drop."""
+        for cam, prepared, _ in batch:
+            prepared.release()
+            cam.stats.on_dropped()
 
     def _more_frames(self, n: int) -> list:
         """Up to ``n`` more cameras' waiting frames for the batch, the next in turn first."""
@@ -587,7 +596,9 @@ class CameraSegBase(Node):
         self.surround.update(cam.name, cells, header.stamp.sec + header.stamp.nanosec * 1e-9)
         if self.surround_pub.get_subscription_count() == 0:
             return
-        fused, _, _ = self.surround.fused()
+        fused, newest, _ = self.surround.fused()
+        if newest > header.stamp.sec + header.stamp.nanosec * 1e-9:
+            return  # a newer camera's grid is in it: that one published (stamps never go back)
         spec = cam.pipeline.grid.spec
         self.surround_pub.publish(occupancy_grid_msg(fused, spec.resolution, (spec.x_min, spec.y_min),
                                                      copy_header(header, cam.pipeline.grid.frame_id)))

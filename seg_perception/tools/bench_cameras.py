@@ -218,7 +218,8 @@ def measure(setup: str, args) -> Dict[str, object]:
 
 def report(r: Dict[str, object]) -> None:
     label = "one node, all cameras" if r["setup"] == "one" else f"{r['processes']} single-camera nodes"
-    print(f"{label}: {r['capacity_fps']:.1f} frames/s processed in all; memory {r['rss_mb_total']:.0f} MB "
+    rss = "n/a" if r["rss_mb_total"] is None else f"{r['rss_mb_total']:.0f}"
+    print(f"{label}: {r['capacity_fps']:.1f} frames/s processed in all; memory {rss} MB "
           f"(RSS, summed); inference {r['inference_ms_median'] or float('nan'):.0f} ms per network run (median)"
           + (f", {r['frames_per_network_run']:.2f} frames per run" if r["frames_per_network_run"] else ""))
     for c, v in r["per_camera"].items():
@@ -245,7 +246,9 @@ def run(args) -> Dict[str, object]:
         p99 = [v["p99_ms"] for v in one["per_camera"].values() if v["p99_ms"] is not None]
         inf: Optional[float] = one["inference_ms_median"]
         results["one_p99_over_inference"] = max(p99) / inf if p99 and inf else None
-        print(f"one node / {args.cameras} nodes: throughput {results['throughput_ratio']:.2f}x (target >= 1.0), "
-              f"memory {results['memory_ratio']:.2f}x (target <= 0.5); one node's worst camera p99 / inference "
-              f"{results['one_p99_over_inference'] or float('nan'):.1f} (target <= 2.5)")
+        def ratio(v, fmt):
+            return "n/a" if v is None else format(v, fmt)
+        print(f"one node / {args.cameras} nodes: throughput {ratio(results['throughput_ratio'], '.2f')}x (target >= 1.0), "
+              f"memory {ratio(results['memory_ratio'], '.2f')}x (target <= 0.5); one node's worst camera p99 / "
+              f"inference {ratio(results['one_p99_over_inference'], '.1f')} (target <= 2.5)")
     return results
