@@ -61,12 +61,7 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
         T = camera_pose(cam.pose_xyz, cam.pose_rpy)
         lw, lh = label_size
 
-        build_ms = []
-        for _ in range(max(1, builds)):
-            grid = GroundGrid(spec, groups)  # fresh: measures a real build each time
-            t0 = time.perf_counter()
-            grid.configure(model, T, lh, lw)
-            build_ms.append((time.perf_counter() - t0) * 1e3)
+        grid, build_ms = _time_builds(spec, groups, model, T, lh, lw, builds)
         t0 = time.perf_counter()
         rebuilt = grid.configure(model, T, lh, lw)
         unchanged_us = (time.perf_counter() - t0) * 1e6
@@ -105,18 +100,34 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
     finally:
         cv2.setNumThreads(old_threads)
     if print_fn is not None:
-        print_fn(f"grid {result['grid_cells']} cells @ {spec.resolution} m "
-                 f"({result['visible_cells']} in view), camera {result['camera']}, "
-                 f"labels {result['label_size']}, OpenCV threads {result['opencv_threads']}")
-        print_fn(f"  LUT build: {result['build_ms_median']:.1f} ms (median of {len(build_ms)}); "
-                 f"configure with nothing changed: {unchanged_us:.0f} us")
-        print_fn(f"  per frame: median {result['compute_ms_median']:.3f} ms, "
-                 f"p90 {result['compute_ms_p90']:.3f} ms, min {result['compute_ms_min']:.3f} ms "
-                 f"over {frames} frames")
-        print_fn(f"  drivable map {result['map_cells']} cells @ {MapSpec().resolution} m: update per frame median "
-                 f"{result['map_update_ms_median']:.2f} ms, p90 {result['map_update_ms_p90']:.2f} ms (target < 2 ms); "
-                 f"occupancy for publishing {result['map_publish_ms_median']:.2f} ms")
+        _print_result(result, spec, len(build_ms), unchanged_us, frames, print_fn)
     return result
+
+
+def _time_builds(spec: GridSpec, groups, model, T, lh: int, lw: int, builds: int):
+    """(the last grid built, ms of each build): a fresh GroundGrid each time, a real build."""
+    build_ms = []
+    for _ in range(max(1, builds)):
+        grid = GroundGrid(spec, groups)
+        t0 = time.perf_counter()
+        grid.configure(model, T, lh, lw)
+        build_ms.append((time.perf_counter() - t0) * 1e3)
+    return grid, build_ms
+
+
+def _print_result(result: Dict[str, object], spec: GridSpec, builds: int, unchanged_us: float, frames: int,
+                  print_fn: Callable[[str], None]) -> None:
+    print_fn(f"grid {result['grid_cells']} cells @ {spec.resolution} m "
+             f"({result['visible_cells']} in view), camera {result['camera']}, "
+             f"labels {result['label_size']}, OpenCV threads {result['opencv_threads']}")
+    print_fn(f"  LUT build: {result['build_ms_median']:.1f} ms (median of {builds}); "
+             f"configure with nothing changed: {unchanged_us:.0f} us")
+    print_fn(f"  per frame: median {result['compute_ms_median']:.3f} ms, "
+             f"p90 {result['compute_ms_p90']:.3f} ms, min {result['compute_ms_min']:.3f} ms "
+             f"over {frames} frames")
+    print_fn(f"  drivable map {result['map_cells']} cells @ {MapSpec().resolution} m: update per frame median "
+             f"{result['map_update_ms_median']:.2f} ms, p90 {result['map_update_ms_p90']:.2f} ms (target < 2 ms); "
+             f"occupancy for publishing {result['map_publish_ms_median']:.2f} ms")
 
 
 def _bench_map(spec: GridSpec, grids, frames: int):

@@ -123,23 +123,11 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
             {t: i.msgtype for t, i in topics.items()}, image_topic, camera_info_topic,
             prefer_compressed=params.get("image_transport") == "compressed")
         total = topics[image_topic].count
-        odom_topic = None
-        if params.get("map.enabled") and params["grid.enabled"]:
-            from .bag_map import odometry_topic
-
-            if params["map.pose_source"] != "odometry":
-                raise ValueError("process-bag takes the map's pose from the bag's odometry: "
-                                 "set map.pose_source:=odometry (TF from a bag is not read here)")
-
-            odom_topic = odometry_topic(topics, remaps)
+        odom_topic = _map_odometry_topic(params, topics, remaps)
         if max_frames is not None:
             total = min(total, max_frames)
-        stats: Dict[str, object] = {
-            "input": in_path, "output": out_path, "image_topic": image_topic, "camera_info_topic": info_topic,
-            "frames_total": topics[image_topic].count, "frames_processed": 0, "frames_failed": 0,
-            "first_error": None, "grid_missing": 0, "grid_error": None, "written": {}, "copied_topics": [],
-            "interrupted": False, "stage_seconds": {}, "render_dir": render_dir, "video": None,
-            "video_error": None, "storage": storage or reader.storage}
+        stats = _new_stats(in_path, out_path, image_topic, info_topic, topics[image_topic].count, render_dir,
+                           storage or reader.storage)
         own_pipeline = pipeline is None
         if own_pipeline:
             pipeline = build_pipeline(params, camera_info_topic=info_topic or "camera_info")
@@ -176,6 +164,28 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
         progress.finish()
         stats["seconds"] = time.perf_counter() - t_start
     return stats
+
+
+def _new_stats(in_path: str, out_path: str, image_topic: str, info_topic: Optional[str], frames: int,
+               render_dir: Optional[str], storage: str) -> Dict[str, object]:
+    """What process_bag counts and returns."""
+    return {"input": in_path, "output": out_path, "image_topic": image_topic, "camera_info_topic": info_topic,
+            "frames_total": frames, "frames_processed": 0, "frames_failed": 0,
+            "first_error": None, "grid_missing": 0, "grid_error": None, "written": {}, "copied_topics": [],
+            "interrupted": False, "stage_seconds": {}, "render_dir": render_dir, "video": None,
+            "video_error": None, "storage": storage}
+
+
+def _map_odometry_topic(params: Dict[str, object], topics, remaps: Dict[str, str]) -> Optional[str]:
+    """The bag's odometry topic when the drivable map is wanted (map.enabled), else None."""
+    if not (params.get("map.enabled") and params["grid.enabled"]):
+        return None
+    from .bag_map import odometry_topic
+
+    if params["map.pose_source"] != "odometry":
+        raise ValueError("process-bag takes the map's pose from the bag's odometry: "
+                         "set map.pose_source:=odometry (TF from a bag is not read here)")
+    return odometry_topic(topics, remaps)
 
 
 def _run_frames(reader, writer, topics, image_topic: str, info_topic: Optional[str], pipeline, sink,
