@@ -19,25 +19,35 @@ from test_node import as_array, image_msg, sample_scene_in_test_colours, start_n
 CAMERAS = ("front", "rear")
 
 
+def start_front_and_rear(ros_domain, colour_model, cam):
+    """The node with two cameras: front as the sample camera, rear the same mount turned round."""
+    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
+    return start_node(ros_domain, colour_model, **{
+        "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
+        "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
+        "rear.camera_pose.xyz": [-xyz[0], xyz[1], xyz[2]], "rear.camera_pose.rpy": [rpy[0], rpy[1], math.pi]})
+
+
+def rig_topics(peer, node):
+    """(labels, surround grid, diagnostics collectors; image and CameraInfo publishers), matched."""
+    labels = {c: peer.subscribe(Image, f"/camera_seg/{c}/labels", RELIABLE) for c in CAMERAS}
+    surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
+    diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
+    pubs = {c: peer.publisher(Image, f"/{c}/image_raw", RELIABLE) for c in CAMERAS}
+    infos = {c: peer.publisher(CameraInfo, f"/{c}/camera_info", RELIABLE) for c in CAMERAS}
+    for c in CAMERAS:
+        assert peer.wait_matched(pubs[c]) and peer.wait_matched(infos[c]), node.log()
+    return labels, surround, diag, pubs, infos
+
+
 def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, peer, colour_model):
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb = sample_scene_in_test_colours(320, 180)
-    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
-    rear_xyz, rear_rpy = [-xyz[0], xyz[1], xyz[2]], [rpy[0], rpy[1], math.pi]  # looking backwards
-    node = start_node(ros_domain, colour_model, **{
-        "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
-        "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
-        "rear.camera_pose.xyz": rear_xyz, "rear.camera_pose.rpy": rear_rpy})
+    node = start_front_and_rear(ros_domain, colour_model, cam)  # the rear camera looks backwards
     try:
-        labels = {c: peer.subscribe(Image, f"/camera_seg/{c}/labels", RELIABLE) for c in CAMERAS}
         grids = {c: peer.subscribe(OccupancyGrid, f"/camera_seg/{c}/drivable_grid", RELIABLE) for c in CAMERAS}
-        surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
-        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
-        pubs = {c: peer.publisher(Image, f"/{c}/image_raw", RELIABLE) for c in CAMERAS}
-        infos = {c: peer.publisher(CameraInfo, f"/{c}/camera_info", RELIABLE) for c in CAMERAS}
-        for c in CAMERAS:
-            assert peer.wait_matched(pubs[c]) and peer.wait_matched(infos[c]), node.log()
+        labels, surround, diag, pubs, infos = rig_topics(peer, node)
 
         def frame_of(c):
             def make(stamp):
@@ -133,19 +143,9 @@ def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_inf
 
     cam, rgb_front = sample_scene_in_test_colours(320, 180)
     rear_cam, rgb_rear = sample_scene_in_test_colours(160, 120)
-    xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
-    node = start_node(ros_domain, colour_model, **{
-        "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
-        "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
-        "rear.camera_pose.xyz": [-xyz[0], xyz[1], xyz[2]], "rear.camera_pose.rpy": [rpy[0], rpy[1], math.pi]})
+    node = start_front_and_rear(ros_domain, colour_model, cam)
     try:
-        labels = {c: peer.subscribe(Image, f"/camera_seg/{c}/labels", RELIABLE) for c in CAMERAS}
-        surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE)
-        diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
-        pubs = {c: peer.publisher(Image, f"/{c}/image_raw", RELIABLE) for c in CAMERAS}
-        infos = {c: peer.publisher(CameraInfo, f"/{c}/camera_info", RELIABLE) for c in CAMERAS}
-        for c in CAMERAS:
-            assert peer.wait_matched(pubs[c]) and peer.wait_matched(infos[c]), node.log()
+        labels, surround, diag, pubs, infos = rig_topics(peer, node)
 
         def bad_info(stamp):
             msg = camera_info_msg(rear_cam, stamp)

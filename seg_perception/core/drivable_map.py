@@ -153,7 +153,7 @@ class DrivableMap:
         obs = cv2.warpAffine(src, M, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
         # obstacles max-pooled: a map cell is not drivable when any grid cell within reach of its
         # centre is (nearest sampling alone skips grid cells at an angle or on a coarser map)
-        occ_src = (cells == OCCUPIED).astype(np.uint8) * 255
+        occ_src = cv2.compare(src, OCCUPIED, cv2.CMP_EQ)  # 255 where not drivable
         reach = int(math.ceil(k))
         if reach > 1:
             occ_src = cv2.dilate(occ_src, np.ones((reach, reach), np.uint8))

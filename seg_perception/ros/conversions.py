@@ -82,6 +82,11 @@ def occupancy_grid_msg(cells: np.ndarray, resolution: float, origin_xy, header: 
     return msg
 
 
+def stamp_seconds(header) -> float:
+    """A header's stamp in seconds (the map's and the surround grid's time)."""
+    return header.stamp.sec + header.stamp.nanosec * 1e-9
+
+
 def copy_header(header: Header, frame_id: Optional[str] = None) -> Header:
     h = Header()
     h.stamp = header.stamp

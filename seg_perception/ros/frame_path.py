@@ -27,7 +27,7 @@ from ..core.pipeline import GRID_OUTPUT, StageTimer, run_batch
 from ..core.surround import fair_order
 from . import diagnostics as diag
 from .camera import Camera
-from .conversions import copy_header, frame_from_msg, occupancy_grid_msg
+from .conversions import copy_header, frame_from_msg, occupancy_grid_msg, stamp_seconds
 
 # A worker thread that fails (a bug: per-frame errors are handled inside it) is restarted; one
 # that fails more than MAX_WORKER_RESTARTS times within RESTART_WINDOW_S ends the node with
@@ -113,7 +113,7 @@ class FramePath:
                 return
             t0 = time.monotonic()
             batch = []
-            for c, it in [(cam, item)] + self._more_frames(self.batch_limit - 1):
+            for c, it in [(cam, item)] + self._take_in_turn(self.batch_limit - 1):
                 try:
                     prepared = self._prepare(c, *it)
                 except Exception as exc:  # never let the worker die; report and go on
@@ -132,15 +132,9 @@ class FramePath:
         end = time.monotonic() + timeout
         while not self.slot.closed:
             self._frame_arrived.clear()
-            waiting = {c.name: c.waiting_since for c in self.cameras.values() if c.slot.occupied}
-            if waiting:
-                served = {c.name: c.last_served for c in self.cameras.values() if c.last_served is not None}
-                for name in fair_order(waiting, served):
-                    cam = self.cameras[name]
-                    ok, item = cam.slot.get(timeout=0)
-                    if ok:
-                        cam.last_served = time.monotonic()
-                        return cam, item
+            taken = self._take_in_turn(1)
+            if taken:
+                return taken[0]
             left = end - time.monotonic()
             if left <= 0:
                 break
@@ -153,8 +147,9 @@ class FramePath:
             prepared.release()
             cam.stats.on_dropped()
 
-    def _more_frames(self, n: int) -> list:
-        """Up to ``n`` more cameras' waiting frames for the batch, the next in turn first."""
+    def _take_in_turn(self, n: int) -> list:
+        """Up to ``n`` cameras' waiting frames [(camera, frame)], the camera served longest ago
+        first (core/surround.fair_order)."""
         if n <= 0:
             return []
         waiting = {c.name: c.waiting_since for c in self.cameras.values() if c.slot.occupied}
@@ -255,11 +250,12 @@ class FramePath:
     def _publish_surround(self, cam: Camera, result, cells) -> None:
         """Every camera's latest grid fused into ~/drivable_grid, stamped with the newest."""
         header = result.frame.header
-        self.surround.update(cam.name, cells, header.stamp.sec + header.stamp.nanosec * 1e-9)
+        stamp = stamp_seconds(header)
+        self.surround.update(cam.name, cells, stamp)
         if self.surround_pub.get_subscription_count() == 0:
             return
         fused, newest, _ = self.surround.fused()
-        if newest > header.stamp.sec + header.stamp.nanosec * 1e-9:
+        if newest > stamp:
             return  # a newer camera's grid is in it: that one published (stamps never go back)
         spec = cam.pipeline.grid.spec
         self.surround_pub.publish(occupancy_grid_msg(fused, spec.resolution, (spec.x_min, spec.y_min),

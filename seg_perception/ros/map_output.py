@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import numpy as np
 from builtin_interfaces.msg import Time
@@ -20,10 +20,18 @@ from ..core.grid import GridSpec
 from ..core.odometry import PoseHistory, yaw_of_quaternion
 from . import diagnostics as diag
 from .camera import resolve
-from .conversions import occupancy_grid_msg
+from .conversions import occupancy_grid_msg, stamp_seconds
+from .tf_pose import tf_listener
 
 MAP_OUTPUT = "drivable_map"
 ODOM_TOPIC = "odom"
+
+
+def odometry_pose(msg) -> Tuple[float, Tuple[float, float, float]]:
+    """(stamp in s, planar pose (x, y, yaw)) of a nav_msgs/Odometry: the pose history's input."""
+    q = msg.pose.pose.orientation
+    return stamp_seconds(msg.header), (msg.pose.pose.position.x, msg.pose.pose.position.y,
+                                       yaw_of_quaternion(q.x, q.y, q.z, q.w))
 
 
 def map_spec(p: Dict[str, object]) -> MapSpec:
@@ -84,9 +92,7 @@ class MapOutput:
             self.builder.odom_timeout = float(p["map.odom_timeout"])
 
     def on_odometry(self, msg: Odometry) -> None:
-        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        q = msg.pose.pose.orientation
-        pose = (msg.pose.pose.position.x, msg.pose.pose.position.y, yaw_of_quaternion(q.x, q.y, q.z, q.w))
+        t, pose = odometry_pose(msg)
         self.odom_frames = (msg.header.frame_id, msg.child_frame_id)
         with self.lock:
             reason = self.builder.on_odometry(t, pose)
@@ -97,7 +103,7 @@ class MapOutput:
                 weight: Optional[np.ndarray] = None) -> None:
         """A camera's per-frame grid (in grid.frame_id) at its frame's stamp; ``weight``: the
         model's confidence behind each cell, where the model gives it."""
-        t = header.stamp.sec + header.stamp.nanosec * 1e-9
+        t = stamp_seconds(header)
         pose = None
         if self.tf is not None:  # the pose at this very stamp, from TF (cameras come in any stamp order)
             pose, error = self.tf.at(header)
@@ -154,19 +160,11 @@ class TfMapPose:
 
     def __init__(self, node, map_frame: str, grid_frame: str, timeout_s: float = 0.05) -> None:
         self.map_frame, self.grid_frame, self.timeout_s = map_frame, grid_frame, timeout_s
-        self.error = ""
-        self._buffer = None
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError as exc:
-            self.error = f"map.pose_source is tf but tf2_ros is not available ({exc})"
-            return
-        self._buffer = Buffer()
-        self._listener = TransformListener(self._buffer, node)
+        self._buffer, self._listener, self.error = tf_listener(node, "map.pose_source")
 
     def close(self) -> None:
         """The listener's /tf subscriptions go with it (a lifecycle cleanup, then configure again)."""
-        listener, self._listener = getattr(self, "_listener", None), None
+        listener, self._listener = self._listener, None
         if listener is not None and hasattr(listener, "unregister"):
             listener.unregister()
 

@@ -11,19 +11,22 @@ import numpy as np
 from ..core.grid import body_pose_from_optical
 
 
+def tf_listener(node, parameter: str):
+    """(tf2 buffer, its listener, "") or (None, None, why): tf2_ros imported lazily, as it may
+    not be installed; ``parameter`` names the setting that asked for TF, for the reason."""
+    try:
+        from tf2_ros import Buffer, TransformListener
+    except ImportError as exc:
+        return None, None, f"{parameter} is tf but tf2_ros is not available ({exc})"
+    buffer = Buffer()
+    return buffer, TransformListener(buffer, node), ""
+
+
 class TfPose:
     def __init__(self, node, grid_frame: str, timeout_s: float = 0.05) -> None:
         self.grid_frame = grid_frame
         self.timeout_s = timeout_s
-        self.error = ""
-        self._buffer = None
-        try:
-            from tf2_ros import Buffer, TransformListener
-        except ImportError as exc:
-            self.error = f"camera_pose.source is tf but tf2_ros is not available ({exc})"
-            return
-        self._buffer = Buffer()
-        self._listener = TransformListener(self._buffer, node)
+        self._buffer, self._listener, self.error = tf_listener(node, "camera_pose.source")
 
     def __call__(self, header) -> np.ndarray:
         """4x4 grid frame <- camera body frame at the frame's stamp (a static mount is valid at

@@ -42,12 +42,9 @@ class BagMap:
         self._header = None
 
     def odometry(self, msg) -> None:
-        from ..core.odometry import yaw_of_quaternion
+        from ..ros.map_output import odometry_pose
 
-        t = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        q = msg.pose.pose.orientation
-        reason = self.builder.on_odometry(t, (msg.pose.pose.position.x, msg.pose.pose.position.y,
-                                              yaw_of_quaternion(q.x, q.y, q.z, q.w)))
+        reason = self.builder.on_odometry(*odometry_pose(msg))
         if reason:
             self.stats["map"]["clears"].append(reason)
 
@@ -55,15 +52,14 @@ class BagMap:
         """After the frame's outputs: its grid into the map; the map written when it is due."""
         from rclpy.serialization import serialize_message
 
-        from ..ros.conversions import copy_header, occupancy_grid_msg
+        from ..ros.conversions import copy_header, occupancy_grid_msg, stamp_seconds
 
         grid = result.grid(t_ns / 1e9)
         if grid.cells is None:
             return
         header = result.frame.header
         before = self.builder.map.updates
-        self.builder.on_grid(grid.cells, self.grid_spec, header.stamp.sec + header.stamp.nanosec * 1e-9,
-                             result.grid_confidence())
+        self.builder.on_grid(grid.cells, self.grid_spec, stamp_seconds(header), result.grid_confidence())
         m = self.builder.map
         if m.updates > before:
             self._header = copy_header(header, self.frame_id)

@@ -17,7 +17,7 @@ from ..core.datasets import CAMVID_PARKING_CLASSES
 from ..core.drivable_map import DrivableMap, MapSpec
 from ..core.grid import CameraModel, GridSpec, GroundGrid, camera_pose
 from ..core.labels import load_label_file
-from .pictures import map_picture
+from .pictures import composite, map_picture, save_rgb, with_caption
 
 
 def drive(frames: int = 50, spec: MapSpec = MapSpec()):
@@ -43,22 +43,16 @@ def drive(frames: int = 50, spec: MapSpec = MapSpec()):
 
 def picture() -> np.ndarray:
     single, fused = drive()
-    panels = []
-    for title, m in (("one frame's grid", single), ("~/drivable_map after 5 s", fused)):
-        img = cv2.resize(map_picture(m.occupancy()), (360, 360), interpolation=cv2.INTER_AREA)
-        bar = np.full((34, 360, 3), 255, np.uint8)
-        cv2.putText(bar, title, (8, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        panels += [np.vstack([bar, img]), np.full((394, 10, 3), 255, np.uint8)]
-    legend = np.full((30, 730, 3), 255, np.uint8)
-    cv2.putText(legend, "60 x 60 m window in odom, driving up at 8 m/s; green: drivable, black: not, grey: unknown",
-                (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([np.hstack(panels[:-1]), legend])
+    panels = [cv2.resize(map_picture(m.occupancy()), (360, 360), interpolation=cv2.INTER_AREA)
+              for m in (single, fused)]
+    return with_caption(composite(panels, ["one frame's grid", "~/drivable_map after 5 s"], 360),
+                        "60 x 60 m window in odom, driving up at 8 m/s; green: drivable, black: not, grey: unknown")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = argv[0] if argv else "drivable_map.png"
-    cv2.imwrite(out, cv2.cvtColor(picture(), cv2.COLOR_RGB2BGR))
+    save_rgb(out, picture())
     print(out)
     return 0
 

@@ -58,6 +58,13 @@ def composite(panels: Sequence[np.ndarray], titles: Sequence[str], height: int =
     return np.concatenate(tiles, axis=1)
 
 
+def with_caption(img: np.ndarray, text: str) -> np.ndarray:
+    """``img`` with a line of text on white below it (the docs' pictures' legends)."""
+    bar = np.full((30, img.shape[1], 3), 255, np.uint8)
+    cv2.putText(bar, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1, cv2.LINE_AA)
+    return np.vstack([img, bar])
+
+
 def save_rgb(path: str, rgb: np.ndarray) -> None:
     if rgb.ndim == 2:
         cv2.imwrite(path, rgb)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.grid import FREE, OCCUPIED, UNKNOWN
 from ..core.surround import fuse_grids
-from .pictures import grid_picture
+from .pictures import composite, grid_picture, save_rgb, with_caption
 
 RES, HALF = 0.1, 15.0  # a 30 x 30 m window around base_link, 0.1 m cells
 
@@ -62,23 +62,19 @@ def picture() -> np.ndarray:
     front, left = example_grids()
     fused = fuse_grids([front, left])
     panels = []
-    for title, cells in (("front camera", front), ("left camera", left), ("~/drivable_grid (fused)", fused)):
+    for cells in (front, left, fused):
         img = cv2.resize(grid_picture(cells), (300, 300), interpolation=cv2.INTER_NEAREST)
         cv2.circle(img, (150, 150), 4, (220, 40, 40), -1)  # base_link
-        bar = np.full((34, 300, 3), 255, np.uint8)
-        cv2.putText(bar, title, (8, 23), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-        panels.append(np.vstack([bar, img]))
-        panels.append(np.full((334, 10, 3), 255, np.uint8))
-    legend = np.full((30, 920, 3), 255, np.uint8)
-    cv2.putText(legend, "green: drivable (0)   black: not drivable (100)   grey: unknown (-1)   red dot: base_link, "
-                "forward up", (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return np.vstack([np.hstack(panels[:-1]), legend])
+        panels.append(img)
+    return with_caption(composite(panels, ["front camera", "left camera", "~/drivable_grid (fused)"], 300),
+                        "green: drivable (0)   black: not drivable (100)   grey: unknown (-1)   "
+                        "red dot: base_link, forward up")
 
 
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     out = argv[0] if argv else "surround_overlap.png"
-    cv2.imwrite(out, cv2.cvtColor(picture(), cv2.COLOR_RGB2BGR))
+    save_rgb(out, picture())
     print(out)
     return 0
 
