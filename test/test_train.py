@@ -161,7 +161,8 @@ def test_class_weights_favour_rare_classes():
 # ---------------------------------------------------------------- training
 
 def test_a_few_training_steps_lower_the_loss_and_resume(tmp_path):
-    from seg_perception.core.training.loop import Trainer, TrainConfig
+    from seg_perception.core.training.config import TrainConfig
+    from seg_perception.core.training.loop import Trainer
 
     root = write_camvid(tmp_path / "camvid", 8, 48, 64)
     cfg = TrainConfig(data_root=root, run_dir=str(tmp_path / "run"), input_size=(48, 64),
@@ -282,7 +283,7 @@ def test_shipped_checkpoint_matches_the_onnx_metadata():
 def test_shipped_model_reaches_its_stated_miou_on_camvid_test():
     from seg_perception.core.resources import DEFAULT_MODEL
     from seg_perception.core.segmenter import Segmenter
-    from seg_perception.core.training.loop import evaluate_predictions
+    from seg_perception.core.training.scoring import evaluate_predictions
 
     data = load_split(CAMVID, "camvid", "test")
     assert len(data) == 62

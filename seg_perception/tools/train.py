@@ -92,7 +92,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args):
-    from ..core.training.loop import TrainConfig
+    from ..core.training.config import TrainConfig
 
     run_dir = args.run_dir or os.path.join("runs", args.name)
     splits = tuple(s for s in args.train_splits.split(",") if s)

@@ -3,11 +3,9 @@ validation mIoU, best checkpoint kept by validation mIoU, export through core.ex
 
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import logging
-import math
 import os
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -16,108 +14,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..datasets import CAMVID_CLASSES, CAMVID_PARKING_CLASSES
+from ..datasets import CAMVID_PARKING_CLASSES
 from ..export import ClassMapModel, build_wrapped_model, export_onnx, save_checkpoint
-from ..metrics import ConfusionMatrix
-from ..model_info import ClassInfo, ModelInfo
 from .augment import SegmentationTrainSet, train_transforms
-from .data import (IGNORE, NUM_CAMVID, PARKING, ROAD, LabelledSet, class_frequencies, has_split,
-                   load_split)
+from .config import TrainConfig, camvid_parking_info
+from .data import IGNORE, class_frequencies, has_split, load_split
 from .loss import class_weights
 from .parking import paint_parking
+from .scoring import evaluate_predictions, format_summary
 
 log = logging.getLogger("seg_perception.train")
 
-CAMVID_NAMES = [name for name, _ in CAMVID_CLASSES]
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    data_root: str
-    run_dir: str
-    layout: str = "camvid"
-    architecture: str = "lraspp_mobilenet_v3_large"
-    train_splits: Tuple[str, ...] = ("train",)
-    val_split: Optional[str] = "val"
-    test_split: Optional[str] = "test"
-    input_size: Tuple[int, int] = (360, 480)     # model input (h, w); frames stretched to it
-    crop: Tuple[int, int] = (240, 320)
-    scale: Tuple[float, float] = (0.6, 1.5)
-    color_jitter: float = 0.3
-    epochs: int = 150
-    batch_size: int = 8
-    optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 1e-2
-    warmup_epochs: float = 2.0
-    class_weighting: str = "isqrt"
-    paint_parking: float = 0.3
-    # Negatives and realism for the painted parking (issue #13): road paint that stays Road,
-    # unmarked kerb lanes, parked cars cut from the training frames.
-    paint_markings: float = 0.0
-    kerb_parking: float = 0.0
-    parked_cars: float = 0.0
-    photometric: float = 0.0                     # camera/light augmentation strength (0 = off)
-    aspect: Tuple[float, float] = (1.0, 1.0)     # random width stretch range
-    init_from: Optional[str] = None              # start from these weights (.pt), not random
-    ema: float = 0.0                             # EMA decay of the weights (0 = off)
-    # torchvision's MobileNetV3 builds its BatchNorm with momentum 0.01: from scratch, the
-    # running statistics then lag the fast-changing weights for thousands of steps and eval-mode
-    # predictions collapse to one class. 0.1 (PyTorch's default) tracks them.
-    bn_momentum: float = 0.1
-    threads: int = 1
-    # "cpu" or a torch CUDA device ("cuda", "cuda:1"): on CUDA the steps run in bfloat16
-    # autocast and ``workers`` processes prepare the augmented batches (the CPU is then the limit).
-    device: str = "cpu"
-    workers: int = 0
-    val_every: int = 5
-    log_every: int = 20
-    max_steps: Optional[int] = None
-    # Wall-clock budget for the optimisation steps (0 = none). When set, the schedule follows
-    # whichever is further along, steps or time, so a run on a busy shared machine still decays
-    # its learning rate to zero and ends on time (accumulated across --resume).
-    time_budget_s: float = 0.0
-    limit: Optional[int] = None                  # images per split (tests, quick trials)
-    seed: int = 0
-
-    def to_dict(self) -> Dict[str, Any]:
-        d = dataclasses.asdict(self)
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
-
-
-def camvid_parking_info(architecture: str, input_size: Tuple[int, int],
-                        source: Optional[Dict[str, Any]] = None) -> ModelInfo:
-    return ModelInfo(
-        classes=tuple(ClassInfo(name, color) for name, color in CAMVID_PARKING_CLASSES),
-        input_height=int(input_size[0]), input_width=int(input_size[1]), fit="stretch",
-        architecture=architecture, source=dict(source or {}))
-
 
 # ----------------------------------------------------------------------------- evaluation
-
-def to_camvid_ids(ids: np.ndarray) -> np.ndarray:
-    """Model class ids -> the 11 CamVid classes: Parking counts as Road, IGNORE stays."""
-    out = ids.copy()
-    out[out == PARKING] = ROAD
-    return out
-
-
-def evaluate_predictions(predict: Callable[[np.ndarray], np.ndarray], data: LabelledSet,
-                         batch_size: int = 4) -> Dict[str, Any]:
-    """Run ``predict`` (uint8 [N, H, W, 3] -> class ids [N, H, W]) over ``data`` and score it on
-    the 11 CamVid classes with Parking counted as Road (in predictions and in truth)."""
-    cm = ConfusionMatrix(NUM_CAMVID)
-    for start in range(0, len(data), batch_size):
-        images = np.stack(data.images[start:start + batch_size])
-        preds = predict(images)
-        for pred, truth in zip(preds, data.labels[start:start + batch_size]):
-            cm.update(to_camvid_ids(truth), to_camvid_ids(np.asarray(pred)))
-    summary = cm.summary(CAMVID_NAMES)
-    summary["road_iou"] = summary["per_class_iou"]["Road"]
-    summary["pedestrian_iou"] = summary["per_class_iou"]["Pedestrian"]
-    summary["frames"] = len(data)
-    return summary
-
 
 def torch_predictor(wrapped: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
     def predict(images: np.ndarray) -> np.ndarray:
@@ -141,11 +50,6 @@ def _collate(batch):
     """(images [N, H, W, 3] uint8, labels [N, H, W]) from the dataset's (CHW image, label) pairs."""
     return (torch.stack([im for im, _ in batch]).permute(0, 2, 3, 1),
             torch.stack([lab for _, lab in batch]))
-
-
-def format_summary(s: Dict[str, Any]) -> str:
-    pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
-    return f"mIoU {pct(s['miou'])} road {pct(s['road_iou'])} pedestrian {pct(s['pedestrian_iou'])}"
 
 
 # ----------------------------------------------------------------------------- schedule
@@ -272,13 +176,57 @@ class Trainer:
         torch.set_num_threads(max(1, c.threads))
         torch.manual_seed(c.seed)
         self.load_data()
+        criterion = self._build_model(device)
+        dataset = self._train_set()
+        steps_per_epoch = len(dataset) // c.batch_size
+        if steps_per_epoch == 0:
+            raise ValueError(f"batch size {c.batch_size} exceeds the {len(dataset)} training frames")
+        self.total_steps = steps_per_epoch * c.epochs
+        self.warmup_steps = int(round(c.warmup_epochs * steps_per_epoch))
+        start_epoch, step = self._start()
+        self.log(f"training {c.architecture} for {c.epochs} epochs x {steps_per_epoch} steps "
+                 f"(batch {c.batch_size}, crop {c.crop[1]}x{c.crop[0]}, {c.optimizer} lr {c.lr}, "
+                 f"paint parking p={c.paint_parking}, {torch.get_num_threads()} threads, "
+                 f"{device}{f', {c.workers} data workers' if c.workers else ''})")
+        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+        for epoch in range(start_epoch, c.epochs):
+            dataset.set_epoch(epoch)
+            order = np.random.default_rng([c.seed, epoch, 1]).permutation(len(dataset))
+            self.wrapped.train()
+            t_epoch, losses, stop = time.perf_counter(), [], False
+            for images, labels in self._batches(dataset, order[:steps_per_epoch * c.batch_size]):
+                t_step = time.perf_counter()
+                loss = self._step(images.to(device, non_blocking=True),
+                                  labels.to(device, non_blocking=True), criterion, step, autocast)
+                step += 1
+                losses.append(loss)
+                self.train_seconds += time.perf_counter() - t_step
+                if step % c.log_every == 0:
+                    self.log(f"epoch {epoch + 1}/{c.epochs} step {step} loss {loss:.4f} "
+                             f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
+                stop = bool(c.max_steps and step >= c.max_steps) or (
+                    c.time_budget_s > 0 and self.train_seconds >= c.time_budget_s)
+                if stop:
+                    break
+            self._end_epoch(epoch, step, losses, time.perf_counter() - t_epoch,
+                            last=stop or epoch + 1 == c.epochs)
+            if stop:
+                self.log(f"stopped after {step} steps ({self.train_seconds / 60:.1f} min of "
+                         f"training; --max-steps {c.max_steps}, time budget "
+                         f"{c.time_budget_s / 60:.0f} min)")
+                break
+        return self.finish()
+
+    def _build_model(self, device: torch.device) -> nn.Module:
+        """Model (optionally from ``init_from``), optimizer and EMA on ``device``; returns the
+        class-weighted loss."""
+        c = self.cfg
         self.info = camvid_parking_info(c.architecture, c.input_size)
         self.wrapped = build_wrapped_model(self.info)
         for module in self.wrapped.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = c.bn_momentum
-        freq = self.estimate_frequencies()
-        weights = class_weights(freq, c.class_weighting)
+        weights = class_weights(self.estimate_frequencies(), c.class_weighting)
         names = [n for n, _ in CAMVID_PARKING_CLASSES]
         self.log("class weights (" + c.class_weighting + "): " +
                  ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
@@ -300,6 +248,10 @@ class Trainer:
             # EMA model is consistent in eval mode without a recalibration pass.
             self.ema = AveragedModel(self.wrapped, multi_avg_fn=get_ema_multi_avg_fn(c.ema),
                                      use_buffers=True)
+        return criterion
+
+    def _train_set(self) -> SegmentationTrainSet:
+        c = self.cfg
         dataset = SegmentationTrainSet(
             self.train_data, train_transforms(tuple(c.crop), c.input_size[0], tuple(c.scale),
                                               c.color_jitter),
@@ -307,93 +259,65 @@ class Trainer:
             car_p=c.parked_cars, photometric_strength=c.photometric, aspect=tuple(c.aspect))
         if c.parked_cars > 0:
             self.log(f"parked cars: {len(dataset.cars)} car cutouts from the training frames")
-        steps_per_epoch = len(dataset) // c.batch_size
-        if steps_per_epoch == 0:
-            raise ValueError(f"batch size {c.batch_size} exceeds the {len(dataset)} training frames")
-        total_steps = steps_per_epoch * c.epochs
-        warmup_steps = int(round(c.warmup_epochs * steps_per_epoch))
+        return dataset
+
+    def _start(self) -> Tuple[int, int]:
+        """(first epoch, step): from ``last.pt`` when resuming, else from the beginning."""
         self.best_miou, self.best_epoch, self.history = -1.0, -1, []
         self.train_seconds = 0.0
         self.step_losses: List[float] = []  # this process's steps only (not checkpointed)
-        start_epoch, step = 0, 0
         if self.resume and os.path.isfile(self.last_path):
             start_epoch, step = self._restore(self.last_path)
             self.log(f"resumed from {self.last_path}: epoch {start_epoch}, step {step}, "
                      f"best val mIoU {100 * max(self.best_miou, 0):.1f}")
-        elif self.resume:
+            return start_epoch, step
+        if self.resume:
             self.log(f"resume: no checkpoint at {self.last_path}, starting fresh")
-        self.log(f"training {c.architecture} for {c.epochs} epochs x {steps_per_epoch} steps "
-                 f"(batch {c.batch_size}, crop {c.crop[1]}x{c.crop[0]}, {c.optimizer} lr {c.lr}, "
-                 f"paint parking p={c.paint_parking}, {torch.get_num_threads()} threads, "
-                 f"{device}{f', {c.workers} data workers' if c.workers else ''})")
-        autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
-        stop = False
-        for epoch in range(start_epoch, c.epochs):
-            dataset.set_epoch(epoch)
-            order = np.random.default_rng([c.seed, epoch, 1]).permutation(len(dataset))
-            self.wrapped.train()
-            t_epoch, loss_sum, loss_n = time.perf_counter(), 0.0, 0
-            batches = self._batches(dataset, order[:steps_per_epoch * c.batch_size])
-            for b in range(steps_per_epoch):
-                t_step = time.perf_counter()
-                images, labels = next(batches)
-                images = images.to(device, non_blocking=True)
-                labels = labels.to(device, non_blocking=True)
-                progress = self.progress(step, total_steps, warmup_steps)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = c.lr * lr_factor(step, total_steps, warmup_steps, progress)
-                with autocast:
-                    logits = self.wrapped.logits(images)
-                loss = criterion(logits.float(), labels)
-                if not torch.isfinite(loss):
-                    raise FloatingPointError(f"loss became {loss.item()} at step {step}; "
-                                             "lower --lr")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                if self.ema is not None:
-                    self.ema.update_parameters(self.wrapped)
-                step += 1
-                loss_sum += loss.item()
-                loss_n += 1
-                self.step_losses.append(loss.item())
-                self.train_seconds += time.perf_counter() - t_step
-                if step % c.log_every == 0:
-                    self.log(f"epoch {epoch + 1}/{c.epochs} step {step} loss {loss.item():.4f} "
-                             f"lr {self.optimizer.param_groups[0]['lr']:.2e}")
-                if c.max_steps and step >= c.max_steps:
-                    stop = True
-                    break
-                if c.time_budget_s > 0 and self.train_seconds >= c.time_budget_s:
-                    stop = True
-                    break
-            seconds = time.perf_counter() - t_epoch
-            entry: Dict[str, Any] = {"epoch": epoch + 1, "mean_loss": loss_sum / max(1, loss_n),
-                                     "seconds": round(seconds, 1)}
-            line = (f"epoch {epoch + 1}/{c.epochs} done: mean loss {entry['mean_loss']:.4f} "
-                    f"({seconds:.0f} s, {loss_n * c.batch_size / seconds:.1f} img/s)")
-            last_epoch = stop or epoch + 1 == c.epochs
-            if self.val_data is not None and ((epoch + 1) % c.val_every == 0 or last_epoch):
-                summary = evaluate_predictions(torch_predictor(self.eval_model()), self.val_data)
-                entry["val"] = {k: summary[k] for k in ("miou", "road_iou", "pedestrian_iou")}
-                line += f"; val {format_summary(summary)}"
-                if summary["miou"] > self.best_miou:
-                    self.best_miou, self.best_epoch = summary["miou"], epoch + 1
-                    self.history.append(entry)
-                    self._save(self.best_path, epoch + 1, step)
-                    line += " (best)"
-                else:
-                    self.history.append(entry)
-            else:
-                self.history.append(entry)
-            self._save(self.last_path, epoch + 1, step)
-            self.log(line)
-            if stop:
-                self.log(f"stopped after {step} steps ({self.train_seconds / 60:.1f} min of "
-                         f"training; --max-steps {c.max_steps}, time budget "
-                         f"{c.time_budget_s / 60:.0f} min)")
-                break
-        return self.finish()
+        return 0, 0
+
+    def _step(self, images: torch.Tensor, labels: torch.Tensor, criterion: nn.Module, step: int,
+              autocast: torch.autocast) -> float:
+        """One optimisation step at the scheduled learning rate; returns its loss."""
+        c = self.cfg
+        progress = self.progress(step, self.total_steps, self.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = c.lr * lr_factor(step, self.total_steps, self.warmup_steps, progress)
+        with autocast:
+            logits = self.wrapped.logits(images)
+        loss = criterion(logits.float(), labels)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {loss.item()} at step {step}; lower --lr")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.wrapped)
+        value = loss.item()
+        self.step_losses.append(value)
+        return value
+
+    def _end_epoch(self, epoch: int, step: int, losses: List[float], seconds: float,
+                   last: bool) -> None:
+        """Validate when due (keeping ``best.pt``), record the epoch, save ``last.pt``."""
+        c = self.cfg
+        entry: Dict[str, Any] = {"epoch": epoch + 1, "mean_loss": sum(losses) / max(1, len(losses)),
+                                 "seconds": round(seconds, 1)}
+        line = (f"epoch {epoch + 1}/{c.epochs} done: mean loss {entry['mean_loss']:.4f} "
+                f"({seconds:.0f} s, {len(losses) * c.batch_size / seconds:.1f} img/s)")
+        best = False
+        if self.val_data is not None and ((epoch + 1) % c.val_every == 0 or last):
+            summary = evaluate_predictions(torch_predictor(self.eval_model()), self.val_data)
+            entry["val"] = {k: summary[k] for k in ("miou", "road_iou", "pedestrian_iou")}
+            line += f"; val {format_summary(summary)}"
+            best = summary["miou"] > self.best_miou
+            if best:
+                self.best_miou, self.best_epoch = summary["miou"], epoch + 1
+                line += " (best)"
+        self.history.append(entry)
+        if best:
+            self._save(self.best_path, epoch + 1, step)
+        self._save(self.last_path, epoch + 1, step)
+        self.log(line)
 
     def _batches(self, dataset, order: np.ndarray):
         """The epoch's batches in ``order``: made here, or by ``workers`` processes ahead."""

@@ -70,7 +70,7 @@ def camvid_masks(model_path: str, data_root: str, split: str = "test",
     """Mask figures on a CamVid split at the model's input size (CamVid's own 360x480)."""
     from ..segmenter import Segmenter
     from .data import load_split
-    from .loop import CAMVID_NAMES
+    from .scoring import CAMVID_NAMES
 
     with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
                                providers=["CPUExecutionProvider"]) as seg:

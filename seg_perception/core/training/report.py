@@ -46,7 +46,7 @@ def measure_accuracy(model_path: str, data_root: str, layout: str = "camvid",
                      split: str = "test", threads: int = 2) -> Dict[str, Any]:
     from ..segmenter import Segmenter
     from .data import load_split
-    from .loop import evaluate_predictions
+    from .scoring import evaluate_predictions
 
     with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
                              providers=["CPUExecutionProvider"]) as seg:

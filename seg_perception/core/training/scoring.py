@@ -1,0 +1,44 @@
+"""Scoring a model on CamVid: its 11 classes, with Parking counted as Road. Needs only numpy,
+so the reports score ONNX models without torch."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Dict
+
+import numpy as np
+
+from ..datasets import CAMVID_CLASSES
+from ..metrics import ConfusionMatrix
+from .data import NUM_CAMVID, PARKING, ROAD, LabelledSet
+
+CAMVID_NAMES = [name for name, _ in CAMVID_CLASSES]
+
+
+def to_camvid_ids(ids: np.ndarray) -> np.ndarray:
+    """Model class ids -> the 11 CamVid classes: Parking counts as Road, IGNORE stays."""
+    out = ids.copy()
+    out[out == PARKING] = ROAD
+    return out
+
+
+def evaluate_predictions(predict: Callable[[np.ndarray], np.ndarray], data: LabelledSet,
+                         batch_size: int = 4) -> Dict[str, Any]:
+    """Run ``predict`` (uint8 [N, H, W, 3] -> class ids [N, H, W]) over ``data`` and score it on
+    the 11 CamVid classes with Parking counted as Road (in predictions and in truth)."""
+    cm = ConfusionMatrix(NUM_CAMVID)
+    for start in range(0, len(data), batch_size):
+        images = np.stack(data.images[start:start + batch_size])
+        preds = predict(images)
+        for pred, truth in zip(preds, data.labels[start:start + batch_size]):
+            cm.update(to_camvid_ids(truth), to_camvid_ids(np.asarray(pred)))
+    summary = cm.summary(CAMVID_NAMES)
+    summary["road_iou"] = summary["per_class_iou"]["Road"]
+    summary["pedestrian_iou"] = summary["per_class_iou"]["Pedestrian"]
+    summary["frames"] = len(data)
+    return summary
+
+
+def format_summary(s: Dict[str, Any]) -> str:
+    pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"
+    return f"mIoU {pct(s['miou'])} road {pct(s['road_iou'])} pedestrian {pct(s['pedestrian_iou'])}"
