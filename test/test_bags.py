@@ -91,7 +91,7 @@ def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
 
 
 def test_quaternion_from_rpy_matches_the_grid_rotation():
-    from seg_perception.core.grid import camera_pose
+    from seg_perception.core.camera_model import camera_pose
 
     for rpy in [(0.1, 0.2, 0.3), (0.0, 0.08, 0.0), (-1.2, 0.4, 2.0)]:
         x, y, z, w = quaternion_from_rpy(*rpy)

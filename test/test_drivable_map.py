@@ -12,7 +12,8 @@ from seg_perception.core import sample
 from seg_perception.core.class_sets import packaged_label_file
 from seg_perception.core.datasets import CAMVID_PARKING_CLASSES
 from seg_perception.core.drivable_map import DrivableMap, MapBuilder, MapSpec
-from seg_perception.core.grid import CameraModel, GridSpec, GroundGrid, camera_pose
+from seg_perception.core.camera_model import CameraModel, camera_pose
+from seg_perception.core.grid import GridSpec, GroundGrid
 from seg_perception.core.labels import load_label_file
 from seg_perception.core.odometry import PoseHistory, yaw_of_quaternion
 

@@ -21,7 +21,8 @@ import pytest
 from seg_perception.core import sample
 from seg_perception.core.datasets import CAMVID_PARKING_CLASSES
 from seg_perception.core.labels import UNKNOWN_ID
-from seg_perception.core.grid import CameraModel, GridError, GridSpec, GroundGrid, camera_pose
+from seg_perception.core.camera_model import CameraModel, GridError, camera_pose
+from seg_perception.core.grid import GridSpec, GroundGrid
 from seg_perception.core.labels import parse_label_groups
 
 CLASSES = tuple(name for name, _ in CAMVID_PARKING_CLASSES)

@@ -85,8 +85,8 @@ def _qmul(a, b):
 def test_camera_body_pose_from_a_tf_optical_frame_transform():
     import math
 
-    from seg_perception.core.grid import camera_pose
-    from seg_perception.core.grid import body_pose_from_optical
+    from seg_perception.core.camera_model import camera_pose
+    from seg_perception.core.camera_model import body_pose_from_optical
 
     # body -> optical as every camera URDF/static publisher has it: rpy (-pi/2, 0, -pi/2)
     q_optical = (-0.5, 0.5, -0.5, 0.5)

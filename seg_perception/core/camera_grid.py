@@ -15,7 +15,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .camera_info_watch import OK, CameraInfoWatch
-from .grid import CameraModel, GridError, GridSpec, GroundGrid, camera_pose
+from .camera_model import CameraModel, GridError, camera_pose
+from .grid import GridSpec, GroundGrid
 from .labels import LabelGroups
 
 # A pose source: the frame's header in, the camera body frame's 4x4 pose in the grid frame out
@@ -70,7 +71,7 @@ class CameraGrid:
         self._T_grid_body = camera_pose(xyz, rpy)
 
     def set_pose_matrix(self, T_grid_body: np.ndarray) -> None:
-        """The camera body frame's pose as a 4x4 matrix (see grid.body_pose_from_optical)."""
+        """The camera body frame's pose as a 4x4 matrix (see camera_model.body_pose_from_optical)."""
         self._T_grid_body = np.asarray(T_grid_body, dtype=np.float64)
 
     def compute(self, labels: np.ndarray, width: int, height: int, header: Any = None,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..core.grid import body_pose_from_optical
+from ..core.camera_model import body_pose_from_optical
 
 
 def tf_listener(node, parameter: str):

@@ -19,7 +19,8 @@ import numpy as np
 from ..core import sample
 from ..core.datasets import CAMVID_PARKING_CLASSES
 from ..core.drivable_map import DrivableMap, MapSpec
-from ..core.grid import CameraModel, GridSpec, GroundGrid, camera_pose
+from ..core.camera_model import CameraModel, camera_pose
+from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
 from ..core.resources import DEFAULT_LABEL_FILE
 

@@ -15,7 +15,8 @@ from ..core import sample
 from ..core.class_sets import packaged_label_file
 from ..core.datasets import CAMVID_PARKING_CLASSES
 from ..core.drivable_map import DrivableMap, MapSpec
-from ..core.grid import CameraModel, GridSpec, GroundGrid, camera_pose
+from ..core.camera_model import CameraModel, camera_pose
+from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
 from .pictures import composite, map_picture, save_rgb, with_caption
 
