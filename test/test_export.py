@@ -212,7 +212,7 @@ def test_export_takes_torchvision_state_dicts_and_whole_models(tmp_path):
     import torch
     from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
 
-    from seg_perception.core.export import TinyFCN
+    from seg_perception.core.torch_models import TinyFCN
     from seg_perception.core.segmenter import Segmenter
 
     exe = [os.path.join(os.path.dirname(sys.executable), "seg-perception"), "export"]

@@ -133,7 +133,8 @@ def test_split_parts_partition_a_split(tmp_path):
 
 
 def test_fine_tuning_starts_from_the_given_weights_and_exports_the_ema(tmp_path):
-    from seg_perception.core.export import build_wrapped_model, save_checkpoint
+    from seg_perception.core.export import save_checkpoint
+    from seg_perception.core.torch_models import build_wrapped_model
     from seg_perception.core.training.config import TrainConfig, camvid_parking_info
     from seg_perception.core.training.loop import Trainer
 

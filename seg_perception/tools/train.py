@@ -115,7 +115,7 @@ def config_from_args(args):
 def run(args) -> int:
     import logging
 
-    from ..core.export import ARCHITECTURES
+    from ..core.torch_models import ARCHITECTURES
 
     logging.getLogger("onnx_ir").setLevel(logging.WARNING)  # one line per folded initializer
     from ..core.training.loop import Trainer

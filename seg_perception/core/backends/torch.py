@@ -32,7 +32,7 @@ class TorchBackend(Backend):
         self.module = None
 
     def load(self) -> None:
-        from ..export import build_wrapped_model  # torch-only module
+        from ..torch_models import build_wrapped_model  # torch-only module
 
         try:
             ckpt = torch.load(self.model_path, map_location="cpu", weights_only=True)

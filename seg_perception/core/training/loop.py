@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..datasets import CAMVID_PARKING_CLASSES
-from ..export import ClassMapModel, build_wrapped_model, export_onnx, save_checkpoint
+from ..export import export_onnx, save_checkpoint
+from ..torch_models import ClassMapModel, build_wrapped_model
 from .augment import SegmentationTrainSet, train_transforms
 from .config import TrainConfig, camvid_parking_info
 from .data import IGNORE, class_frequencies, has_split, load_split
