@@ -22,16 +22,16 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
 from .model_info import ClassInfo, ModelInfo
+from .wrap_graph import add_postprocess, add_preprocess
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_WRAP_AGREEMENT = 0.999
-PREFIX = "seg_perception_wrap/"  # names of everything the wrap adds: never clashes with the model's
 
 
 class WrapError(ValueError):
@@ -137,25 +137,8 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
     """Write ``dst`` meeting the contract, verified against ``src``; raises WrapError."""
     import onnx
 
-    if not os.path.isfile(src):
-        raise WrapError(f"model file not found: {src}")
-    try:
-        model = onnx.load(src)  # external weight files are read from beside it
-    except Exception as exc:
-        raise WrapError(f"cannot read {src} as ONNX: {exc}") from exc
+    model, inp, opset = _read_model(src)
     external = _uses_external_data(src)
-    opset = _opset(model)
-    if opset < 11:
-        raise WrapError(f"the model uses ONNX opset {opset}; the wrap needs 11 or later (re-export it, "
-                        "or convert it with onnx.version_converter)")
-    inputs = _graph_inputs(model)
-    if len(inputs) != 1:
-        raise WrapError(f"the model has {len(inputs)} inputs {[i.name for i in inputs]}; the wrap takes "
-                        "a model with one image input")
-    inp = inputs[0]
-    if inp.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8):
-        raise WrapError(f"input {inp.name!r} is {onnx.TensorProto.DataType.Name(inp.elem_type)}; the wrap "
-                        "takes float32, float16 or uint8 image inputs")
     layout = _input_layout(inp, opts.layout)
     height, width = _fixed_size(inp, layout, opts.size)
     out_name = opts.output or model.graph.output[0].name
@@ -167,23 +150,12 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
     kind, out_hw, channels_last = _output_kind(probe, len(opts.classes), out_name)
 
     batch = inp.dims[0] if isinstance(inp.dims[0], int) and inp.dims[0] > 0 else "batch"
-    _add_preprocess(model, inp, layout, opts, batch, height, width, opset)
+    _add_preprocess(model, inp, layout, opts, batch, height, width)
     with_confidence = opts.confidence and kind == "logits"
-    _add_postprocess(model, out_name, kind, probe.ndim, channels_last, out_hw, (height, width), batch,
-                     with_confidence, opset)
+    add_postprocess(model, out_name, kind, probe.ndim, channels_last, out_hw, (height, width), batch,
+                    with_confidence, opset)
 
-    info = ModelInfo(classes=tuple(opts.classes), input_height=height, input_width=width, fit=opts.fit,
-                     mean=tuple(m / opts.value_range for m in opts.mean),
-                     std=tuple(s / opts.value_range for s in opts.std),
-                     input_name="image", output_name="labels",
-                     confidence_name="confidence" if with_confidence else "",
-                     architecture=f"wrapped {os.path.basename(src)}",
-                     source={"wrapped_from": os.path.basename(src),
-                             "wrap": {"value_range": opts.value_range, "mean": list(opts.mean),
-                                      "std": list(opts.std), "bgr": opts.bgr, "layout": layout,
-                                      "output": out_name, "kind": kind,
-                                      "output_size": list(out_hw)}})
-    info.validate()
+    info = _wrapped_info(src, opts, height, width, layout, out_name, kind, out_hw, with_confidence)
     from .model_info import set_onnx_metadata
 
     set_onnx_metadata(model, info)
@@ -205,6 +177,49 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
         raise WrapError(f"the wrapped model agrees with the original on {100 * report.agreement:.3f}% of "
                         f"the pixels, below {100 * min_agreement:.1f}%: wrote {dst} but do not use it")
     return report
+
+
+def _read_model(src: str):
+    """(the ONNX model, its one image input, its opset); refuses what the wrap cannot take."""
+    import onnx
+
+    if not os.path.isfile(src):
+        raise WrapError(f"model file not found: {src}")
+    try:
+        model = onnx.load(src)  # external weight files are read from beside it
+    except Exception as exc:
+        raise WrapError(f"cannot read {src} as ONNX: {exc}") from exc
+    opset = _opset(model)
+    if opset < 11:
+        raise WrapError(f"the model uses ONNX opset {opset}; the wrap needs 11 or later (re-export it, "
+                        "or convert it with onnx.version_converter)")
+    inputs = _graph_inputs(model)
+    if len(inputs) != 1:
+        raise WrapError(f"the model has {len(inputs)} inputs {[i.name for i in inputs]}; the wrap takes "
+                        "a model with one image input")
+    inp = inputs[0]
+    if inp.elem_type not in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.UINT8):
+        raise WrapError(f"input {inp.name!r} is {onnx.TensorProto.DataType.Name(inp.elem_type)}; the wrap "
+                        "takes float32, float16 or uint8 image inputs")
+    return model, inp, opset
+
+
+def _wrapped_info(src: str, opts: WrapOptions, height: int, width: int, layout: str, out_name: str,
+                  kind: str, out_hw: Tuple[int, int], with_confidence: bool) -> ModelInfo:
+    """The metadata of the wrapped model: the contract's names, and how it was wrapped."""
+    info = ModelInfo(classes=tuple(opts.classes), input_height=height, input_width=width, fit=opts.fit,
+                     mean=tuple(m / opts.value_range for m in opts.mean),
+                     std=tuple(s / opts.value_range for s in opts.std),
+                     input_name="image", output_name="labels",
+                     confidence_name="confidence" if with_confidence else "",
+                     architecture=f"wrapped {os.path.basename(src)}",
+                     source={"wrapped_from": os.path.basename(src),
+                             "wrap": {"value_range": opts.value_range, "mean": list(opts.mean),
+                                      "std": list(opts.std), "bgr": opts.bgr, "layout": layout,
+                                      "output": out_name, "kind": kind,
+                                      "output_size": list(out_hw)}})
+    info.validate()
+    return info
 
 
 def _uses_external_data(path: str) -> bool:
@@ -277,130 +292,20 @@ def _output_kind(out: np.ndarray, num_classes: int, name: str) -> Tuple[str, Tup
                     f"--classes gives {num_classes} classes; the model's logits say how many it has")
 
 
-# ---------------------------------------------------------------- graph pieces
+def _add_preprocess(model, inp: _Io, layout: str, opts: WrapOptions, batch, height: int,
+                    width: int) -> None:
+    """The options as graph parameters: (x * range / 255 - mean) / std as one multiply and one
+    add per channel, in NHWC."""
+    from onnx import TensorProto
 
-class _Builder:
-    """Nodes and constants with the wrap's prefix, appended to a list."""
-
-    def __init__(self, part: str) -> None:
-        self.part = part  # "pre" or "post": the two builders never name alike
-        self.nodes: list = []
-        self.inits: list = []
-        self._n = 0
-
-    def name(self, what: str) -> str:
-        self._n += 1
-        return f"{PREFIX}{self.part}/{what}_{self._n}"
-
-    def const(self, values, dtype=np.float32, what: str = "const") -> str:
-        from onnx import numpy_helper
-
-        name = self.name(what)
-        self.inits.append(numpy_helper.from_array(np.asarray(values, dtype=dtype), name))
-        return name
-
-    def op(self, op_type: str, inputs: Sequence[str], output: Optional[str] = None, **attrs) -> str:
-        from onnx import helper
-
-        out = output or self.name(op_type.lower())
-        self.nodes.append(helper.make_node(op_type, list(inputs), [out], name=self.name(op_type), **attrs))
-        return out
-
-    def reduce(self, op_type: str, x: str, axis: int, keepdims: int, opset: int) -> str:
-        # ReduceSum takes its axes as an input from opset 13, the other reductions from 18
-        if opset >= (13 if op_type == "ReduceSum" else 18):
-            return self.op(op_type, [x, self.const([axis], np.int64, "axes")], keepdims=keepdims)
-        return self.op(op_type, [x], axes=[axis], keepdims=keepdims)
-
-    def resize(self, x: str, height: int, width: int, mode: str, opset: int) -> str:
-        """[N, C, h, w] -> [N, C, height, width]; N and C taken from x at run time."""
-        nc = self.op("Slice", [self.op("Shape", [x]), self.const([0], np.int64), self.const([2], np.int64)])
-        sizes = self.op("Concat", [nc, self.const([height, width], np.int64)], axis=0)
-        attrs = ({"mode": "linear", "coordinate_transformation_mode": "half_pixel"} if mode == "linear" else
-                 {"mode": "nearest", "coordinate_transformation_mode": "asymmetric", "nearest_mode": "floor"})
-        if opset >= 13:
-            return self.op("Resize", [x, "", "", sizes], **attrs)
-        empty = self.const(np.zeros(0), np.float32, "empty")
-        return self.op("Resize", [x, empty, empty, sizes], **attrs)
-
-
-def _add_preprocess(model, inp: _Io, layout: str, opts: WrapOptions, batch, height: int, width: int,
-                    opset: int) -> None:
-    from onnx import TensorProto, helper
-
-    b = _Builder("pre")
-    x = b.op("Cast", ["image"], to=TensorProto.FLOAT)
-    if opts.bgr:
-        x = b.op("Gather", [x, b.const([2, 1, 0], np.int64, "bgr")], axis=3)
-    # (x * range / 255 - mean) / std as one multiply and one add per channel, in NHWC
+    if inp.elem_type == TensorProto.UINT8 and (opts.value_range != 255.0 or opts.mean != (0.0, 0.0, 0.0)
+                                               or opts.std != (1.0, 1.0, 1.0)):
+        raise WrapError("the model takes uint8 input: give --range 255 --mean 0 0 0 --std 1 1 1 "
+                        "(its normalisation is inside it)")
     scale = np.array([opts.value_range / 255.0 / s for s in opts.std], np.float32)
     shift = np.array([-m / s for m, s in zip(opts.mean, opts.std)], np.float32)
-    x = b.op("Add", [b.op("Mul", [x, b.const(scale, what="scale")]), b.const(shift, what="shift")])
-    if layout == "nchw":
-        x = b.op("Transpose", [x], perm=[0, 3, 1, 2])
-    if inp.elem_type != TensorProto.FLOAT:
-        if inp.elem_type == TensorProto.UINT8 and (opts.value_range != 255.0 or opts.mean != (0.0, 0.0, 0.0)
-                                                   or opts.std != (1.0, 1.0, 1.0)):
-            raise WrapError("the model takes uint8 input: give --range 255 --mean 0 0 0 --std 1 1 1 "
-                            "(its normalisation is inside it)")
-        x = b.op("Cast", [x], to=inp.elem_type)
-    b.op("Identity", [x], output=inp.name)  # the original graph reads its input from here
-    g = model.graph
-    for v in list(g.input):
-        if v.name == inp.name:
-            g.input.remove(v)
-    g.input.insert(0, helper.make_tensor_value_info("image", TensorProto.UINT8, [batch, height, width, 3]))
-    for node in reversed(b.nodes):
-        g.node.insert(0, node)
-    g.initializer.extend(b.inits)
-
-
-def _add_postprocess(model, out_name: str, kind: str, rank: int, channels_last: bool, out_hw: Tuple[int, int],
-                     in_hw: Tuple[int, int], batch, with_confidence: bool, opset: int) -> None:
-    from onnx import TensorProto, helper
-
-    b = _Builder("post")
-    height, width = in_hw
-    resize = tuple(out_hw) != tuple(in_hw)
-    x = out_name
-    if kind == "ids":
-        x = b.op("Cast", [x], to=TensorProto.UINT8)
-        if rank == 3:  # [N, h, w]: a channel axis for Resize, taken away again below
-            x = b.op("Unsqueeze", [x, b.const([1], np.int64, "axes")]) if opset >= 13 else \
-                b.op("Unsqueeze", [x], axes=[1])
-        if resize:
-            x = b.resize(x, height, width, "nearest", opset)
-        (b.op("Squeeze", [x, b.const([1], np.int64, "axes")], output="labels") if opset >= 13
-                  else b.op("Squeeze", [x], output="labels", axes=[1]))
-        outputs = [helper.make_tensor_value_info("labels", TensorProto.UINT8, [batch, height, width])]
-    else:
-        x = b.op("Cast", [x], to=TensorProto.FLOAT)  # float16 logits too
-        if channels_last:
-            x = b.op("Transpose", [x], perm=[0, 3, 1, 2])
-        small = x
-        if resize:
-            x = b.resize(x, height, width, "linear", opset)
-        b.op("Cast", [b.op("ArgMax", [x], axis=1, keepdims=0)], output="labels", to=TensorProto.UINT8)
-        outputs = [helper.make_tensor_value_info("labels", TensorProto.UINT8, [batch, height, width])]
-        if with_confidence:
-            # largest softmax probability = 1 / sum(exp(logit - max logit)), at the logits' own
-            # resolution (as the project's exports do), then resized bilinearly
-            top = b.reduce("ReduceMax", small, 1, 1, opset)
-            total = b.reduce("ReduceSum", b.op("Exp", [b.op("Sub", [small, top])]), 1, 1, opset)
-            p = b.op("Reciprocal", [total])
-            if resize:
-                p = b.resize(p, height, width, "linear", opset)
-            p = b.op("Clip", [b.op("Add", [b.op("Mul", [p, b.const(255.0, what="x255")]), b.const(0.5, what="half")]),
-                              b.const(0.0, what="lo"), b.const(255.0, what="hi")])
-            p = (b.op("Squeeze", [p, b.const([1], np.int64, "axes")]) if opset >= 13
-                 else b.op("Squeeze", [p], axes=[1]))
-            b.op("Cast", [b.op("Floor", [p])], output="confidence", to=TensorProto.UINT8)
-            outputs.append(helper.make_tensor_value_info("confidence", TensorProto.UINT8, [batch, height, width]))
-    g = model.graph
-    g.node.extend(b.nodes)
-    g.initializer.extend(b.inits)
-    del g.output[:]
-    g.output.extend(outputs)
+    add_preprocess(model, inp.name, inp.elem_type, layout == "nchw", opts.bgr, scale, shift, batch,
+                   height, width)
 
 
 # ---------------------------------------------------------------- verification
