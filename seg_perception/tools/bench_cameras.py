@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .bench_node import _stamp_ns
+from .bench_harness import stamp_ns
 from .node_process import NodeProcess
 
 MEASURED = ("labels", "drivable_grid")
@@ -88,7 +88,7 @@ class Rig:
     def _arrived(self, cam: str, output: str):
         def cb(raw) -> None:
             with self.lock:
-                self.got[cam][output][_stamp_ns(raw)] = time.monotonic()
+                self.got[cam][output][stamp_ns(raw)] = time.monotonic()
                 self.lock.notify_all()
         return cb
 

@@ -18,19 +18,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import struct
-import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List
 
 import numpy as np
 
-from .node_process import NodeProcess
-
-OUTPUT_NAMES = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "overlay", "drivable_grid")
-
+from .bench_harness import OUTPUT_NAMES, Harness, NodeUnderTest
 
 def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
     p.add_argument("--size", default="1920x1080", help="camera frame size WxH (rgb8)")
@@ -44,165 +38,6 @@ def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
                    help="Fast DDS profile of the camera side: the shipped one (64 MB shared memory) "
                         "or none (Fast DDS defaults)")
     p.add_argument("--json", default="", help="also write the results as JSON here")
-
-
-def _stamp_ns(raw: bytes) -> int:
-    """Header stamp from a serialized message: CDR encapsulation (4 bytes), int32 sec, uint32 nsec."""
-    little = raw[1] == 1
-    sec, nsec = struct.unpack_from("<iI" if little else ">iI", raw, 4)
-    return sec * 10 ** 9 + nsec
-
-
-class NodeUnderTest(NodeProcess):
-    """The node as its own process, on the sample camera's pose, fed by Harness."""
-
-    def __init__(self, args, extra_params: Optional[List[str]] = None, log_path: str = "") -> None:
-        from ..core.sample import SampleCamera
-
-        w, h = (int(v) for v in args.size.lower().split("x"))
-        self.cam = SampleCamera(width=w, height=h)
-        params = [f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
-                  f"camera_pose.rpy:={list(self.cam.pose_rpy)}"]
-        params += list(args.param) + list(extra_params or [])
-        super().__init__(args.params_file, params,
-                         {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
-                         {"ROS_DOMAIN_ID": str(args.domain_id),
-                          "ROS_AUTOMATIC_DISCOVERY_RANGE": "LOCALHOST"},
-                         log_path or f"/tmp/seg_bench_node_{os.getpid()}.log")
-
-    def stop(self, sig: int = signal.SIGINT, timeout: float = 15.0) -> Optional[int]:
-        return super().stop(sig, timeout)
-
-
-class Harness:
-    """Camera publisher + raw output subscribers + diagnostics, in this process."""
-
-    def __init__(self, domain_id: int, cam, camera_profile: str = "shipped") -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
-        from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, Image
-
-        from ..ros.participant import Participant
-        from ..ros.sample_stream import camera_info_msg, render_frames
-
-        from ..ros.dds_profile import PROFILE_VARS
-        from ..core.resources import FASTDDS_PROFILE
-
-        for var in PROFILE_VARS:  # before this process's participant exists
-            os.environ.pop(var, None)
-        if camera_profile == "shipped":
-            os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_PROFILE
-        self.cam = cam
-        print(f"rendering sample frames at {cam.width}x{cam.height} ...", flush=True)
-        self.frames = render_frames(cam, 4)
-        self.info = camera_info_msg(cam)
-        self.part = Participant("seg_bench_camera", domain_id)
-        node = self.part.node
-        qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-        self.lock = threading.Lock()
-        self.arrivals: Dict[str, Dict[int, float]] = {n: {} for n in OUTPUT_NAMES}
-        self.cond = threading.Condition(self.lock)
-        for name in OUTPUT_NAMES:
-            kind = OccupancyGrid if name == "drivable_grid" else Image
-            node.create_subscription(kind, f"/camera_seg/{name}", self._arrived(name), qos, raw=True)
-        self.diags: List[Dict[str, str]] = []
-        node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
-        self.img_pub = node.create_publisher(Image, "/camera/image_raw", qos)
-        self.info_pub = node.create_publisher(CameraInfo, "/camera/camera_info", qos)
-        self.sent: Dict[int, float] = {}
-        self._msgs = [self._image_msg(rgb) for rgb in self.frames]
-
-    @staticmethod
-    def _image_msg(rgb):
-        from ..ros.sample_stream import frame_msg
-
-        return frame_msg(rgb, 0)
-
-    def _arrived(self, name):
-        def cb(raw):
-            t = time.monotonic()
-            with self.cond:
-                self.arrivals[name][_stamp_ns(raw)] = t
-                self.cond.notify_all()
-        return cb
-
-    def _diag(self, msg) -> None:
-        for st in msg.status:
-            if st.name.endswith("segmentation"):
-                d = {kv.key: kv.value for kv in st.values}
-                d["level"] = str(int.from_bytes(st.level, "little"))
-                d["message"] = st.message
-                d["_t"] = time.monotonic()
-                with self.lock:
-                    self.diags.append(d)
-
-    def wait_ready(self, timeout: float = 60.0) -> bool:
-        """Discovery done and one frame through the whole node (model loaded, input QoS settled)."""
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.img_pub.get_subscription_count() and all(
-                    self.part.node.count_publishers(f"/camera_seg/{n}") for n in OUTPUT_NAMES):
-                break
-            time.sleep(0.1)
-        i = 0
-        while time.monotonic() < end:
-            if self.wait_complete(self.publish(i), timeout=0.5):
-                return True
-            i += 1
-        return False
-
-    def publish(self, i: int) -> int:
-        msg = self._msgs[i % len(self._msgs)]
-        stamp = time.time_ns()
-        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10 ** 9)
-        self.info.header.stamp = msg.header.stamp
-        self.info_pub.publish(self.info)
-        t = time.monotonic()
-        self.img_pub.publish(msg)
-        with self.lock:
-            self.sent[stamp] = t
-        return stamp
-
-    def complete(self, stamp: int) -> bool:
-        return all(stamp in a for a in self.arrivals.values())
-
-    def wait_complete(self, stamp: int, timeout: float) -> bool:
-        end = time.monotonic() + timeout
-        with self.cond:
-            while not self.complete(stamp):
-                left = end - time.monotonic()
-                if left <= 0:
-                    return False
-                self.cond.wait(left)
-            return True
-
-    def wait_any_complete(self, stamps: List[int], timeout: float) -> Optional[int]:
-        """The newest of ``stamps`` whose outputs have all arrived (waits up to ``timeout``)."""
-        end = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                done = [s for s in stamps if self.complete(s)]
-                if done:
-                    return max(done)
-                left = end - time.monotonic()
-                if left <= 0:
-                    return None
-                self.cond.wait(left)
-
-    def last_diag(self) -> Dict[str, str]:
-        with self.lock:
-            return dict(self.diags[-1]) if self.diags else {}
-
-    def diag_median(self, key: str, t0: float, t1: float) -> Optional[float]:
-        """Median of a value of the node's diagnostics that arrived in [t0, t1] (each covers the
-        diagnostics period before it), e.g. 'network busy (%)' or 'stage inference (ms)'."""
-        with self.lock:
-            vals = [float(d[key]) for d in self.diags if t0 <= d["_t"] <= t1 and key in d]
-        return statistics.median(vals) if vals else None
-
-    def close(self) -> None:
-        self.part.close()
 
 
 def bare_inference(args, seconds: float) -> Dict[str, float]:
@@ -317,17 +152,14 @@ def run_overload(args) -> Dict[str, object]:
         # capacity: as fast as it takes frames (two in flight), after a warm-up
         done_times, _ = _as_fast_as_it_takes(h, 8.0, args.warmup, 0)
         capacity = len(done_times) / 8.0
-        i = 10 ** 6
         rate = args.factor * capacity
         print(f"node capacity ~{capacity:.1f} fps; publishing at {rate:.1f} Hz for {args.seconds:.0f} s ...",
               flush=True)
         stamps = []
         t_start = time.monotonic()
-        k = 0
         while time.monotonic() - t_start < args.seconds:
-            stamps.append(h.publish(i + k))
-            k += 1
-            time.sleep(max(0.0, t_start + k / rate - time.monotonic()))
+            stamps.append(h.publish(10 ** 6 + len(stamps)))
+            time.sleep(max(0.0, t_start + len(stamps) / rate - time.monotonic()))
         busy = h.diag_median("network busy (%)", t_start + 1.0, time.monotonic())
         # the network's time under this load, over the whole run (one window's median is noisy)
         inference_ms = h.diag_median("stage inference (ms)", t_start + 1.0, time.monotonic())
@@ -339,36 +171,45 @@ def run_overload(args) -> Dict[str, object]:
     finally:
         h.close()
         node.stop()
+    if inference_ms is None:
+        inference_ms = float(diag.get("stage inference (ms)", "nan"))
+    result = _overload_result(args.seconds, stamps, sent, masks, t_start, inference_ms)
+    result.update({"capacity_fps": capacity, "publish_rate_hz": rate,
+                   "dropped_reported": int(diag.get("frames dropped", "0")),
+                   "network_busy_percent_median": busy})
+    _print_overload(result)
+    return result
+
+
+def _overload_result(seconds: float, stamps: List[int], sent: Dict[int, float],
+                     masks: Dict[int, float], t_start: float, inference_ms: float) -> Dict[str, object]:
+    """Latency (image stamp -> road_mask received) of the frames that got through, overall and
+    over the first and last 10 s (a growing queue shows as a rising latency)."""
     lat = [(masks[s] - sent[s]) for s in stamps if s in masks]
     t_of = [sent[s] - t_start for s in stamps if s in masks]
     lat_ms = np.array(lat) * 1e3
     first = lat_ms[np.array(t_of) < 10.0]
-    last = lat_ms[np.array(t_of) > args.seconds - 10.0]
-    if inference_ms is None:
-        inference_ms = float(diag.get("stage inference (ms)", "nan"))
-    result = {
-        "capacity_fps": capacity, "publish_rate_hz": rate, "published": len(stamps), "processed": len(lat),
-        "dropped_reported": int(diag.get("frames dropped", "0")),
-        "latency_ms": {"p50": float(np.percentile(lat_ms, 50)), "p90": float(np.percentile(lat_ms, 90)),
-                       "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())},
-        "latency_p50_first_10s_ms": float(np.median(first)) if first.size else None,
-        "latency_p50_last_10s_ms": float(np.median(last)) if last.size else None,
-        "inference_ms_median": inference_ms,
-        "network_busy_percent_median": busy,
-    }
-    result["p99_over_inference"] = result["latency_ms"]["p99"] / inference_ms if inference_ms else None
-    print(f"published {result['published']} frames at {rate:.1f} Hz, masks for {result['processed']}; "
-          f"node reports {result['dropped_reported']} dropped in total")
+    last = lat_ms[np.array(t_of) > seconds - 10.0]
+    latency = {"p50": float(np.percentile(lat_ms, 50)), "p90": float(np.percentile(lat_ms, 90)),
+               "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())}
+    return {"published": len(stamps), "processed": len(lat), "latency_ms": latency,
+            "latency_p50_first_10s_ms": float(np.median(first)) if first.size else None,
+            "latency_p50_last_10s_ms": float(np.median(last)) if last.size else None,
+            "inference_ms_median": inference_ms,
+            "p99_over_inference": latency["p99"] / inference_ms if inference_ms else None}
+
+
+def _print_overload(result: Dict[str, object]) -> None:
+    print(f"published {result['published']} frames at {result['publish_rate_hz']:.1f} Hz, masks for "
+          f"{result['processed']}; node reports {result['dropped_reported']} dropped in total")
     L = result["latency_ms"]
     print(f"image stamp -> road_mask received: p50 {L['p50']:.0f} ms, p90 {L['p90']:.0f}, p99 {L['p99']:.0f}, "
-          f"max {L['max']:.0f}; node's inference under this load {inference_ms:.0f} ms (median over the run); "
-          f"p99 / inference = "
-          f"{result['p99_over_inference']:.2f} (target <= 2.5)")
-    if busy is not None:
-        print(f"network busy {busy:.1f} % of the time (median of /diagnostics)")
+          f"max {L['max']:.0f}; node's inference under this load {result['inference_ms_median']:.0f} ms "
+          f"(median over the run); p99 / inference = {result['p99_over_inference']:.2f} (target <= 2.5)")
+    if result["network_busy_percent_median"] is not None:
+        print(f"network busy {result['network_busy_percent_median']:.1f} % of the time (median of /diagnostics)")
     print(f"latency p50 first 10 s {result['latency_p50_first_10s_ms']:.0f} ms, last 10 s "
           f"{result['latency_p50_last_10s_ms']:.0f} ms (a growing queue would show here)")
-    return result
 
 
 def run_soak(args) -> Dict[str, object]:
