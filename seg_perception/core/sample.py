@@ -90,38 +90,61 @@ def render_frame(index: int, cam: SampleCamera = SampleCamera(), seed: int = 0
     """(rgb HxWx3 uint8, labels HxW uint8 in CamVid+Parking ids) of frame ``index``."""
     t = index / cam.rate
     travelled = cam.speed * t
-    dx, dy, dz = _rays(cam)
-    h = cam.mount_height
-    labels = np.full((cam.height, cam.width), CLASS_ID["Sky"], np.uint8)
-    marking = np.zeros((cam.height, cam.width), bool)
-    depth = np.full((cam.height, cam.width), np.inf, np.float32)
+    scene = _RayCast(cam)
+    scene.ground(travelled)
+    # buildings along both sides
+    scene.box(-50, 250, 11.0, 14.0, 12.0, "Building")
+    scene.box(-50, 250, -14.0, -11.0, 12.0, "Building")
+    # a parked car in a bay, passing by
+    car_x = 30.0 - math.fmod(travelled, 40.0)
+    scene.box(car_x, car_x + 4.5, -8.5, -6.5, 1.5, "Car")
+    # a pedestrian crossing ahead
+    ped_x = 14.0 - math.fmod(travelled * 0.25, 6.0)
+    ped_y = 2.5 - math.fmod(t * 1.2, 5.0)
+    scene.box(ped_x, ped_x + 0.4, ped_y - 0.3, ped_y + 0.3, 1.75, "Pedestrian")
+    return scene.paint(np.random.default_rng(seed + index)), scene.labels
 
-    # Ground plane z = 0
-    with np.errstate(divide="ignore", invalid="ignore"):
-        tg = np.where(dz < -1e-6, h / -dz, np.inf)
-    ground = np.isfinite(tg)
-    tg = np.where(ground, tg, 0.0)  # keep the arithmetic below finite; masked by `ground`
-    gx = cam.x + dx * tg
-    gy = cam.y + dy * tg
-    wx = gx + travelled  # world x along the street
-    ground &= tg * np.hypot(dx, dy) < 200.0 if cam.yaw else gx < 200.0
-    ground_cls = np.full(labels.shape, CLASS_ID["Pavement"], np.uint8)
-    road = np.abs(gy) <= 3.5
-    ground_cls[road] = CLASS_ID["Road"]
-    # parking bays on the right side: 2.5 m wide, 5 m deep, every 3 m along the street
-    bay = (gy < -4.0) & (gy > -9.0) & (np.mod(wx, 3.0) > 0.15)
-    ground_cls[bay] = CLASS_ID["Parking"]
-    bay_line = (gy < -4.0) & (gy > -9.0) & ~bay
-    lane_dash = (np.abs(gy) < 0.08) & (np.mod(wx, 6.0) < 3.0)
-    edge = (np.abs(np.abs(gy) - 3.4) < 0.08)
-    ground_cls[bay_line] = CLASS_ID["Road"]  # painted lines between bays count as road (CamVid)
-    labels[ground] = ground_cls[ground]
-    marking[ground] = (lane_dash | edge | bay_line)[ground]
-    depth[ground] = tg[ground]
 
-    def vertical_box(x0, x1, y0, y1, z1, name):
+class _RayCast:
+    """One frame's rays from the camera (street coordinates relative to the vehicle): what each
+    pixel sees first (labels), how far (depth), and whether it is road paint."""
+
+    def __init__(self, cam: SampleCamera) -> None:
+        self.cam = cam
+        self.dx, self.dy, self.dz = _rays(cam)
+        self.labels = np.full((cam.height, cam.width), CLASS_ID["Sky"], np.uint8)
+        self.marking = np.zeros((cam.height, cam.width), bool)
+        self.depth = np.full((cam.height, cam.width), np.inf, np.float32)
+
+    def ground(self, travelled: float) -> None:
+        """The ground plane z = 0: road, pavement, parking bays and their paint."""
+        cam, dx, dy, dz = self.cam, self.dx, self.dy, self.dz
+        with np.errstate(divide="ignore", invalid="ignore"):
+            tg = np.where(dz < -1e-6, cam.mount_height / -dz, np.inf)
+        ground = np.isfinite(tg)
+        tg = np.where(ground, tg, 0.0)  # keep the arithmetic below finite; masked by `ground`
+        gx = cam.x + dx * tg
+        gy = cam.y + dy * tg
+        wx = gx + travelled  # world x along the street
+        ground &= tg * np.hypot(dx, dy) < 200.0 if cam.yaw else gx < 200.0
+        ground_cls = np.full(self.labels.shape, CLASS_ID["Pavement"], np.uint8)
+        road = np.abs(gy) <= 3.5
+        ground_cls[road] = CLASS_ID["Road"]
+        # parking bays on the right side: 2.5 m wide, 5 m deep, every 3 m along the street
+        bay = (gy < -4.0) & (gy > -9.0) & (np.mod(wx, 3.0) > 0.15)
+        ground_cls[bay] = CLASS_ID["Parking"]
+        bay_line = (gy < -4.0) & (gy > -9.0) & ~bay
+        lane_dash = (np.abs(gy) < 0.08) & (np.mod(wx, 6.0) < 3.0)
+        edge = (np.abs(np.abs(gy) - 3.4) < 0.08)
+        ground_cls[bay_line] = CLASS_ID["Road"]  # painted lines between bays count as road (CamVid)
+        self.labels[ground] = ground_cls[ground]
+        self.marking[ground] = (lane_dash | edge | bay_line)[ground]
+        self.depth[ground] = tg[ground]
+
+    def box(self, x0: float, x1: float, y0: float, y1: float, z1: float, name: str) -> None:
         """Axis-aligned box standing on the ground, in vehicle-relative coordinates."""
-        hit = np.full(labels.shape, np.inf, np.float32)
+        cam, dx, dy, dz, h = self.cam, self.dx, self.dy, self.dz, self.cam.mount_height
+        hit = np.full(self.labels.shape, np.inf, np.float32)
         with np.errstate(divide="ignore", invalid="ignore"):
             for plane_x in (x0, x1):
                 tt = (plane_x - cam.x) / dx
@@ -133,32 +156,23 @@ def render_frame(index: int, cam: SampleCamera = SampleCamera(), seed: int = 0
                 xx, zz = cam.x + dx * tt, h + dz * tt
                 ok = (tt > 0) & (xx >= x0) & (xx <= x1) & (zz >= 0) & (zz <= z1)
                 hit = np.where(ok & (tt < hit), tt, hit)
-        closer = hit < depth
-        labels[closer] = CLASS_ID[name]
-        marking[closer] = False
-        depth[closer] = hit[closer]
+        closer = hit < self.depth
+        self.labels[closer] = CLASS_ID[name]
+        self.marking[closer] = False
+        self.depth[closer] = hit[closer]
 
-    # buildings along both sides
-    vertical_box(-50, 250, 11.0, 14.0, 12.0, "Building")
-    vertical_box(-50, 250, -14.0, -11.0, 12.0, "Building")
-    # a parked car in a bay, passing by
-    car_x = 30.0 - math.fmod(travelled, 40.0)
-    vertical_box(car_x, car_x + 4.5, -8.5, -6.5, 1.5, "Car")
-    # a pedestrian crossing ahead
-    ped_x = 14.0 - math.fmod(travelled * 0.25, 6.0)
-    ped_y = 2.5 - math.fmod(t * 1.2, 5.0)
-    vertical_box(ped_x, ped_x + 0.4, ped_y - 0.3, ped_y + 0.3, 1.75, "Pedestrian")
-
-    rgb = np.zeros((cam.height, cam.width, 3), np.uint8)
-    for name, color in _TEXTURE.items():
-        rgb[labels == CLASS_ID[name]] = color
-    rgb[marking] = _MARKING
-    sky = labels == CLASS_ID["Sky"]
-    shade = np.linspace(-25, 15, cam.height, dtype=np.float32)[:, None, None]
-    rng = np.random.default_rng(seed + index)
-    noise = rng.normal(0.0, 4.0, size=(cam.height, cam.width, 1)).astype(np.float32)
-    img = rgb.astype(np.float32) + noise + np.where(sky[:, :, None], shade, 0.0)
-    return np.clip(img, 0, 255).astype(np.uint8), labels
+    def paint(self, rng: np.random.Generator) -> np.ndarray:
+        """The RGB frame: a flat texture per class, white paint, a shaded sky, sensor noise."""
+        cam, labels = self.cam, self.labels
+        rgb = np.zeros((cam.height, cam.width, 3), np.uint8)
+        for name, color in _TEXTURE.items():
+            rgb[labels == CLASS_ID[name]] = color
+        rgb[self.marking] = _MARKING
+        sky = labels == CLASS_ID["Sky"]
+        shade = np.linspace(-25, 15, cam.height, dtype=np.float32)[:, None, None]
+        noise = rng.normal(0.0, 4.0, size=(cam.height, cam.width, 1)).astype(np.float32)
+        img = rgb.astype(np.float32) + noise + np.where(sky[:, :, None], shade, 0.0)
+        return np.clip(img, 0, 255).astype(np.uint8)
 
 
 def camera_info_dict(cam: SampleCamera = SampleCamera()) -> Dict[str, object]:
