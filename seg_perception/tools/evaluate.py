@@ -207,6 +207,12 @@ def read_pair(img_path: str, lab_path: str) -> Tuple[np.ndarray, np.ndarray]:
 
 # ----------------------------------------------------------------------------- picture
 
+_FONT_SCALE = 0.45
+_CELL = 42
+_BAR_W = 170
+_TITLE_H = 54
+
+
 def confusion_picture(results: Dict[str, object], title: str = "") -> np.ndarray:
     """BGR picture: the row-normalised confusion matrix as a heat map (each cell: share of the
     row's truth pixels, %), with per-class IoU bars on the right and the summary on top."""
@@ -215,18 +221,34 @@ def confusion_picture(results: Dict[str, object], title: str = "") -> np.ndarray
     cmd = results["confusion_matrix"]
     rows, cols = list(cmd["rows_truth"]), list(cmd["columns_prediction"])
     counts = np.asarray(cmd["counts"], np.float64).reshape(len(rows), len(cols))
-    row_sums = counts.sum(1, keepdims=True)
-    share = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), 0.0)
-    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
-    cell = 42
+    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
     label_w = max(cv2.getTextSize(n, font, scale, 1)[0][0] for n in rows + cols) + 12
-    bar_w = 170
-    title_h = 54
-    top = title_h + label_w
+    top = _TITLE_H + label_w
     left = label_w + 20
-    width = left + cell * len(cols) + 20 + bar_w + 20
+    width = left + cell * len(cols) + 20 + _BAR_W + 20
     height = top + cell * len(rows) + 30
     img = np.full((height, width, 3), 255, np.uint8)
+    _draw_matrix(img, counts, rows, cols, left, top, label_w)
+    cv2.putText(img, "prediction", (left, height - 10), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
+    cv2.putText(img, "truth", (4, top - 6), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
+    _draw_iou_bars(img, results["per_class_iou"], rows, left + cell * len(cols) + 20, top)
+    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
+    masks = results.get("mask_iou", {})
+    summary = (f"mIoU {pct(results['miou'])}   pixel accuracy {pct(results['pixel_accuracy'])}   "
+               + "   ".join(f"{g} {pct(v)}" for g, v in masks.items()))
+    cv2.putText(img, title[:110], (8, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(img, summary[:120], (8, 42), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    return img
+
+
+def _draw_matrix(img: np.ndarray, counts: np.ndarray, rows: List[str], cols: List[str], left: int,
+                 top: int, label_w: int) -> None:
+    """The heat map with its percentages, the diagonal outlined, and the row and column names."""
+    import cv2
+
+    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
+    row_sums = counts.sum(1, keepdims=True)
+    share = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), 0.0)
     heat = cv2.applyColorMap(np.clip(share * 255, 0, 255).astype(np.uint8).reshape(len(rows), len(cols), 1),
                              cv2.COLORMAP_VIRIDIS)
     for r in range(len(rows)):
@@ -250,26 +272,23 @@ def confusion_picture(results: Dict[str, object], title: str = "") -> np.ndarray
         cv2.putText(strip, name, (label_w - 6 - tw, th + 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
         strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
         x0 = left + c * cell + (cell - strip.shape[1]) // 2
-        img[title_h:title_h + strip.shape[0], x0:x0 + strip.shape[1]] = strip
-    cv2.putText(img, "prediction", (left, height - 10), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
-    cv2.putText(img, "truth", (4, top - 6), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
-    bx = left + cell * len(cols) + 20
+        img[_TITLE_H:_TITLE_H + strip.shape[0], x0:x0 + strip.shape[1]] = strip
+
+
+def _draw_iou_bars(img: np.ndarray, iou: Dict[str, Optional[float]], rows: List[str], bx: int,
+                   top: int) -> None:
+    import cv2
+
+    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
     cv2.putText(img, "IoU %", (bx, top - 6), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
     for r, name in enumerate(rows):
-        v = results["per_class_iou"].get(name)
+        v = iou.get(name)
         y0 = top + r * cell + 8
         if v is not None:
-            cv2.rectangle(img, (bx, y0), (bx + int(bar_w * 0.75 * v), y0 + cell - 16), (200, 140, 60), -1)
+            cv2.rectangle(img, (bx, y0), (bx + int(_BAR_W * 0.75 * v), y0 + cell - 16), (200, 140, 60), -1)
         text = "n/a" if v is None else f"{100 * v:.1f}"
-        cv2.putText(img, text, (bx + 4 + int(bar_w * 0.75 * (v or 0)), y0 + cell - 20), font, scale, (0, 0, 0), 1,
+        cv2.putText(img, text, (bx + 4 + int(_BAR_W * 0.75 * (v or 0)), y0 + cell - 20), font, scale, (0, 0, 0), 1,
                     cv2.LINE_AA)
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
-    masks = results.get("mask_iou", {})
-    summary = (f"mIoU {pct(results['miou'])}   pixel accuracy {pct(results['pixel_accuracy'])}   "
-               + "   ".join(f"{g} {pct(v)}" for g, v in masks.items()))
-    cv2.putText(img, title[:110], (8, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, summary[:120], (8, 42), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
 
 
 # ----------------------------------------------------------------------------- table
@@ -310,18 +329,15 @@ def add_arguments(p) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _fail(text: str, code: int = 2) -> int:
+    print(f"seg-perception evaluate: {text}", file=sys.stderr)
+    return code
+
+
 def run(args) -> int:
     from ..core import resources
-    from ..core.image import frame_from_rgb
-    from ..core.labels import load_label_file
-    from ..core.pipeline import SegmentationPipeline
     from ..core.segmenter import Segmenter
     from ..core.training.data import find_pairs
-    from .common import Progress
-
-    def fail(text: str, code: int = 2) -> int:
-        print(f"seg-perception evaluate: {text}", file=sys.stderr)
-        return code
 
     layout = detect_layout(args.data) if args.layout == "auto" else args.layout
     split = args.split or ("test" if layout == "camvid" else "val")
@@ -330,31 +346,19 @@ def run(args) -> int:
         pairs = find_pairs(args.data, layout, split)[:args.limit]
         mapping = load_mapping(args.mapping) if args.mapping else default_mapping(layout)
     except (FileNotFoundError, ValueError) as exc:
-        return fail(str(exc))
+        return _fail(str(exc))
     try:
         options = {"num_threads": args.num_threads} if args.num_threads else {}
         segmenter = Segmenter.from_file(model_path, args.backend, **options)
     except Exception as exc:
-        return fail(f"cannot load model {model_path}: {exc}")
-    backend_text = segmenter.backend.describe()
+        return _fail(f"cannot load model {model_path}: {exc}")
     t0 = time.perf_counter()
     try:
-        from ..core.class_sets import packaged_label_file
-
-        label_path = args.label_file or packaged_label_file(segmenter.info.class_names, model_path)
-        groups = load_label_file(label_path, segmenter.info.class_names)
-        scorer = Scorer(mapping, segmenter.info.class_names, groups)
-        pipeline = SegmentationPipeline(segmenter, groups)
-        progress = Progress(len(pairs), "images", stream=sys.stderr, enabled=not args.quiet)
-        for i, (img_path, lab_path) in enumerate(pairs):
-            rgb, lab = read_pair(img_path, lab_path)
-            scorer.update(lab, pipeline.process(frame_from_rgb(rgb)).labels())
-            progress.update(i + 1)
-        progress.finish()
+        with segmenter:
+            backend_text = segmenter.backend.describe()
+            scorer, label_path = _score(segmenter, model_path, args.label_file, mapping, pairs, args.quiet)
     except ValueError as exc:  # mapping/model mismatch, unreadable or mismatched files
-        return fail(str(exc))
-    finally:
-        segmenter.release()
+        return _fail(str(exc))
     seconds = time.perf_counter() - t0
     results = scorer.results()
     results.update({
@@ -368,15 +372,41 @@ def run(args) -> int:
     print(f"{layout} {split}: {len(pairs)} images from {args.data}; model {os.path.basename(model_path)} "
           f"({results['backend']}); mapping {mapping.name}")
     print(format_table(results))
-    if args.json:
-        with open(args.json, "w", encoding="utf-8") as f:
+    return _write(results, args.json, args.picture,
+                  f"{os.path.basename(model_path)} on {layout} {split} ({len(pairs)} images)")
+
+
+def _score(segmenter, model_path: str, label_file: Optional[str], mapping, pairs, quiet: bool):
+    """(Scorer over every pair, the label file used): each image through the node's pipeline."""
+    from ..core.class_sets import packaged_label_file
+    from ..core.image import frame_from_rgb
+    from ..core.labels import load_label_file
+    from ..core.pipeline import SegmentationPipeline
+    from .common import Progress
+
+    label_path = label_file or packaged_label_file(segmenter.info.class_names, model_path)
+    groups = load_label_file(label_path, segmenter.info.class_names)
+    scorer = Scorer(mapping, segmenter.info.class_names, groups)
+    pipeline = SegmentationPipeline(segmenter, groups)
+    progress = Progress(len(pairs), "images", stream=sys.stderr, enabled=not quiet)
+    for i, (img_path, lab_path) in enumerate(pairs):
+        rgb, lab = read_pair(img_path, lab_path)
+        scorer.update(lab, pipeline.process(frame_from_rgb(rgb)).labels())
+        progress.update(i + 1)
+    progress.finish()
+    return scorer, label_path
+
+
+def _write(results: Dict[str, object], json_path: Optional[str], picture: Optional[str],
+           title: str) -> int:
+    if json_path:
+        with open(json_path, "w", encoding="utf-8") as f:
             json.dump(results, f, indent=1)
-        print(f"wrote {args.json}")
-    if args.picture:
+        print(f"wrote {json_path}")
+    if picture:
         import cv2
 
-        title = f"{os.path.basename(model_path)} on {layout} {split} ({len(pairs)} images)"
-        if not cv2.imwrite(args.picture, confusion_picture(results, title)):
-            return fail(f"cannot write {args.picture}")
-        print(f"wrote {args.picture}")
+        if not cv2.imwrite(picture, confusion_picture(results, title)):
+            return _fail(f"cannot write {picture}")
+        print(f"wrote {picture}")
     return 0
