@@ -23,72 +23,92 @@ def _size(text: str):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--data", required=True, help="dataset root (e.g. ../shared/data/camvid)")
-    p.add_argument("--layout", choices=["camvid", "cityscapes"], default="camvid",
+    """The options in four groups; defaults are TrainConfig's."""
+    from ..core.training.config import TrainConfig
+
+    d = TrainConfig(data_root="", run_dir="")
+    _data_arguments(p.add_argument_group("data"), d)
+    _schedule_arguments(p.add_argument_group("model and schedule"), d)
+    _augmentation_arguments(p.add_argument_group("augmentation"), d)
+    _run_arguments(p.add_argument_group("run"), d)
+
+
+def _data_arguments(g, d) -> None:
+    g.add_argument("--data", required=True, help="dataset root (e.g. ../shared/data/camvid)")
+    g.add_argument("--layout", choices=["camvid", "cityscapes"], default=d.layout,
                    help="folder layout: camvid (train/ trainannot/ ...) or cityscapes "
                         "(leftImg8bit/<split>/<city>/, gtFine/<split>/<city>/)")
-    p.add_argument("--architecture", default="lraspp_mobilenet_v3_large",
-                   help="model from core.export.ARCHITECTURES")
-    p.add_argument("--train-splits", default="train",
+    g.add_argument("--train-splits", default="train",
                    help="comma-separated training splits (e.g. train,val)")
-    p.add_argument("--val-split", default="val", help="validation split ('' for none)")
-    p.add_argument("--test-split", default="test",
+    g.add_argument("--val-split", default=d.val_split, help="validation split ('' for none)")
+    g.add_argument("--test-split", default=d.test_split,
                    help="split scored once at the end and recorded in the export ('' for none)")
-    p.add_argument("--epochs", type=int, default=150)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--crop", type=_size, default=(240, 320), help="training crop HxW")
-    p.add_argument("--input-size", type=_size, default=(360, 480),
+    g.add_argument("--limit", type=int, default=d.limit, help="use only the first N frames per split")
+
+
+def _schedule_arguments(g, d) -> None:
+    g.add_argument("--architecture", default=d.architecture,
+                   help="model from core.torch_models.ARCHITECTURES")
+    g.add_argument("--input-size", type=_size, default=d.input_size,
                    help="model input HxW (frames are stretched to it)")
-    p.add_argument("--scale", type=float, nargs=2, default=(0.6, 1.5), metavar=("MIN", "MAX"),
-                   help="random rescale range relative to the input height")
-    p.add_argument("--color-jitter", type=float, default=0.3)
-    p.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    p.add_argument("--lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=1e-2,
+    g.add_argument("--epochs", type=int, default=d.epochs)
+    g.add_argument("--batch-size", type=int, default=d.batch_size)
+    g.add_argument("--optimizer", choices=["adamw", "sgd"], default=d.optimizer)
+    g.add_argument("--lr", type=float, default=d.lr)
+    g.add_argument("--weight-decay", type=float, default=d.weight_decay,
                    help="decoupled weight decay for adamw (use about 1e-4 with sgd)")
-    p.add_argument("--warmup-epochs", type=float, default=2.0)
-    p.add_argument("--class-weighting", choices=["isqrt", "median", "enet", "none"],
-                   default="isqrt")
-    p.add_argument("--paint-parking", type=float, default=0.3, metavar="P",
-                   help="probability of painting parking bays onto a training frame")
-    p.add_argument("--paint-markings", type=float, default=0.0, metavar="P",
-                   help="probability of painting road markings that stay Road (lane lines, "
-                        "zig-zags, crossings, arrows, tram rails): negatives for parking")
-    p.add_argument("--kerb-parking", type=float, default=0.0, metavar="P",
-                   help="share of painted parking that is an unmarked lane along a kerb")
-    p.add_argument("--parked-cars", type=float, default=0.0, metavar="P",
-                   help="probability of a parked car (cut from the training frames) per bay")
-    p.add_argument("--photometric", type=float, default=0.0, metavar="S",
-                   help="strength of camera/light augmentation: exposure, gamma, white balance, "
-                        "blur, noise, JPEG (0 = off, 1 = the documented recipe)")
-    p.add_argument("--aspect", type=float, nargs=2, default=(1.0, 1.0), metavar=("MIN", "MAX"),
-                   help="random width stretch range (other cameras' aspect ratios)")
-    p.add_argument("--init-from", default=None, metavar="PATH.pt",
+    g.add_argument("--warmup-epochs", type=float, default=d.warmup_epochs)
+    g.add_argument("--class-weighting", choices=["isqrt", "median", "enet", "none"],
+                   default=d.class_weighting)
+    g.add_argument("--init-from", default=d.init_from, metavar="PATH.pt",
                    help="start from these weights (e.g. the shipped model) instead of random")
-    p.add_argument("--ema", type=float, default=0.0, metavar="DECAY",
+    g.add_argument("--ema", type=float, default=d.ema, metavar="DECAY",
                    help="keep an exponential moving average of the weights (e.g. 0.999) and "
                         "validate/export it")
-    p.add_argument("--bn-momentum", type=float, default=0.1,
+    g.add_argument("--bn-momentum", type=float, default=d.bn_momentum,
                    help="BatchNorm running-statistics momentum while training")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
-    p.add_argument("--device", default="cpu",
-                   help="cpu, or a CUDA device (cuda, cuda:1): steps in bfloat16 autocast")
-    p.add_argument("--workers", type=int, default=0,
-                   help="processes preparing augmented batches (0 = in the training process); "
-                        "on a GPU the augmentation is the limit, give it the CPU cores")
-    p.add_argument("--val-every", type=int, default=5, help="validate every N epochs")
-    p.add_argument("--log-every", type=int, default=20, help="progress line every N steps")
-    p.add_argument("--name", default="train", help="run name: the run directory is ./runs/<name>")
-    p.add_argument("--run-dir", default=None, help="run directory (overrides --name)")
-    p.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt")
-    p.add_argument("--export", default=None, metavar="PATH.onnx",
-                   help="export the best model to this ONNX file (and PATH.pt beside it)")
-    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (tests)")
-    p.add_argument("--time-budget", type=float, default=0.0, metavar="MINUTES",
+    g.add_argument("--time-budget", type=float, default=0.0, metavar="MINUTES",
                    help="end training after this much optimisation time; the LR schedule then "
                         "follows time or steps, whichever is further (0 = epochs only)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N frames per split")
-    p.add_argument("--seed", type=int, default=0)
+    g.add_argument("--max-steps", type=int, default=d.max_steps, help="stop after N steps (tests)")
+    g.add_argument("--seed", type=int, default=d.seed)
+
+
+def _augmentation_arguments(g, d) -> None:
+    g.add_argument("--crop", type=_size, default=d.crop, help="training crop HxW")
+    g.add_argument("--scale", type=float, nargs=2, default=d.scale, metavar=("MIN", "MAX"),
+                   help="random rescale range relative to the input height")
+    g.add_argument("--color-jitter", type=float, default=d.color_jitter)
+    g.add_argument("--paint-parking", type=float, default=d.paint_parking, metavar="P",
+                   help="probability of painting parking bays onto a training frame")
+    g.add_argument("--paint-markings", type=float, default=d.paint_markings, metavar="P",
+                   help="probability of painting road markings that stay Road (lane lines, "
+                        "zig-zags, crossings, arrows, tram rails): negatives for parking")
+    g.add_argument("--kerb-parking", type=float, default=d.kerb_parking, metavar="P",
+                   help="share of painted parking that is an unmarked lane along a kerb")
+    g.add_argument("--parked-cars", type=float, default=d.parked_cars, metavar="P",
+                   help="probability of a parked car (cut from the training frames) per bay")
+    g.add_argument("--photometric", type=float, default=d.photometric, metavar="S",
+                   help="strength of camera/light augmentation: exposure, gamma, white balance, "
+                        "blur, noise, JPEG (0 = off, 1 = the documented recipe)")
+    g.add_argument("--aspect", type=float, nargs=2, default=d.aspect, metavar=("MIN", "MAX"),
+                   help="random width stretch range (other cameras' aspect ratios)")
+
+
+def _run_arguments(g, d) -> None:
+    g.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads")
+    g.add_argument("--device", default=d.device,
+                   help="cpu, or a CUDA device (cuda, cuda:1): steps in bfloat16 autocast")
+    g.add_argument("--workers", type=int, default=d.workers,
+                   help="processes preparing augmented batches (0 = in the training process); "
+                        "on a GPU the augmentation is the limit, give it the CPU cores")
+    g.add_argument("--val-every", type=int, default=d.val_every, help="validate every N epochs")
+    g.add_argument("--log-every", type=int, default=d.log_every, help="progress line every N steps")
+    g.add_argument("--name", default="train", help="run name: the run directory is ./runs/<name>")
+    g.add_argument("--run-dir", default=None, help="run directory (overrides --name)")
+    g.add_argument("--resume", action="store_true", help="continue from <run-dir>/last.pt")
+    g.add_argument("--export", default=None, metavar="PATH.onnx",
+                   help="export the best model to this ONNX file (and PATH.pt beside it)")
 
 
 def config_from_args(args):
