@@ -68,15 +68,7 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
         unchanged_us = (time.perf_counter() - t0) * 1e6
 
         label_frames = [_sample_labels(lw, lh, i) for i in range(4)]
-        for i in range(20):  # warm-up
-            grid.compute(label_frames[i % len(label_frames)])
-        times = np.empty(frames)
-        for i in range(frames):
-            labels = label_frames[i % len(label_frames)]
-            t0 = time.perf_counter()
-            grid.compute(labels)
-            times[i] = time.perf_counter() - t0
-        times *= 1e3
+        times = _time_computes(grid, label_frames, frames)
         map_ms, publish_ms = _bench_map(spec, [grid.compute(lab) for lab in label_frames], frames)
         result: Dict[str, object] = {
             "grid_cells": f"{spec.width}x{spec.height}",
@@ -103,6 +95,19 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
     if print_fn is not None:
         _print_result(result, spec, len(build_ms), unchanged_us, frames, print_fn)
     return result
+
+
+def _time_computes(grid, label_frames, frames: int) -> np.ndarray:
+    """ms of each of ``frames`` grid computations (after 20 for warm-up), cycling the frames."""
+    for i in range(20):
+        grid.compute(label_frames[i % len(label_frames)])
+    times = np.empty(frames)
+    for i in range(frames):
+        labels = label_frames[i % len(label_frames)]
+        t0 = time.perf_counter()
+        grid.compute(labels)
+        times[i] = time.perf_counter() - t0
+    return times * 1e3
 
 
 def _time_builds(spec: GridSpec, groups, model, T, lh: int, lw: int, builds: int):

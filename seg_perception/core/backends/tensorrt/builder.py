@@ -241,17 +241,12 @@ def _make_progress_monitor(progress: BuildProgress) -> "trt.IProgressMonitor":
     return _Monitor()
 
 
-def build_serialized_engine(onnx_path: str, profile: ec.InputProfile,
-                            workspace_mb: int = DEFAULT_WORKSPACE_MB,
-                            timing_cache_file: str = "", progress: ProgressFn = None) -> bytes:
-    """Parse ``onnx_path`` into a strongly typed network and build a serialized engine.
-
-    Raises EngineBuildError listing every parser error, or saying the build failed."""
-    require_tensorrt()
+def _parse_network(builder: "trt.Builder", logger: "trt.ILogger", onnx_path: str
+                   ) -> Tuple["trt.INetworkDefinition", "trt.OnnxParser"]:
+    """The strongly typed network of ``onnx_path`` and its parser (which must outlive the
+    build); raises EngineBuildError listing every parser error."""
     import tensorrt as trt
 
-    logger = _make_logger()
-    builder = trt.Builder(logger)
     flags = 0
     # TensorRT 10: strong typing is opt-in; 11: always on and the flag is deprecated (ignored).
     if trt_major(trt.__version__) < 11 and hasattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED"):
@@ -265,6 +260,40 @@ def build_serialized_engine(onnx_path: str, profile: ec.InputProfile,
             errors = [{"code": "?", "desc": "parse_from_file returned False without errors "
                                             "(unreadable or not an ONNX file?)"}]
         raise EngineBuildError(format_parser_errors(errors, onnx_path))
+    return network, parser
+
+
+def _use_timing_cache(config: "trt.IBuilderConfig", timing_cache_file: str
+                      ) -> Optional["trt.ITimingCache"]:
+    """The timing cache read from ``timing_cache_file`` (a new one when it is missing or from
+    another TensorRT or GPU), set on ``config``; None without a file."""
+    if not timing_cache_file:
+        return None
+    blob = b""
+    if os.path.isfile(timing_cache_file):
+        with open(timing_cache_file, "rb") as f:
+            blob = f.read()
+    timing_cache = config.create_timing_cache(blob)
+    if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
+        log.warning("timing cache %s could not be used (other TensorRT version or GPU?); "
+                    "starting a new one", timing_cache_file)
+        timing_cache = config.create_timing_cache(b"")
+        config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    return timing_cache
+
+
+def build_serialized_engine(onnx_path: str, profile: ec.InputProfile,
+                            workspace_mb: int = DEFAULT_WORKSPACE_MB,
+                            timing_cache_file: str = "", progress: ProgressFn = None) -> bytes:
+    """Parse ``onnx_path`` into a strongly typed network and build a serialized engine.
+
+    Raises EngineBuildError listing every parser error, or saying the build failed."""
+    require_tensorrt()
+    import tensorrt as trt
+
+    logger = _make_logger()
+    builder = trt.Builder(logger)
+    network, parser = _parse_network(builder, logger, onnx_path)  # the parser owns the weights
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_mb) << 20)
@@ -274,18 +303,7 @@ def build_serialized_engine(onnx_path: str, profile: ec.InputProfile,
                           trt.Dims(list(profile.max)))
     config.add_optimization_profile(opt_profile)
 
-    timing_cache = None
-    if timing_cache_file:
-        blob = b""
-        if os.path.isfile(timing_cache_file):
-            with open(timing_cache_file, "rb") as f:
-                blob = f.read()
-        timing_cache = config.create_timing_cache(blob)
-        if timing_cache is None or not config.set_timing_cache(timing_cache, ignore_mismatch=False):
-            log.warning("timing cache %s could not be used (other TensorRT version or GPU?); "
-                        "starting a new one", timing_cache_file)
-            timing_cache = config.create_timing_cache(b"")
-            config.set_timing_cache(timing_cache, ignore_mismatch=False)
+    timing_cache = _use_timing_cache(config, timing_cache_file)
 
     monitor = None
     tracker = BuildProgress(_emitter(progress))
@@ -303,7 +321,7 @@ def build_serialized_engine(onnx_path: str, profile: ec.InputProfile,
     if timing_cache_file and timing_cache is not None:
         data = config.get_timing_cache().serialize()
         ec._atomic_write(timing_cache_file, bytes(data))
-    del monitor
+    del monitor, parser
     return bytes(serialized)
 
 
