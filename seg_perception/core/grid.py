@@ -224,18 +224,7 @@ class GroundGrid:
                             "ground plane z=0 (check camera_pose.xyz)")
         T_grid_optical = T_grid_body.copy()
         T_grid_optical[:3, :3] = T_grid_body[:3, :3] @ R_BODY_OPTICAL
-        R, t = T_grid_optical[:3, :3], T_grid_optical[:3, 3]
-        K_label = camera.label_intrinsics(label_width, label_height)
-
-        def pixels(x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-            """Nearest label pixel (u, v) of ground points and whether it lies in the label map."""
-            optical = (np.stack([x, y, np.zeros_like(x)], axis=1) - t) @ R  # R^T (p - t)
-            uv, ok = project_to_labels(camera, K_label, optical)
-            with np.errstate(invalid="ignore"):
-                u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
-                ok &= (u >= 0) & (u < label_width) & (v >= 0) & (v < label_height)
-            return u, v, ok
-
+        pixels = _GroundPixels(camera, T_grid_optical, label_width, label_height)
         H, W = spec.height, spec.width
         xs, ys = spec.cell_centres()
         X, Y = np.meshgrid(xs, ys)  # (H, W): row = y index, column = x index
@@ -266,17 +255,7 @@ class GroundGrid:
             m[cells[ok], 0] = u[ok].astype(np.int16)
             m[cells[ok], 1] = v[ok].astype(np.int16)
             maps.append(m.reshape(H, W, 2))
-        # Per frame only the label rows and columns some cell samples are processed (plus a
-        # column each side, so the row erosion sees the real neighbours).
-        sampled = [m[m[..., 0] >= 0] for m in maps]
-        uv = np.concatenate(sampled) if any(len(x) for x in sampled) else np.zeros((1, 2), np.int16)
-        u0 = max(0, int(uv[:, 0].min()) - 1)
-        u1 = min(label_width, int(uv[:, 0].max()) + 2)
-        v0, v1 = int(uv[:, 1].min()), int(uv[:, 1].max()) + 1
-        for m in maps:
-            valid = m[..., 0] >= 0
-            m[valid] -= np.array([u0, v0], np.int16)
-        self._crop = (slice(v0, v1), slice(u0, u1))
+        self._crop = _crop_to_samples(maps, label_width)
         return (maps[0], maps[1]), int(cells.size)
 
     def compute(self, labels: np.ndarray) -> np.ndarray:
@@ -316,3 +295,37 @@ class GroundGrid:
                             f"{self._label_shape[1]}x{self._label_shape[0]}")
         return cv2.remap(np.ascontiguousarray(image[self._crop]), self._maps[1], None, cv2.INTER_NEAREST,
                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+class _GroundPixels:
+    """Ground points (x, y, 0) of grid_frame -> their nearest label pixel (u, v) and whether
+    it lies in the label map."""
+
+    def __init__(self, camera: CameraModel, T_grid_optical: np.ndarray, label_width: int,
+                 label_height: int) -> None:
+        self.camera = camera
+        self.R, self.t = T_grid_optical[:3, :3], T_grid_optical[:3, 3]
+        self.K_label = camera.label_intrinsics(label_width, label_height)
+        self.size = (label_width, label_height)
+
+    def __call__(self, x: np.ndarray, y: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+        optical = (np.stack([x, y, np.zeros_like(x)], axis=1) - self.t) @ self.R  # R^T (p - t)
+        uv, ok = project_to_labels(self.camera, self.K_label, optical)
+        with np.errstate(invalid="ignore"):
+            u, v = np.rint(uv[:, 0]), np.rint(uv[:, 1])
+            ok &= (u >= 0) & (u < self.size[0]) & (v >= 0) & (v < self.size[1])
+        return u, v, ok
+
+
+def _crop_to_samples(maps, label_width: int) -> Tuple[slice, slice]:
+    """The label rows and columns some cell samples (plus a column each side, so the row erosion
+    sees the real neighbours): per frame only these are processed. Shifts ``maps`` into it."""
+    sampled = [m[m[..., 0] >= 0] for m in maps]
+    uv = np.concatenate(sampled) if any(len(x) for x in sampled) else np.zeros((1, 2), np.int16)
+    u0 = max(0, int(uv[:, 0].min()) - 1)
+    u1 = min(label_width, int(uv[:, 0].max()) + 2)
+    v0, v1 = int(uv[:, 1].min()), int(uv[:, 1].max()) + 1
+    for m in maps:
+        valid = m[..., 0] >= 0
+        m[valid] -= np.array([u0, v0], np.int16)
+    return (slice(v0, v1), slice(u0, u1))
