@@ -62,6 +62,26 @@ def test_cross_parameter_checks_and_shipped_params_file():
     assert {s.name for s in SPECS} == set(shipped)
 
 
+def test_a_set_of_changes_is_applied_whole_or_not_at_all():
+    from seg_perception.core.parameters import check_update
+
+    current = default_parameters()
+    before = dict(current)
+    reason, after = check_update(current, {"grid.x_min": -5.0, "min_confidence.grid": 0.7})
+    assert reason is None and after["grid.x_min"] == -5.0 and after["min_confidence.grid"] == 0.7
+    assert current == before  # the caller's parameters untouched: it swaps them when accepted
+    refused = [({"grid.x_min": -5.0, "min_confidence.grid": 7.0}, "min_confidence.grid"),  # one bad value
+               ({"grid.x_min": 50.0}, "grid.x_min"),                                    # across parameters
+               ({"cameras": ["front"]}, "read-only")]
+    for changes, needle in refused:
+        reason, after = check_update(current, changes)
+        assert reason and needle in reason and after is current, changes
+    tf = dict(current, **{"camera_pose.source": "tf"})
+    reason, _ = check_update(tf, {"camera_pose.xyz": [0.0, 0.0, 1.5]})
+    assert reason and "camera_pose.source is tf" in reason
+    assert check_update(tf, {"grid.x_min": -5.0})[0] is None
+
+
 def test_image_and_grid_messages_round_trip():
     h = Header(frame_id="cam")
     h.stamp.sec, h.stamp.nanosec = 12, 34

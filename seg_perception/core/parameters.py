@@ -205,6 +205,29 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
     return None
 
 
+POSE_PARAMETERS = ("camera_pose.xyz", "camera_pose.rpy")  # also each camera's C.camera_pose.*
+
+
+def check_update(current: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
+    """(the reason a set of changes is refused or None, the parameters after it): all of it is
+    applied or none, never half."""
+    for name, value in changes.items():
+        if name == "cameras":
+            return "cameras is read-only", current
+        reason = check(name, value)
+        if reason:
+            return reason, current
+    merged = dict(current)
+    merged.update(changes)
+    reason = check_all(merged)
+    if reason:
+        return reason, current
+    if merged["camera_pose.source"] == "tf" and any(n.endswith(POSE_PARAMETERS) for n in changes):
+        return ("camera_pose.xyz/rpy are not used: camera_pose.source is tf (the pose comes from TF)",
+                current)
+    return None, merged
+
+
 def default_parameters() -> Dict[str, object]:
     """The node's parameter defaults (as in config/camera_seg.yaml)."""
     return {spec.name: (list(spec.default) if isinstance(spec.default, list) else spec.default)

@@ -31,7 +31,7 @@ from ..core import resources
 from ..core.faults import worker_fault_from_env
 from ..core.labels import MASK_GROUPS
 from ..core.latest import BusyClock, LatestPerKey, LatestSlot
-from ..core.parameters import SPEC_BY_NAME, SPECS, Spec, camera_parameters, camera_view, check, check_all
+from ..core.parameters import POSE_PARAMETERS, camera_view, check_update
 from ..core.pipeline import IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, build_camera_pipelines
 from ..core.surround import SurroundGrid
 from ..core.threads import opencv_threads
@@ -40,7 +40,7 @@ from .camera import Camera
 from .frame_path import FramePath
 from .map_output import MapOutput
 from .node_status import node_statuses
-from .parameters import descriptor
+from .parameters import declare_node_parameters, plain_value
 from .process import NODE_NAME, run_node
 
 
@@ -52,7 +52,7 @@ class CameraSegBase(FramePath, Node):
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.p = self._declare_parameters()
+        self.p = declare_node_parameters(self)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.multi = bool(self.p["cameras"])
         self.configured = self.active = False
@@ -221,61 +221,13 @@ class CameraSegBase(FramePath, Node):
                           lambda msg, c=cam: self._on_image(c, msg), lambda msg, c=cam: self._on_camera_info(c, msg))
 
     # ---------------------------------------------------------------- parameters
-    def _declare_parameters(self) -> Dict[str, object]:
-        from rclpy.exceptions import ParameterUninitializedException
-        from rclpy.parameter import Parameter
-
-        values = {}
-        for spec in SPECS:
-            if spec.name == "cameras":  # a string array whose default is empty: declared by type
-                self.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor(spec))
-                try:
-                    values[spec.name] = [str(c) for c in self.get_parameter(spec.name).value]
-                except ParameterUninitializedException:  # not given (an empty list in YAML too)
-                    values[spec.name] = []
-                continue
-            values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
-        for name in values["cameras"]:  # each camera's own, defaults from the node-wide ones
-            for key, default in camera_parameters(name, values).items():
-                base = SPEC_BY_NAME.get(key.split(".", 1)[1])  # image, camera_info: none
-                spec = Spec(key, default, f"camera {name}: its {key.split('.', 1)[1]}",
-                            read_only=not key.endswith(("xyz", "rpy")),
-                            choices=base.choices if base else None, length=base.length if base else None)
-                values[key] = self.declare_parameter(key, default, descriptor(spec)).value
-        for k, v in list(values.items()):
-            if k == "cameras":
-                continue
-            if isinstance(v, (list, tuple)) or type(v).__name__ == "array":
-                values[k] = [float(x) for x in v]
-        reason = check_all(values)
-        if reason:
-            raise ValueError(f"invalid parameter: {reason}")
-        return values
-
     def _on_set_parameters(self, params) -> SetParametersResult:
-        changes = {}
-        for prm in params:
-            value = prm.value
-            if prm.name == "cameras":
-                return SetParametersResult(successful=False, reason="cameras is read-only")
-            if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
-                value = [float(x) for x in value]
-            reason = check(prm.name, value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-            changes[prm.name] = value
-        merged = dict(self.p)
-        merged.update(changes)
-        reason = check_all(merged)
+        changes = {prm.name: plain_value(prm.value) for prm in params}
+        reason, merged = check_update(self.p, changes)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
-        pose_changed = any(n.endswith(("camera_pose.xyz", "camera_pose.rpy")) for n in changes)
-        if pose_changed and merged["camera_pose.source"] == "tf":
-            return SetParametersResult(successful=False, reason="camera_pose.xyz/rpy are not used: "
-                                       "camera_pose.source is tf (the pose comes from TF)")
-        # everything is valid: apply all of it
         self.p = merged
-        self._apply_runtime_parameters(merged, pose_changed)
+        self._apply_runtime_parameters(merged, any(n.endswith(POSE_PARAMETERS) for n in changes))
         return SetParametersResult(successful=True)
 
     def _apply_runtime_parameters(self, p: Dict[str, object], pose_changed: bool) -> None:

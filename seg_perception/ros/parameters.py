@@ -3,9 +3,12 @@ ranges, read-only, checks) and the params-file loader are ROS-free: core/paramet
 
 from __future__ import annotations
 
+from typing import Any, Dict
+
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.parameters import SPEC_BY_NAME, SPECS, Spec, check, check_all  # noqa: F401  (re-exported)
+from ..core.parameters import (SPEC_BY_NAME, SPECS, Spec, camera_parameters, check,  # noqa: F401
+                               check_all)
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
@@ -23,3 +26,40 @@ def descriptor(spec: Spec) -> ParameterDescriptor:
         else:
             d.floating_point_range = [FloatingPointRange(from_value=float(lo), to_value=float(hi), step=0.0)]
     return d
+
+
+def plain_value(value: Any) -> Any:
+    """A parameter value as the core table holds it: number arrays as lists of floats."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "array":
+        return [float(x) for x in value]
+    return value
+
+
+def declare_node_parameters(node) -> Dict[str, object]:
+    """Declare the table's parameters on ``node`` (and each camera's own, defaulting to the
+    node-wide ones) with their descriptors; returns the values, checked together. Raises
+    ValueError with the reason for an invalid set."""
+    from rclpy.exceptions import ParameterUninitializedException
+    from rclpy.parameter import Parameter
+
+    values: Dict[str, object] = {}
+    for spec in SPECS:
+        if spec.name == "cameras":  # a string array whose default is empty: declared by type
+            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor(spec))
+            try:
+                values[spec.name] = [str(c) for c in node.get_parameter(spec.name).value]
+            except ParameterUninitializedException:  # not given (an empty list in YAML too)
+                values[spec.name] = []
+            continue
+        values[spec.name] = plain_value(node.declare_parameter(spec.name, spec.default, descriptor(spec)).value)
+    for name in values["cameras"]:
+        for key, default in camera_parameters(name, values).items():
+            base = SPEC_BY_NAME.get(key.split(".", 1)[1])  # image, camera_info: none
+            spec = Spec(key, default, f"camera {name}: its {key.split('.', 1)[1]}",
+                        read_only=not key.endswith(("xyz", "rpy")),
+                        choices=base.choices if base else None, length=base.length if base else None)
+            values[key] = plain_value(node.declare_parameter(key, default, descriptor(spec)).value)
+    reason = check_all(values)
+    if reason:
+        raise ValueError(f"invalid parameter: {reason}")
+    return values
