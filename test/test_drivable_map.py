@@ -248,6 +248,34 @@ def test_no_single_cell_obstacle_is_lost_on_a_turned_or_coarser_map(yaw, res):
     assert lost == 0
 
 
+@pytest.mark.parametrize("yaw,res", [(0.0, 0.1), (math.pi / 4, 0.1), (0.3, 0.1), (0.0, 0.2), (math.pi / 4, 0.25)])
+def test_only_the_known_part_of_a_grid_is_fused_and_none_of_its_edge_is_lost(yaw, res):
+    """The map warps only the part of the grid a frame knows: obstacles on that part's very
+    edge still reach the map, and the map learns every known cell and nothing else."""
+    cells = np.full((GRID.height, GRID.width), -1, np.int8)
+    r0, r1, c0, c1 = 40, 71, 120, 161
+    cells[r0:r1, c0:c1] = 0
+    edge = [(r, c) for r in range(r0, r1) for c in range(c0, c1)
+            if r in (r0, r1 - 1) or c in (c0, c1 - 1)][::3]
+    for r, c in edge:
+        cells[r, c] = 100
+    m = DrivableMap(MapSpec(resolution=res, size_x=80.0, size_y=80.0))
+    pose = (3.0, -2.0, yaw)
+    seen = m.update(cells, GRID, pose, 0.0)
+    xs, ys = GRID.cell_centres()
+    c, s = math.cos(yaw), math.sin(yaw)
+    occ = m.occupancy()
+    lost = 0
+    for r, k in edge:
+        x, y = pose[0] + c * xs[k] - s * ys[r], pose[1] + s * xs[k] + c * ys[r]
+        i, j = int((y - m.origin[1]) / res), int((x - m.origin[0]) / res)
+        lost += occ[i, j] < 65
+    assert lost == 0
+    # every map cell it knows lies on the known part (within the max-pool's reach of it)
+    area = (r1 - r0) * (c1 - c0) * GRID.resolution ** 2
+    assert 0.8 * area <= seen * res * res <= area + 2 * (r1 - r0 + c1 - c0) * GRID.resolution * 2 * res
+
+
 def test_several_cameras_posed_by_tf_in_any_stamp_order_do_not_clear_the_map():
     b = MapBuilder(SPEC, odom_timeout=0.5)
     for t in (10.033, 10.020, 10.041, 10.000):  # four unsynchronised cameras, taken in fair order

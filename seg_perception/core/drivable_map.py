@@ -31,6 +31,16 @@ from .odometry import Pose2D, PoseHistory
 DECAY_STEP_S = 0.25
 
 
+def _known_box(cells: np.ndarray, pad: int) -> Optional[Tuple[Tuple[int, int], Tuple[int, int]]]:
+    """((row0, row1), (col0, col1)) of the cells that are not unknown, ``pad`` cells wider each
+    side (within the grid); None when every cell is unknown."""
+    x, y, w, h = cv2.boundingRect(cv2.compare(np.ascontiguousarray(cells).view(np.uint8), 255, cv2.CMP_NE))
+    if w == 0 or h == 0:
+        return None
+    rows, cols = cells.shape
+    return (max(y - pad, 0), min(y + h + pad, rows)), (max(x - pad, 0), min(x + w + pad, cols))
+
+
 def logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
@@ -83,6 +93,9 @@ class DrivableMap:
         self._hit, self._miss = logit(spec.hit), logit(spec.miss)
         self._decayed_at: Optional[float] = None
         self._lo, self._hi = logit(spec.p_min), logit(spec.p_max)
+        # a confidence weight 0..255 -> its share of a hit or a miss
+        self._miss_lut = (np.arange(256, dtype=np.float32) / np.float32(255.0) * np.float32(self._miss))
+        self._hit_lut = (np.arange(256, dtype=np.float32) / np.float32(255.0) * np.float32(self._hit))
 
     def clear(self, reason: str) -> None:
         """Forget everything (odometry jumped, time went backwards, ...); ``reason`` is kept."""
@@ -130,51 +143,75 @@ class DrivableMap:
         x, y, yaw = pose
         self._roll_to(x, y)
         self.stamp = t if self.stamp is None else max(self.stamp, t)
+        k = self.spec.resolution / grid.resolution
+        reach = int(math.ceil(k))
+        # Only the part of the grid the frame knows (padded by the max-pool's reach) is warped:
+        # a camera's view is a wedge of its grid, so this halves the work.
+        box = _known_box(cells, pad=reach + 1)
+        where = self._footprint(grid, box, pose) if box is not None else None
+        if where is None:
+            self._decay()
+            return 0
+        M, (r0, r1, c0, c1) = where
+        part = (slice(box[0][0], box[0][1]), slice(box[1][0], box[1][1]))
+        src = np.ascontiguousarray(cells[part]).view(np.uint8)  # -1 -> 255 (OpenCV warps no int8)
+        size, flags = (c1 - c0, r1 - r0), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
+        obs = cv2.warpAffine(src, M, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
+        # obstacles max-pooled: a map cell is not drivable when any grid cell within reach of its
+        # centre is (nearest sampling alone skips grid cells at an angle or on a coarser map)
+        occ_src = cv2.compare(src, OCCUPIED, cv2.CMP_EQ)  # 255 where not drivable
+        if reach > 1:
+            occ_src = cv2.dilate(occ_src, np.ones((reach, reach), np.uint8))
+        occ = cv2.compare(cv2.warpAffine(occ_src, M, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                                         borderMode=cv2.BORDER_CONSTANT, borderValue=0), 0, cv2.CMP_GT)
+        free = cv2.bitwise_and(cv2.compare(obs, FREE, cv2.CMP_EQ), cv2.bitwise_not(occ))
+        if weight is None:
+            miss, hit = self._miss, self._hit
+        else:
+            w = cv2.warpAffine(np.ascontiguousarray(weight[part], np.uint8), M, size, flags=flags,
+                               borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            miss, hit = cv2.LUT(w, self._miss_lut), cv2.LUT(w, self._hit_lut)
+        # in place on the map's footprint, masked (OpenCV writes into the numpy views)
+        L, seen = self.L[r0:r1, c0:c1], self.seen[r0:r1, c0:c1]
+        cv2.add(L, miss, dst=L, mask=free)
+        # an obstacle reads not drivable at once, however unsure: max(L + hit, the full hit)
+        cv2.copyTo(cv2.max(cv2.add(L, hit), self._hit), occ, L)
+        # the clamps over the whole footprint: cells outside the masks are within them already
+        cv2.min(L, self._hi, dst=L)
+        cv2.max(L, self._lo, dst=L)
+        known = cv2.bitwise_or(free, occ)
+        np.copyto(seen, t, where=known.astype(bool))
+        self.updates += 1
+        self._decay()
+        return cv2.countNonZero(known)
+
+    def _footprint(self, grid: GridSpec, box, pose: Pose2D):
+        """(M: map cell of the footprint -> grid cell of the part, both with centres at integers;
+        the footprint's map rows r0:r1 and columns c0:c1) of the grid's part ``box`` seen at
+        ``pose``, or None when it lies outside the window."""
+        (gr0, gr1), (gc0, gc1) = box
+        x, y, yaw = pose
+        gx0, gy0 = grid.x_min + gc0 * grid.resolution, grid.y_min + gr0 * grid.resolution
+        gx1 = min(grid.x_min + gc1 * grid.resolution, grid.x_max)
+        gy1 = min(grid.y_min + gr1 * grid.resolution, grid.y_max)
         res, ox, oy = self.spec.resolution, self.origin[0], self.origin[1]
         c, s = math.cos(yaw), math.sin(yaw)
-        # the grid's footprint in map cells (its extent's corners turned and moved)
-        gx = np.array([grid.x_min, grid.x_max, grid.x_max, grid.x_min])
-        gy = np.array([grid.y_min, grid.y_min, grid.y_max, grid.y_max])
+        # the part's corners turned and moved
+        gx, gy = np.array([gx0, gx1, gx1, gx0]), np.array([gy0, gy0, gy1, gy1])
         mx, my = x + c * gx - s * gy, y + s * gx + c * gy
         c0 = max(int(math.floor((mx.min() - ox) / res)), 0)
         c1 = min(int(math.ceil((mx.max() - ox) / res)), self.cols)
         r0 = max(int(math.floor((my.min() - oy) / res)), 0)
         r1 = min(int(math.ceil((my.max() - oy) / res)), self.rows)
         if c0 >= c1 or r0 >= r1:
-            self._decay()
-            return 0
-        # map cell (c, r) of the footprint -> grid cell (col, row), both with centres at integers
+            return None
         k = res / grid.resolution
         dx0, dy0 = ox - x + (c0 + 0.5) * res, oy - y + (r0 + 0.5) * res
-        M = np.array([[c * k, s * k, (c * dx0 + s * dy0 - grid.x_min) / grid.resolution - 0.5],
-                      [-s * k, c * k, (-s * dx0 + c * dy0 - grid.y_min) / grid.resolution - 0.5]])
-        src = np.ascontiguousarray(cells).view(np.uint8)  # -1 -> 255 (OpenCV warps no int8)
-        size, flags = (c1 - c0, r1 - r0), cv2.INTER_NEAREST | cv2.WARP_INVERSE_MAP
-        obs = cv2.warpAffine(src, M, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=255)
-        # obstacles max-pooled: a map cell is not drivable when any grid cell within reach of its
-        # centre is (nearest sampling alone skips grid cells at an angle or on a coarser map)
-        occ_src = cv2.compare(src, OCCUPIED, cv2.CMP_EQ)  # 255 where not drivable
-        reach = int(math.ceil(k))
-        if reach > 1:
-            occ_src = cv2.dilate(occ_src, np.ones((reach, reach), np.uint8))
-        occ = cv2.warpAffine(occ_src, M, size, flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-                             borderMode=cv2.BORDER_CONSTANT, borderValue=0) > 0
-        L, seen = self.L[r0:r1, c0:c1], self.seen[r0:r1, c0:c1]
-        free = (obs == FREE) & ~occ
-        if weight is None:
-            miss, hit = self._miss, self._hit
-        else:
-            w = cv2.warpAffine(np.ascontiguousarray(weight, np.uint8), M, size, flags=flags,
-                               borderMode=cv2.BORDER_CONSTANT, borderValue=0).astype(np.float32) * (1.0 / 255.0)
-            miss, hit = w * self._miss, w * self._hit
-        # dense over the footprint (cheaper than indexing by masks)
-        np.copyto(L, np.maximum(L + miss, self._lo), where=free)
-        np.copyto(L, np.minimum(np.maximum(L + hit, self._hit), self._hi), where=occ)
-        known = free | occ
-        np.copyto(seen, t, where=known)
-        self.updates += 1
-        self._decay()
-        return int(known.sum())
+        # in the whole grid's cells, then moved to the part's by whole cells: exact, so the part
+        # samples exactly the cells the whole grid would
+        M = np.array([[c * k, s * k, (c * dx0 + s * dy0 - grid.x_min) / grid.resolution - 0.5 - gc0],
+                      [-s * k, c * k, (-s * dx0 + c * dy0 - grid.y_min) / grid.resolution - 0.5 - gr0]])
+        return M, (r0, r1, c0, c1)
 
     def _decay(self) -> None:
         # a full pass over the window: at most every DECAY_STEP_S of frame time (a cell then
