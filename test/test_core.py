@@ -208,10 +208,9 @@ def test_a_model_without_confidence_output_still_works_and_thresholds_do_nothing
 
 def test_latest_slot_keeps_only_the_newest_and_counts_drops():
     slot = LatestSlot()
-    for i in range(5):
-        slot.put(i)
+    drops = [slot.put(i) for i in range(5)]
     assert slot.get(0.1) == (True, 4)
-    assert (slot.received, slot.dropped) == (5, 4)
+    assert drops == [False, True, True, True, True]  # each replaced frame reported as a drop
     assert slot.get(0.01) == (False, None)
     got = []
     t = threading.Thread(target=lambda: got.append(slot.get(5.0)))

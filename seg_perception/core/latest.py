@@ -1,7 +1,7 @@
 """A one-slot mailbox between a camera callback and an inference worker.
 
 The callback puts every frame; the worker always gets the newest one. A frame replaced before
-the worker took it is dropped and counted, so a slow network never builds a backlog of stale
+the worker took it is dropped (put() says so, for the caller to count), so a slow network never builds a backlog of stale
 frames (the real-time rule: latest frame wins).
 """
 
@@ -22,8 +22,6 @@ class LatestSlot:
         self._item: Any = None
         self._has_item = False
         self._closed = False
-        self.received = 0
-        self.dropped = 0
 
     def put(self, item: Any) -> bool:
         """Store ``item``; returns True when it replaced an unprocessed one (a drop)."""
@@ -31,11 +29,8 @@ class LatestSlot:
             closed = self._closed
             replaced = self._has_item and not closed
             old = item if closed else self._item  # a closed slot takes nothing: dropped at once
-            if replaced:
-                self.dropped += 1
             if not closed:
                 self._item, self._has_item = item, True
-                self.received += 1
                 self._cond.notify()
         if (replaced or closed) and self._on_drop is not None:
             self._on_drop(old)
