@@ -1,8 +1,8 @@
 """A one-slot mailbox between a camera callback and an inference worker.
 
 The callback puts every frame; the worker always gets the newest one. A frame replaced before
-the worker took it is dropped (put() says so, for the caller to count), so a slow network never builds a backlog of stale
-frames (the real-time rule: latest frame wins).
+the worker took it is dropped (put() says so, for the caller to count), so a slow network never
+builds a backlog of stale frames (the real-time rule: latest frame wins).
 """
 
 from __future__ import annotations
