@@ -41,6 +41,21 @@ def test_a_stale_camera_drops_out_of_the_surround_grid():
         s.update("left", g([F, F]), 10.5)
 
 
+def test_the_published_surround_grid_never_goes_back_in_time():
+    """Cameras are not synchronised: a grid from a camera whose frame is older than one already
+    fused is kept for the next fusion but not published (its stamp would rewind the topic)."""
+    s = SurroundGrid(["front", "rear"], max_spread_s=0.2)
+    s.update("front", g([F, U]), 10.10)
+    cells, used = s.to_publish(10.10)
+    np.testing.assert_array_equal(cells, g([F, U]))
+    s.update("rear", g([U, O]), 10.05)  # late: older than the front grid already published
+    assert s.to_publish(10.05) is None
+    s.update("front", g([F, F]), 10.20)  # the next front grid carries the rear's view too
+    cells, used = s.to_publish(10.20)
+    np.testing.assert_array_equal(cells, g([F, O]))
+    assert used == ["front", "rear"] and s.fused()[1] == 10.20
+
+
 @pytest.mark.parametrize("fair", [True, False])
 def test_every_camera_gets_its_share_under_overload(fair):
     """Four cameras at 10 Hz each, a network for 20 frames/s (2x overload), newest-frame slots:

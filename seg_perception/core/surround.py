@@ -70,6 +70,15 @@ class SurroundGrid:
         used = [c for c in self.cameras if c in latest and newest - latest[c].stamp <= self.max_spread_s]
         return fuse_grids([latest[c].cells for c in used]), newest, used
 
+    def to_publish(self, stamp: float) -> Optional[Tuple[np.ndarray, List[str]]]:
+        """(cells, cameras in it) to publish for a grid of ``stamp`` just given to ``update``,
+        or None when a newer camera's grid is in the fusion: that one published it, and a
+        published surround grid's stamp never goes back (a late camera does not rewind it)."""
+        fused = self.fused()
+        if fused is None or fused[1] > stamp:
+            return None
+        return fused[0], fused[2]
+
 
 def fair_order(waiting: Dict[str, float], last_served: Dict[str, float]) -> List[str]:
     """The order in which cameras with a waiting frame (camera -> its receive time) are served:

@@ -254,9 +254,10 @@ class FramePath:
         self.surround.update(cam.name, cells, stamp)
         if self.surround_pub.get_subscription_count() == 0:
             return
-        fused, newest, _ = self.surround.fused()
-        if newest > stamp:
+        out = self.surround.to_publish(stamp)
+        if out is None:
             return  # a newer camera's grid is in it: that one published (stamps never go back)
+        fused = out[0]
         spec = cam.pipeline.grid.spec
         self.surround_pub.publish(occupancy_grid_msg(fused, spec.resolution, (spec.x_min, spec.y_min),
                                                      copy_header(header, cam.pipeline.grid.frame_id)))
