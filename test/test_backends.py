@@ -29,9 +29,8 @@ def frames():
 
 def test_onnxruntime_and_torch_agree(model_files, frames):
     onnx_path, ckpt = model_files
-    ort_b = create_backend(onnx_path, "onnxruntime", num_threads=1)
-    torch_b = create_backend(ckpt, "torch", num_threads=1)
-    try:
+    with create_backend(onnx_path, "onnxruntime", num_threads=1) as ort_b, \
+            create_backend(ckpt, "torch", num_threads=1) as torch_b:
         a, b = ort_b.infer(frames), torch_b.infer(frames)
         assert a.shape == b.shape == (5, H, W) and a.dtype == b.dtype == np.uint8
         assert len(np.unique(b)) >= 4                     # not a trivial one-class model
@@ -46,9 +45,6 @@ def test_onnxruntime_and_torch_agree(model_files, frames):
         assert conf_a.shape == (5, H, W) and conf_a.dtype == conf_b.dtype == np.uint8
         assert np.mean(np.abs(conf_a.astype(int) - conf_b.astype(int)) <= 1) >= 0.999
         assert conf_a.min() < 200  # not sure everywhere: the comparison means something
-    finally:
-        ort_b.release()
-        torch_b.release()
 
 
 def test_iobinding_matches_plain_run_across_batch_sizes(model_files, frames):
@@ -114,9 +110,8 @@ def test_auto_selection_explains_itself(model_files):
         choose_backend(onnx_path, "torch")
     with pytest.raises(SegmenterError, match="unknown backend"):
         choose_backend(onnx_path, "openvino")
-    seg = Segmenter.from_file(onnx_path)
-    assert seg.backend.selection_reason == why
-    seg.release()
+    with Segmenter.from_file(onnx_path) as seg:
+        assert seg.backend.selection_reason == why
 
 
 def test_bench_backends_reports_stages_and_skips(model_files):

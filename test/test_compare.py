@@ -13,7 +13,7 @@ from seg_perception.tools import cli
 from seg_perception.core.segmenter import parse_model_spec as parse_spec
 from seg_perception.tools.compare import compare
 
-from models import reference_model_files
+from models import reference_model_files, sample_scene_reference_model
 
 H, W = 64, 96
 
@@ -25,7 +25,7 @@ def files(tmp_path_factory):
     fp16 = q.convert_fp16(onnx_path, q.variant_path(onnx_path, "fp16"))
     int8 = q.quantize_int8(onnx_path, q.variant_path(onnx_path, "int8"),
                            np.stack(q.sample_frames(8, H, W)))
-    other, _ = ex.sample_scene_reference_model(H, W)
+    other, _ = sample_scene_reference_model(H, W)
     with torch.no_grad():
         other.model.colour.bias.add_(torch.linspace(-3, 3, info.num_classes))
     shifted = str(d / "shifted.onnx")

@@ -288,8 +288,9 @@ def test_cuda_errors_carry_cuda_names():
 def test_onnx_for_precision(tmp_path):
     from seg_perception.core import export as ex
     from seg_perception.core import quantize as q
+    from models import sample_scene_reference_model
 
-    wrapped, info = ex.sample_scene_reference_model(32, 48)
+    wrapped, info = sample_scene_reference_model(32, 48)
     src = str(tmp_path / "m.onnx")
     ex.export_onnx(wrapped, info, src)
     work = tmp_path / "cache"

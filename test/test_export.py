@@ -15,6 +15,8 @@ from seg_perception.core import export as ex
 from seg_perception.core.model_info import METADATA_KEY, ModelInfo, read_onnx_metadata
 from seg_perception.tools import cli
 
+from models import sample_scene_reference_model
+
 H, W = 64, 96
 
 
@@ -22,7 +24,7 @@ H, W = 64, 96
 def reference(tmp_path_factory):
     """(onnx path, checkpoint path, wrapped model, info) of the sample-scene reference model."""
     d = tmp_path_factory.mktemp("export")
-    wrapped, info = ex.sample_scene_reference_model(H, W)
+    wrapped, info = sample_scene_reference_model(H, W)
     ckpt = str(d / "ref.pt")
     ex.save_checkpoint(wrapped, info, ckpt)
     path = str(d / "ref.onnx")
@@ -105,7 +107,7 @@ def test_export_agrees_with_pytorch_on_a_model_that_is_not_trivial(reference):
 
 def test_verification_detects_a_different_model(reference):
     path, _, wrapped, info, _ = reference
-    other, _ = ex.sample_scene_reference_model(H, W, seed=1)
+    other, _ = sample_scene_reference_model(H, W, seed=1)
     with torch.no_grad():  # a network the file was not exported from
         other.model.colour.bias.add_(torch.linspace(-3, 3, info.num_classes))
     frames = np.stack(ex.sample_frames(4, H, W))
@@ -114,7 +116,7 @@ def test_verification_detects_a_different_model(reference):
 
 
 def test_failed_verification_removes_the_file_and_raises(tmp_path):
-    wrapped, info = ex.sample_scene_reference_model(H, W)
+    wrapped, info = sample_scene_reference_model(H, W)
     out = tmp_path / "bad.onnx"
     with pytest.raises(ex.ExportError, match="agrees with PyTorch on only"):
         # no file can agree on more than 100% of pixels: the failure path, end to end

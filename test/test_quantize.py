@@ -11,13 +11,15 @@ from seg_perception.core import export as ex
 from seg_perception.core import quantize as q
 from seg_perception.core.model_info import ModelInfo, read_onnx_metadata
 
+from models import sample_scene_reference_model
+
 H, W = 64, 96
 
 
 @pytest.fixture(scope="module")
 def fp32(tmp_path_factory):
     d = tmp_path_factory.mktemp("quant")
-    wrapped, info = ex.sample_scene_reference_model(H, W)
+    wrapped, info = sample_scene_reference_model(H, W)
     path = str(d / "ref.onnx")
     ex.export_onnx(wrapped, info, path)
     return path, info

@@ -22,7 +22,6 @@ CAMERA_INFO = "sensor_msgs/msg/CameraInfo"
 OCCUPANCY_GRID = "nav_msgs/msg/OccupancyGrid"
 ODOMETRY = "nav_msgs/msg/Odometry"
 TF_MESSAGE = "tf2_msgs/msg/TFMessage"
-CLOCK = "rosgraph_msgs/msg/Clock"
 CAMERA_TYPES = (IMAGE, COMPRESSED_IMAGE)
 
 STORAGES = ("sqlite3", "mcap")

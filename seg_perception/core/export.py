@@ -192,46 +192,6 @@ def fresh_model(architecture: str, height: int = 360, width: int = 480, seed: in
     return build_wrapped_model(info).eval(), info
 
 
-def sample_scene_reference_model(height: int = 64, width: int = 96, seed: int = 0
-                                 ) -> Tuple[ClassMapModel, ModelInfo]:
-    """A tiny_fcn whose colour path is set, not trained, to each class's mean colour in the sample
-    scene (nearest prototype in normalised colour space) and whose context path keeps small random
-    weights. Its class maps on the sample frames have several classes with noisy boundaries, unlike
-    a random network whose argmax is often one class everywhere (which agrees trivially). Used to
-    test export and backend agreement without a trained model."""
-    from .sample import SampleCamera, render_frame
-
-    wrapped, info = fresh_model("tiny_fcn", height, width, seed=seed)
-    info = info.with_source(weights="colour prototypes of the sample scene (not trained)")
-    cam = SampleCamera(width=width, height=height)
-    sums = np.zeros((info.num_classes, 3))
-    counts = np.zeros(info.num_classes)
-    for index in (0, 11, 23):
-        rgb, labels = render_frame(index, cam)
-        for c in np.unique(labels):
-            sel = labels == c
-            sums[c] += rgb[sel].sum(axis=0)
-            counts[c] += sel.sum()
-    mean = np.array(info.mean) * 255.0
-    std = np.array(info.std) * 255.0
-    weight = np.zeros((info.num_classes, 3))
-    bias = np.full(info.num_classes, -50.0)  # classes absent from the scene never win
-    for c in range(info.num_classes):
-        if counts[c]:
-            proto = (sums[c] / counts[c] - mean) / std
-            # argmax of -|x - p|^2 == argmax of 2 p.x - |p|^2
-            weight[c] = 2.0 * proto
-            bias[c] = -float(proto @ proto)
-    net = wrapped.model
-    with torch.no_grad():
-        net.colour.weight.copy_(torch.tensor(weight, dtype=torch.float32).view(-1, 3, 1, 1))
-        net.colour.bias.copy_(torch.tensor(bias, dtype=torch.float32))
-        for module in net.context.modules():
-            if isinstance(module, nn.Conv2d):
-                module.weight.mul_(0.5)
-    return wrapped.eval(), info
-
-
 def torch_class_maps(wrapped: ClassMapModel, inputs: np.ndarray, batch_size: int = 4) -> np.ndarray:
     wrapped = wrapped.eval()
     out = []

@@ -61,7 +61,7 @@ class Backend(abc.ABC):
         # released on leaving the block, also on an error
 
     The base checks the input contract once for every backend (uint8 [N, H, W, 3] at the
-    model's input size, a loaded backend); subclasses implement load, _infer and release."""
+    model's input size, a loaded backend); subclasses implement load, _infer and _release."""
 
     name: str = "?"
 
@@ -345,12 +345,6 @@ class Segmenter:
     def infer_model_input(self, model_input: np.ndarray) -> np.ndarray:
         """One HxWx3 uint8 image already at the model size -> HxW uint8 class map."""
         return self.backend.infer(model_input[None])[0]
-
-    def infer_model_input_with_confidence(self, model_input: np.ndarray
-                                          ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        """One model-size image -> (HxW class map, HxW confidence or None)."""
-        ids, conf = self.backend.infer_with_confidence(model_input[None])
-        return ids[0], (conf[0] if conf is not None else None)
 
     @property
     def has_confidence(self) -> bool:

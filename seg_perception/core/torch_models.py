@@ -72,18 +72,6 @@ def build_model(architecture: str, num_classes: int) -> nn.Module:
     return ARCHITECTURES[architecture](num_classes)
 
 
-class SegmentationLogits(nn.Module):
-    """Normalised float NCHW -> logits NCHW (torchvision models return a dict)."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.model(x)
-        return out["out"] if isinstance(out, dict) else out
-
-
 class ClassMapModel(nn.Module):
     """uint8 RGB [N, H, W, 3] -> uint8 class ids [N, H, W]: the graph contract of every backend."""
 

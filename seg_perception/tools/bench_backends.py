@@ -161,7 +161,7 @@ def bench_backends(model_paths_or_specs: Sequence[str], backends: Sequence[str] 
                     result["skipped"].append({"model": spec, "backend": backend + (f"/{precision}" if precision else ""),
                                                 "reason": str(exc)})
                     continue
-                try:
+                with seg:
                     for (w, h) in sizes:
                         for batch in batch_sizes:
                             entry = {"model": spec, "file": os.path.basename(path), "backend": backend,
@@ -171,8 +171,6 @@ def bench_backends(model_paths_or_specs: Sequence[str], backends: Sequence[str] 
                                      "frame": f"{w}x{h}", "batch": int(batch)}
                             entry.update(bench_one(seg, frames[(w, h)], int(batch), iters))
                             result["runs"].append(entry)
-                finally:
-                    seg.release()
     return result
 
 

@@ -13,6 +13,7 @@ through the same frame fitting as the node, so models of different input sizes c
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import sys
@@ -39,14 +40,14 @@ def compare(specs: Sequence[str], images: Sequence[np.ndarray], num_threads: int
     if len(set(labels)) != len(labels):
         labels = [f"{i}:{lab}" for i, lab in enumerate(labels)]
     segmenters: List[Segmenter] = []
-    try:
+    with contextlib.ExitStack() as owned:  # every segmenter loaded so far released at the end
         for spec in specs:
             backend, precision, path = parse_model_spec(spec)
             opts = dict(backend_options or {})
             opts["num_threads"] = num_threads
             if precision:
                 opts["precision"] = precision
-            segmenters.append(Segmenter(create_backend(path, backend, **opts)))
+            segmenters.append(owned.enter_context(Segmenter(create_backend(path, backend, **opts))))
         names = [tuple(s.info.class_names) for s in segmenters]
         for lab, n in zip(labels[1:], names[1:]):
             if n != names[0]:
@@ -75,9 +76,6 @@ def compare(specs: Sequence[str], images: Sequence[np.ndarray], num_threads: int
             "pairs": [{"a": labels[a], "b": labels[b], "agreement": same[(a, b)] / total,
                        "worst_image_agreement": worst[(a, b)]} for a, b in pairs],
         }
-    finally:
-        for s in segmenters:
-            s.release()
 
 
 def load_compare_images(folder: str, count: int) -> Tuple[List[np.ndarray], str]:

@@ -32,12 +32,6 @@ def map_picture(cells: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(img[::-1, ::-1].transpose(1, 0, 2))
 
 
-def labels_picture(labels: np.ndarray, colors: Sequence) -> np.ndarray:
-    palette = np.zeros((256, 3), np.uint8)
-    palette[:len(colors)] = colors
-    return palette[labels]
-
-
 def fit_height(img: np.ndarray, height: int) -> np.ndarray:
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
