@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Dict, List
 
-from .common import percentiles_ms
+from .common import parse_size, percentiles_ms
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -87,7 +87,7 @@ def bench_pipeline(args) -> int:
     from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
     from .common import node_parameters, parse_param_overrides
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = parse_size(args.size)
     cam = SampleCamera(width=w, height=h)
     xyz, rpy = pose_parameters(cam)
     overrides = {"camera_pose.xyz": xyz, "camera_pose.rpy": rpy}

@@ -27,20 +27,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..core.segmenter import BACKEND_TABLE, parse_model_spec
-from .common import percentiles_ms
+from .common import parse_size, percentiles_ms
 
-
-
-def parse_size(text: str) -> Tuple[int, int]:
-    """'1920x1080' -> (width, height)."""
-    try:
-        w, h = text.lower().split("x")
-        size = int(w), int(h)
-    except ValueError:
-        raise ValueError(f"size {text!r} is not WIDTHxHEIGHT") from None
-    if min(size) <= 0:
-        raise ValueError(f"size {text!r} must be positive")
-    return size
 
 
 def _fresh_model_files(spec: str, work_dir: str) -> Dict[str, str]:
@@ -49,7 +37,7 @@ def _fresh_model_files(spec: str, work_dir: str) -> Dict[str, str]:
 
     body = spec[len("arch:"):]
     name, _, size = body.partition("@")
-    height, width = (int(v) for v in size.lower().split("x")) if size else (360, 480)
+    height, width = parse_size(size, "HxW") if size else (360, 480)
     wrapped, info = ex.fresh_model(name, height, width)
     stem = os.path.join(work_dir, f"{name}_{height}x{width}")
     ex.save_checkpoint(wrapped, info, stem + ".pt")

@@ -20,9 +20,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-import numpy as np
-
 from .bench_harness import stamp_ns
+from .common import parse_size, percentiles_ms
 from .node_process import NodeProcess
 
 MEASURED = ("labels", "drivable_grid")
@@ -61,7 +60,7 @@ class Rig:
         for var in PROFILE_VARS:  # the camera side with the shipped profile, as the README advises
             os.environ.pop(var, None)
         os.environ["FASTRTPS_DEFAULT_PROFILES_FILE"] = FASTDDS_PROFILE
-        w, h = (int(v) for v in size.lower().split("x"))
+        w, h = parse_size(size)
         self.cam = SampleCamera(width=w, height=h)
         self.names = [f"cam{i}" for i in range(n)]
         frames = render_frames(self.cam, 4)
@@ -167,7 +166,7 @@ def _start(setup: str, args, cam) -> List[NodeProcess]:
 def measure(setup: str, args) -> Dict[str, object]:
     from ..core.sample import SampleCamera
 
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = parse_size(args.size)
     names = [f"cam{i}" for i in range(args.cameras)]
     out_ns = ([f"/camera_seg/{c}" for c in names] if setup == "one"
               else [f"/camera_seg_{i}" for i in range(args.cameras)])
@@ -206,10 +205,10 @@ def measure(setup: str, args) -> Dict[str, object]:
     per_camera = {}
     for c in names:
         done = rig.complete(c)
-        lat = np.array([(done[s] - t) * 1e3 for s, t in sent[c].items() if s in done])
-        per_camera[c] = {"published": len(sent[c]), "processed": int(lat.size),
-                         "p50_ms": float(np.percentile(lat, 50)) if lat.size else None,
-                         "p99_ms": float(np.percentile(lat, 99)) if lat.size else None}
+        lat = [done[s] - t for s, t in sent[c].items() if s in done]
+        q = percentiles_ms(lat) if lat else {"median": None, "p99": None}
+        per_camera[c] = {"published": len(sent[c]), "processed": len(lat),
+                         "p50_ms": q["median"], "p99_ms": q["p99"]}
     return {"setup": setup, "processes": len(nodes), "capacity_fps": capacity, "overload_rate_hz_per_camera": rate,
             "per_camera": per_camera, "rss_mb_total": statistics.median(rss) if rss else None,
             "inference_ms_median": statistics.median(inference) if inference else None,

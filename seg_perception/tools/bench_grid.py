@@ -23,6 +23,7 @@ from ..core.camera_model import CameraModel, camera_pose
 from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
 from ..core.resources import DEFAULT_LABEL_FILE
+from .common import parse_size, percentiles_ms
 
 # Distortion coefficients used when a distorted model is benchmarked (moderate, monotonic).
 _BENCH_D = {"plumb_bob": (-0.25, 0.07, 0.0005, -0.0005, 0.0),
@@ -70,6 +71,7 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
         label_frames = [_sample_labels(lw, lh, i) for i in range(4)]
         times = _time_computes(grid, label_frames, frames)
         map_ms, publish_ms = _bench_map(spec, [grid.compute(lab) for lab in label_frames], frames)
+        compute, update = percentiles_ms(times / 1e3), percentiles_ms(map_ms / 1e3)
         result: Dict[str, object] = {
             "grid_cells": f"{spec.width}x{spec.height}",
             "resolution_m": spec.resolution,
@@ -81,13 +83,13 @@ def bench_grid(spec: Optional[GridSpec] = None, label_size: Tuple[int, int] = (4
             "configure_unchanged_us": unchanged_us,
             "configure_unchanged_rebuilt": rebuilt,
             "frames": frames,
-            "compute_ms_median": float(np.median(times)),
-            "compute_ms_p90": float(np.percentile(times, 90)),
+            "compute_ms_median": compute["median"],
+            "compute_ms_p90": compute["p90"],
             "compute_ms_min": float(times.min()),
             "compute_ms_max": float(times.max()),
             "map_cells": "x".join(str(v) for v in reversed(MapSpec().cells)),
-            "map_update_ms_median": float(np.median(map_ms)),
-            "map_update_ms_p90": float(np.percentile(map_ms, 90)),
+            "map_update_ms_median": update["median"],
+            "map_update_ms_p90": update["p90"],
             "map_publish_ms_median": float(np.median(publish_ms)),
         }
     finally:
@@ -163,7 +165,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--distorted", action="store_true", help="non-zero distortion coefficients")
     p.add_argument("--threads", type=int, default=None, help="cv2.setNumThreads for the run")
     args = p.parse_args(argv)
-    w, h = (int(v) for v in args.label_size.lower().split("x"))
+    w, h = parse_size(args.label_size)
     bench_grid(GridSpec(resolution=args.resolution), (w, h), frames=args.frames,
                distortion_model=args.distortion, distorted=args.distorted, threads=args.threads)
     return 0

@@ -13,6 +13,7 @@ import time
 from typing import Dict, List, Optional
 
 from ..core.pipeline import CONFIDENCE_OUTPUT, OUTPUTS
+from .common import parse_size
 from .node_process import NodeProcess
 
 # Every output but the confidence, which the node computes only for a subscriber (as the
@@ -33,7 +34,7 @@ class NodeUnderTest(NodeProcess):
     def __init__(self, args, extra_params: Optional[List[str]] = None, log_path: str = "") -> None:
         from ..core.sample import SampleCamera
 
-        w, h = (int(v) for v in args.size.lower().split("x"))
+        w, h = parse_size(args.size)
         self.cam = SampleCamera(width=w, height=h)
         params = [f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
                   f"camera_pose.rpy:={list(self.cam.pose_rpy)}"]

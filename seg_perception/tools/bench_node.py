@@ -25,6 +25,7 @@ from typing import Dict, List
 import numpy as np
 
 from .bench_harness import OUTPUT_NAMES, Harness, NodeUnderTest
+from .common import parse_size, percentiles_ms
 
 def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
     p.add_argument("--size", default="1920x1080", help="camera frame size WxH (rgb8)")
@@ -51,7 +52,7 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
 
     params = node_parameters(args.params_file, parse_param_overrides(args.param))
     threads = inference_threads(params["num_threads"])
-    w, h = (int(v) for v in args.size.lower().split("x"))
+    w, h = parse_size(args.size)
     rgb = render_frame(0, SampleCamera(width=w, height=h))[0]
     with Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
                              num_threads=threads) as seg:
@@ -190,8 +191,8 @@ def _overload_result(seconds: float, stamps: List[int], sent: Dict[int, float],
     lat_ms = np.array(lat) * 1e3
     first = lat_ms[np.array(t_of) < 10.0]
     last = lat_ms[np.array(t_of) > seconds - 10.0]
-    latency = {"p50": float(np.percentile(lat_ms, 50)), "p90": float(np.percentile(lat_ms, 90)),
-               "p99": float(np.percentile(lat_ms, 99)), "max": float(lat_ms.max())}
+    q = percentiles_ms(lat)
+    latency = {"p50": q["median"], "p90": q["p90"], "p99": q["p99"], "max": float(lat_ms.max())}
     return {"published": len(stamps), "processed": len(lat), "latency_ms": latency,
             "latency_p50_first_10s_ms": float(np.median(first)) if first.size else None,
             "latency_p50_last_10s_ms": float(np.median(last)) if last.size else None,

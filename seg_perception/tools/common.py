@@ -1,14 +1,38 @@
 """Helpers every seg-perception tool shares: a progress line, -p name:=value overrides read and
-validated as the node reads them, and latency percentiles."""
+validated as the node reads them, sizes (WxH), and latency percentiles."""
 
 from __future__ import annotations
 
+import argparse
 import math
 import sys
 import time
-from typing import Dict, Optional, Sequence, TextIO
+from typing import Dict, Optional, Sequence, TextIO, Tuple
 
 import numpy as np
+
+
+def parse_size(text: str, order: str = "WxH") -> Tuple[int, int]:
+    """'1920x1080' -> (1920, 1080): the two positive numbers in the order named (WxH for camera
+    frames, HxW for model inputs); ValueError saying what was expected."""
+    try:
+        a, b = (int(v) for v in str(text).lower().split("x"))
+    except ValueError:
+        names = {"W": "WIDTH", "H": "HEIGHT"}
+        raise ValueError(f"size {text!r} is not {'x'.join(names[c] for c in order.split('x'))}") from None
+    if a <= 0 or b <= 0:
+        raise ValueError(f"size {text!r} must be positive")
+    return a, b
+
+
+def size_argument(order: str = "WxH"):
+    """``parse_size`` as an argparse type."""
+    def parse(text: str) -> Tuple[int, int]:
+        try:
+            return parse_size(text, order)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    return parse
 
 
 def percentiles_ms(seconds: Sequence[float]) -> Dict[str, float]:

@@ -13,13 +13,10 @@ import argparse
 import json
 import os
 
+from .common import size_argument
 
-def _size(text: str):
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HEIGHTxWIDTH, e.g. 240x320, got {text!r}")
-    return h, w
+
+_size = size_argument("HxW")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

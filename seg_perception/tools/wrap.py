@@ -14,15 +14,10 @@ import argparse
 import json
 import sys
 
+from .common import size_argument
 
-def _size(text: str):
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-        if h <= 0 or w <= 0:
-            raise ValueError
-        return h, w
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--size takes HxW (e.g. 512x1024), got {text!r}")
+
+_size = size_argument("HxW")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
