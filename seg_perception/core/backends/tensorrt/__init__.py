@@ -4,8 +4,9 @@
 
 NOT RUN in this project's development environment: no TensorRT could be installed there and no
 GPU was available. Everything here that touches ``tensorrt`` or a CUDA device was written against
-the documented API and has never executed; it is type-checked against tensorrt-stubs and
-cuda-python's bindings, and the pure helpers (I/O contract check, parser error formatting,
+the documented API and has never executed; it is type-checked (test_typecheck) against
+tensorrt-stubs and, through loader.CudaRuntime, against cuda-python's runtime module (stubs made
+from its embedded signatures), and the pure helpers (I/O contract check, parser error formatting,
 progress reporting, cuda error unwrapping) and the engine cache are tested.
 """
 

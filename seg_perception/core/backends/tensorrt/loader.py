@@ -7,10 +7,45 @@ TensorRT. NOT RUN here (no TensorRT, no GPU); cuda_call's unwrapping is tested.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
-from typing import Tuple
+from typing import TYPE_CHECKING, Any, Protocol, Tuple
 
 from ...segmenter import BackendUnavailable, SegmenterError
+
+if TYPE_CHECKING:
+    from cuda.bindings import runtime as _cudart
+
+
+class CudaRuntime(Protocol):
+    """The part of cuda-python's runtime module (``cuda.bindings.runtime``) that this backend
+    calls. The type check (test_typecheck) holds the real module to it, through stubs made from
+    the module's own embedded signatures, and every call here to it: a name, an argument count
+    or an enum the API does not have fails there. Each call returns (cudaError_t, *values)."""
+
+    cudaMemcpyKind: type[_cudart.cudaMemcpyKind]
+    cudaStreamCaptureMode: type[_cudart.cudaStreamCaptureMode]
+    cudaStreamNonBlocking: int
+
+    def cudaGetErrorName(self, error: _cudart.cudaError_t) -> Any: ...
+    def cudaGetErrorString(self, error: _cudart.cudaError_t) -> Any: ...
+    def cudaGetDeviceCount(self) -> Any: ...
+    def cudaGetDeviceProperties(self, device: int) -> Any: ...
+    def cudaMalloc(self, size: int) -> Any: ...
+    def cudaMallocHost(self, size: int) -> Any: ...
+    def cudaFree(self, devPtr: Any) -> Any: ...
+    def cudaFreeHost(self, ptr: Any) -> Any: ...
+    def cudaStreamCreateWithFlags(self, flags: int) -> Any: ...
+    def cudaStreamSynchronize(self, stream: Any) -> Any: ...
+    def cudaStreamDestroy(self, stream: Any) -> Any: ...
+    def cudaMemcpyAsync(self, dst: Any, src: Any, count: int, kind: _cudart.cudaMemcpyKind,
+                        stream: Any) -> Any: ...
+    def cudaStreamBeginCapture(self, stream: Any, mode: _cudart.cudaStreamCaptureMode) -> Any: ...
+    def cudaStreamEndCapture(self, stream: Any) -> Any: ...
+    def cudaGraphInstantiate(self, graph: Any, flags: int) -> Any: ...
+    def cudaGraphLaunch(self, graphExec: Any, stream: Any) -> Any: ...
+    def cudaGraphExecDestroy(self, graphExec: Any) -> Any: ...
+    def cudaGraphDestroy(self, graph: Any) -> Any: ...
 
 
 class CudaError(SegmenterError):
@@ -21,7 +56,7 @@ class CudaError(SegmenterError):
 # Availability and CUDA runtime access (cuda-python)
 
 
-def cuda_runtime():
+def cuda_runtime() -> CudaRuntime:
     """cuda-python's runtime module: ``cuda.bindings.runtime`` (cuda-python >= 12.6, the only
     name in 13.x), else the older ``cuda.cudart``."""
     try:
@@ -30,8 +65,7 @@ def cuda_runtime():
     except ImportError:
         pass
     try:
-        from cuda import cudart
-        return cudart
+        return importlib.import_module("cuda.cudart")  # cuda-python < 12.6
     except ImportError as exc:
         raise BackendUnavailable(f"cuda-python is not installed ({exc}); "
                                  "pip install cuda-python") from exc

@@ -21,7 +21,7 @@ from ... import engine_cache as ec
 from ...model_info import ModelInfo
 from ...segmenter import Backend, BackendUnavailable, SegmenterError
 from .builder import DEFAULT_WORKSPACE_MB, PRECISIONS, ProgressFn, _make_logger, ensure_engine
-from .loader import CudaError, cuda_call, cuda_runtime, gpu_identity, require_tensorrt, tensorrt_usable
+from .loader import CudaError, CudaRuntime, cuda_call, cuda_runtime, gpu_identity, require_tensorrt, tensorrt_usable
 
 if TYPE_CHECKING:  # tensorrt-stubs: the TensorRT 10 API as published, for mypy only
     import tensorrt as trt
@@ -89,7 +89,7 @@ def check_io(tensors: Sequence[Tuple[str, bool, str, Sequence[int]]], info: Opti
 class _Buffer:
     """A device allocation plus a pinned host twin with a numpy view on it."""
 
-    def __init__(self, rt: Any, nbytes: int) -> None:
+    def __init__(self, rt: CudaRuntime, nbytes: int) -> None:
         self.rt = rt
         self.nbytes = nbytes
         self.device = 0
@@ -124,7 +124,7 @@ class _Loaded:
     """What a loaded engine holds, together: set at once by load, dropped at once by release,
     so no method meets half of it. Release order: graphs, buffers, stream, context, engine,
     runtime, logger (each depends on the next)."""
-    rt: Any                             # cuda-python's runtime module (no type information)
+    rt: CudaRuntime                     # cuda-python's runtime module
     logger: "trt.ILogger"
     runtime: "trt.Runtime"
     engine: "trt.ICudaEngine"
