@@ -379,14 +379,26 @@ def test_camera_topic_choice_and_remaps():
             bagio.parse_remaps([bad])
 
 
+def test_process_bag_warns_when_the_odometry_is_not_in_the_map_frame(tmp_path, colour_model):
+    """The node's diagnostics and process-bag name the same frame problem (core decides it)."""
+    from seg_perception.core.sample import SampleCamera
+
+    src = str(tmp_path / "drive")
+    write_sample_bag(src, frames=6, width=160, height=120)
+    cam = SampleCamera(width=160, height=120)
+    params = colour_params(colour_model, **{"camera_pose.xyz": list(cam.pose_xyz), "map.frame_id": "map",
+                                            "camera_pose.rpy": list(cam.pose_rpy), "map.enabled": True})
+    stats = process_bag(src, str(tmp_path / "out"), params, ["drivable_grid"], show_progress=False)
+    assert "odometry is in 'odom', map.frame_id is 'map'" in stats["map"]["odometry_frames"]
+
+
 def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_frames(tmp_path, colour_model):
     """map.enabled: the sample drive's odometry and every frame's grid into the map, written at
     map.rate of the bag's time in odom; the last one equals core MapBuilder fed directly."""
     from nav_msgs.msg import Odometry
 
-    from seg_perception.core.drivable_map import MapBuilder
+    from seg_perception.core.drivable_map import MapBuilder, map_spec
     from seg_perception.core.odometry import PoseHistory, yaw_of_quaternion
-    from seg_perception.ros.map_output import map_spec
     from seg_perception.core.sample import SampleCamera
 
     src = str(tmp_path / "drive")
@@ -397,6 +409,7 @@ def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_frame
     out = str(tmp_path / "out")
     stats = process_bag(src, out, params, ["drivable_grid"], show_progress=False)
     assert stats["map"]["updates"] == 25 and stats["map"]["skipped"] == 0 and not stats["map"]["clears"]
+    assert stats["map"]["odometry_frames"] == ""  # odom -> base_link: the frames the map expects
     written = by_topic(out)
     maps = [(t, deserialize_message(raw, OccupancyGrid)) for t, raw in written["/camera_seg/drivable_map"]]
     assert 4 <= len(maps) <= 6  # 2.5 s of bag time at map.rate 2 Hz

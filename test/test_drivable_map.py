@@ -285,6 +285,19 @@ def test_several_cameras_posed_by_tf_in_any_stamp_order_do_not_clear_the_map():
     assert b.map.clears == 1 and "backwards" in b.map.last_clear
 
 
+def test_odometry_in_the_wrong_frames_is_named_and_a_frame_without_pose_is_counted():
+    from seg_perception.core.drivable_map import odometry_frames_problem
+
+    assert odometry_frames_problem("odom", "base_link", "odom", "base_link") == ""
+    assert "map.frame_id is 'map'" in odometry_frames_problem("odom", "base_link", "map", "base_link")
+    assert "grid.frame_id is 'base_footprint'" in odometry_frames_problem("odom", "base_link", "odom",
+                                                                          "base_footprint")
+    b = MapBuilder(SPEC)
+    outcome = b.skip("no transform odom <- base_link at 10.0")
+    assert b.skipped == 1 and outcome.state == "warn" and "no transform" in outcome.status
+    assert b.outcome is outcome and b.map.updates == 0
+
+
 def test_odometry_that_is_not_a_number_is_ignored():
     h = PoseHistory()
     h.add(0.0, (0.0, 0.0, 0.0))

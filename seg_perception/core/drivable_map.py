@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -302,3 +302,34 @@ class MapBuilder:
                 self.outcome = MapOutcome("ok", "updating" + (f" (last cleared: {self.map.last_clear})"
                                                               if self.map.last_clear else ""))
         return self.outcome
+
+    def skip(self, reason: str) -> MapOutcome:
+        """A frame whose pose the caller could not get (TF had none at its stamp): counted."""
+        self.skipped += 1
+        self.outcome = MapOutcome("warn", f"frame skipped: {reason}")
+        return self.outcome
+
+
+def map_spec(p: Dict[str, Any]) -> MapSpec:
+    """The map window and update rule of the node's map.* parameters."""
+    return MapSpec(resolution=float(p["map.resolution"]), size_x=float(p["map.size"]), size_y=float(p["map.size"]),
+                   hit=float(p["map.hit"]), miss=float(p["map.miss"]), decay_time=float(p["map.decay_time"]),
+                   trinary=bool(p["map.trinary"]))
+
+
+def map_builder(p: Dict[str, Any], odom_source: str) -> MapBuilder:
+    """The MapBuilder of the node's parameters: the node's and process-bag's, alike."""
+    return MapBuilder(map_spec(p), PoseHistory(jump_distance=float(p["map.jump_distance"])),
+                      float(p["map.odom_timeout"]), odom_source)
+
+
+def odometry_frames_problem(frame: str, child: str, map_frame: str, grid_frame: str) -> str:
+    """What is wrong with odometry given in ``frame`` for ``child`` ("" when nothing): the map is
+    drawn in map.frame_id and the grids are in grid.frame_id."""
+    if frame and frame != map_frame:
+        return (f"odometry is in '{frame}', map.frame_id is '{map_frame}': the map would be drawn "
+                "in the wrong frame")
+    if child and child != grid_frame:
+        return f"odometry moves '{child}', grid.frame_id is '{grid_frame}'"
+    return ""
+

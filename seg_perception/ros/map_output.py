@@ -15,9 +15,9 @@ from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from ..core.drivable_map import MapBuilder, MapOutcome, MapSpec
+from ..core.drivable_map import map_builder, odometry_frames_problem
 from ..core.grid import GridSpec
-from ..core.odometry import PoseHistory, yaw_of_quaternion
+from ..core.odometry import yaw_of_quaternion
 from . import diagnostics as diag
 from .camera import resolve
 from .conversions import occupancy_grid_msg, stamp_seconds
@@ -34,12 +34,6 @@ def odometry_pose(msg) -> Tuple[float, Tuple[float, float, float]]:
                                        yaw_of_quaternion(q.x, q.y, q.z, q.w))
 
 
-def map_spec(p: Dict[str, object]) -> MapSpec:
-    return MapSpec(resolution=float(p["map.resolution"]), size_x=float(p["map.size"]), size_y=float(p["map.size"]),
-                   hit=float(p["map.hit"]), miss=float(p["map.miss"]), decay_time=float(p["map.decay_time"]),
-                   trinary=bool(p["map.trinary"]))
-
-
 class MapOutput:
     """Created by the node when map.enabled; ``publisher`` is the node's publisher factory (a
     lifecycle publisher on the managed node)."""
@@ -49,8 +43,7 @@ class MapOutput:
         self.p = p
         self._log = log  # the node's throttled log(kind, level, text)
         self.lock = threading.Lock()
-        self.builder = MapBuilder(map_spec(p), PoseHistory(jump_distance=float(p["map.jump_distance"])),
-                                  float(p["map.odom_timeout"]), resolve(node, ODOM_TOPIC))
+        self.builder = map_builder(p, resolve(node, ODOM_TOPIC))
         self.frame_id = str(p["map.frame_id"])
         self.odom_frames = ("", "")  # (frame_id, child_frame_id) of the odometry
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -109,8 +102,7 @@ class MapOutput:
             pose, error = self.tf.at(header)
             if pose is None:
                 with self.lock:
-                    self.builder.skipped += 1
-                    self.builder.outcome = outcome = MapOutcome("warn", f"frame skipped: {error}")
+                    outcome = self.builder.skip(error)
                 self._log("map", "warn", outcome.status)
                 return
         with self.lock:
@@ -143,13 +135,9 @@ class MapOutput:
                       "frames not used (odometry missing or stale)": b.not_updated,
                       "clears": m.clears, "last clear": m.last_clear or "none"}
         level, message = (diag.OK, outcome.status) if outcome.state == "ok" else (diag.WARN, outcome.status)
-        frame, child = self.odom_frames
-        if frame and frame != self.frame_id:
-            level, message = diag.WARN, (f"odometry is in '{frame}', map.frame_id is '{self.frame_id}': "
-                                         f"the map would be drawn in the wrong frame; {message}")
-        elif child and child != self.p["grid.frame_id"]:
-            level, message = diag.WARN, (f"odometry moves '{child}', grid.frame_id is '{self.p['grid.frame_id']}'; "
-                                         f"{message}")
+        problem = odometry_frames_problem(*self.odom_frames, self.frame_id, str(self.p["grid.frame_id"]))
+        if problem:
+            level, message = diag.WARN, f"{problem}; {message}"
         return diag.make_status(f"{prefix}: drivable map", self.frame_id, level, message, values)
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import cv2
 from diagnostic_msgs.msg import DiagnosticArray
@@ -71,6 +71,12 @@ class CameraSegBase(FramePath, Node):
         self._idle = False
         self._tf_pose = None
         self._threads: List[threading.Thread] = []
+        # made by _configure, declared here so that no phase meets a member that is not there
+        self._frame_arrived = threading.Event()  # any camera's slot got a frame
+        self.pubs: Dict[str, Any] = {}  # the single camera's publishers
+        self.surround_pub: Optional[Any] = None  # ~/drivable_grid of several cameras
+        self.backend_text, self.backend_reason = "not loaded", ""
+        self.empty_masks = "n/a: no model loaded"
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -142,8 +148,9 @@ class CameraSegBase(FramePath, Node):
             cam.unsubscribe(self)
             for pub in cam.pubs.values():
                 self._drop_publisher(pub)
-        if self.surround is not None and getattr(self, "surround_pub", None) is not None:
+        if self.surround_pub is not None:
             self._drop_publisher(self.surround_pub)
+            self.surround_pub = None
         if self.map is not None:
             self.map.destroy(self._drop_publisher)
         self.cameras, self.surround, self.pipeline, self._threads, self.map = {}, None, None, [], None
@@ -160,7 +167,7 @@ class CameraSegBase(FramePath, Node):
             if self.p["grid.enabled"]:
                 cam.pubs[GRID_OUTPUT] = self._make_publisher(OccupancyGrid, f"~/{cam.ns}{GRID_OUTPUT}", out_qos)
         self.pubs = self.cameras[next(iter(self.cameras))].pubs  # the single camera's
-        self.surround = None
+        self.surround, self.surround_pub = None, None
         if self.multi and self.p["grid.enabled"]:  # every camera's grid fused
             self.surround = SurroundGrid(list(self.cameras), self.p["grid.max_spread"])
             self.surround_pub = self._make_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)

@@ -25,25 +25,27 @@ def odometry_topic(topics: Dict[str, object], remaps: Dict[str, str]) -> str:
 class BagMap:
     def __init__(self, writer, params: Dict[str, object], grid_spec, topic: str, stats: Dict[str, object]) -> None:
         from ..core import bagio
-        from ..core.drivable_map import MapBuilder
-        from ..core.odometry import PoseHistory
-        from ..ros.map_output import map_spec
+        from ..core.drivable_map import map_builder
 
-        self.builder = MapBuilder(map_spec(params), PoseHistory(jump_distance=float(params["map.jump_distance"])),
-                                  float(params["map.odom_timeout"]), "the bag's odometry")
+        self.builder = map_builder(params, "the bag's odometry")
+        self.frames = (str(params["map.frame_id"]), str(params["grid.frame_id"]))
         self.writer, self.grid_spec, self.stats = writer, grid_spec, stats
         self.frame_id = str(params["map.frame_id"])
         self.period_ns = int(1e9 / float(params["map.rate"]))
         self.topic = topic
         self.conn = writer.add_topic(topic, bagio.OCCUPANCY_GRID, bagio.TopicQos("reliable", "volatile", "keep_last", 1))
         stats["written"][topic] = 0
-        stats["map"] = {"updates": 0, "skipped": 0, "not_updated": 0, "clears": []}
+        stats["map"] = {"updates": 0, "skipped": 0, "not_updated": 0, "clears": [], "odometry_frames": ""}
         self._last_written: Optional[int] = None
         self._header = None
 
     def odometry(self, msg) -> None:
+        from ..core.drivable_map import odometry_frames_problem
         from ..ros.map_output import odometry_pose
 
+        problem = odometry_frames_problem(msg.header.frame_id, msg.child_frame_id, *self.frames)
+        if problem and not self.stats["map"]["odometry_frames"]:  # the first one, as the node's status says it
+            self.stats["map"]["odometry_frames"] = problem
         reason = self.builder.on_odometry(*odometry_pose(msg))
         if reason:
             self.stats["map"]["clears"].append(reason)

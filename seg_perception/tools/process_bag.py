@@ -358,6 +358,8 @@ def _print_summary(s: Dict[str, object]) -> None:
         print(f"  drivable map: {m['updates']} frames fused, {m['skipped']} skipped (no pose at their stamp), "
               f"{m['not_updated']} while odometry was missing or stale"
               + (f"; cleared {len(m['clears'])} times ({m['clears'][0]})" if m["clears"] else ""))
+        if m.get("odometry_frames"):
+            print(f"  warning: {m['odometry_frames']}")
     print(f"wrote {s['output']} ({s['storage']}):")
     for topic, count in s["written"].items():
         print(f"  {topic}: {count} messages")
