@@ -25,10 +25,9 @@ import os
 import time
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
-from .model_info import ModelInfo, ModelInfoError
+from .model_info import PRECISIONS, ModelInfo, ModelInfoError
 
 CACHE_FORMAT = "seg_perception-engine/1"
-PRECISIONS = ("fp32", "fp16", "int8")
 ENGINE_EXT = ".engine"
 SIDECAR_EXT = ".json"   # engine file name + this
 

@@ -15,6 +15,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 METADATA_KEY = "seg_perception"
 FORMAT = "seg_perception/1"
 FIT_MODES = ("stretch", "letterbox")
+# A model's numeric precisions: its ONNX variants (_fp16, _int8 Q/DQ) and TensorRT engines.
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 class ModelInfoError(ValueError):

@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
+from .model_info import PRECISIONS
 from .segmenter import BACKENDS
 
 
@@ -121,7 +122,7 @@ SPECS = (
          "allows in the time between them) clears the map, m.", range=(0.1, 1000.0)),
     Spec("engine.cache_dir", "", "TensorRT engine cache directory (empty: the user's cache dir)."),
     Spec("engine.build_if_missing", True, "Build a TensorRT engine at start when none is cached."),
-    Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=("fp32", "fp16", "int8")),
+    Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=PRECISIONS),
 )
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 # What each camera of `cameras` has of its own, as C.<name>; checked like the node-wide one

@@ -29,7 +29,6 @@ from .model_info import METADATA_KEY, ModelInfo, set_onnx_metadata
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 # Operators whose inputs get Q/DQ pairs: the convolutions carry almost all the work, Add joins
 # the residual branches (TensorRT fuses Q/DQ around Conv+Add), Resize keeps the upsampled head

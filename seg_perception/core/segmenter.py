@@ -19,7 +19,7 @@ from typing import Any, Deque, Dict, NamedTuple, Optional, Tuple
 import cv2
 import numpy as np
 
-from .model_info import ModelInfo, ModelInfoError
+from .model_info import PRECISIONS, ModelInfo, ModelInfoError
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +38,7 @@ BACKEND_TABLE: Dict[str, BackendEntry] = {
     "tensorrt": BackendEntry("seg_perception.core.backends.tensorrt", "TensorRTBackend",
                              (".onnx", ".engine", ".plan")),
 }
-BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
-PRECISIONS = ("fp32", "fp16", "int8")
+BACKENDS = ("auto",) + tuple(BACKEND_TABLE)  # "auto" chooses by file type and what is installed
 
 
 class SegmenterError(RuntimeError):
@@ -176,15 +175,23 @@ def parse_model_spec(spec: str) -> ModelSpec:
             backend = backend_for_file(path)
         except SegmenterError:
             raise ValueError(f"cannot tell the backend of {spec!r}; write backend:path") from None
-    elif os.path.splitext(path)[1].lower() not in BACKEND_TABLE[backend].files:
-        raise ValueError(f"{spec!r}: {backend} cannot run a {os.path.splitext(path)[1]} file; it "
-                         f"takes {', '.join(BACKEND_TABLE[backend].files)}")
+    elif _cannot_open(backend, path):
+        raise ValueError(f"{spec!r}: {_cannot_open(backend, path)}")
     if precision and precision not in PRECISIONS:
         raise ValueError(f"unknown precision {precision!r} in {spec!r}")
     if precision and backend != "tensorrt":
         raise ValueError(f"{spec!r}: a precision applies to tensorrt only (ONNX Runtime and "
                          "PyTorch run the file as it is; pass the _fp16/_int8 file instead)")
     return ModelSpec(backend, precision, path)
+
+
+def _cannot_open(backend: str, path: str) -> str:
+    """Why ``backend`` cannot open ``path`` by its file type ("" when it can)."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext in BACKEND_TABLE[backend].files:
+        return ""
+    return (f"backend '{backend}' cannot run a {ext or 'extensionless'} file; it takes "
+            f"{', '.join(BACKEND_TABLE[backend].files)}")
 
 
 def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
@@ -195,12 +202,10 @@ def choose_backend(model_path: str, requested: str = "auto") -> Tuple[str, str]:
     PyTorch for a checkpoint (.pt). An explicit request is checked against the file type."""
     if requested not in BACKENDS:
         raise SegmenterError(f"unknown backend {requested!r}; choose one of {list(BACKENDS)}")
-    ext = os.path.splitext(model_path)[1].lower()
     by_file = backend_for_file(model_path)
     if requested != "auto":
-        if ext not in BACKEND_TABLE[requested].files:
-            raise SegmenterError(f"backend '{requested}' cannot run a {ext} file ({model_path}); "
-                                 f"it takes {', '.join(BACKEND_TABLE[requested].files)}")
+        if _cannot_open(requested, model_path):
+            raise SegmenterError(f"{_cannot_open(requested, model_path)} ({model_path})")
         return requested, f"backend '{requested}' requested"
     if by_file == "torch":
         import importlib.util

@@ -21,7 +21,9 @@ import sys
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("onnx", nargs="?", default="", help="ONNX model file (FP32 export)")
-    parser.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+    from ..core.model_info import PRECISIONS
+
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS,
                         help="engine precision; taken from the matching ONNX graph (strongly typed)")
     parser.add_argument("--cache-dir", default="", help="engine cache (default: user cache dir)")
     parser.add_argument("--min-batch", type=int, default=1)

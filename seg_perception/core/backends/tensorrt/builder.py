@@ -23,7 +23,7 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequence, Tuple
 
 from ... import engine_cache as ec
-from ...model_info import ModelInfo
+from ...model_info import PRECISIONS, ModelInfo
 from ...segmenter import SegmenterError
 from .loader import gpu_identity, require_tensorrt, trt_major
 
@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 1024
 ProgressFn = Optional[Callable[[str], None]]
 
