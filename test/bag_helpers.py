@@ -128,7 +128,7 @@ def run_cli(argv: Sequence[str]) -> Tuple[int, str, str]:
 
 
 def colour_params(colour_model, **extra) -> Dict[str, object]:
-    from seg_perception.tools.process_bag import node_parameters
+    from seg_perception.tools.common import node_parameters
 
     model, labels = colour_model
     overrides = {"model": model, "label_file": labels}

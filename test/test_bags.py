@@ -24,7 +24,8 @@ from seg_perception.core import bagio
 from seg_perception.core.pipeline import OUTPUTS, build_pipeline
 from seg_perception.ros.conversions import frame_from_msg
 from seg_perception.ros.outputs import OutputMessages
-from seg_perception.tools.process_bag import node_parameters, process_bag
+from seg_perception.tools.common import node_parameters
+from seg_perception.tools.process_bag import process_bag
 from seg_perception.tools.sample_bag import OPTICAL_FRAME, quaternion_from_rpy, write_sample_bag
 
 STORAGES = ("sqlite3", "mcap")

@@ -19,7 +19,7 @@ from models import (CLASS_ID, colour_confidence, COLOR, STREET_LAYOUT, TEST_LABE
                     paint_blocks)
 from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
-OUTPUTS = ("road_mask", "pedestrian_mask", "parking_mask", "labels", "confidence", "overlay")
+from seg_perception.core.pipeline import IMAGE_OUTPUTS as OUTPUTS
 LAYOUT = STREET_LAYOUT
 GROUPS = {"road_mask": ["Road"], "pedestrian_mask": ["Person"], "parking_mask": ["Parking"]}
 

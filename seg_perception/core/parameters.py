@@ -11,6 +11,8 @@ import re
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 from .model_info import PRECISIONS
+
+NODE_NAME = "camera_seg"  # the node's name: its topics' namespace and its params-file section
 from .segmenter import BACKENDS
 
 
@@ -235,7 +237,7 @@ def default_parameters() -> Dict[str, object]:
             for spec in SPECS}
 
 
-def load_parameters_file(path: str, node_name: str = "camera_seg") -> Dict[str, object]:
+def load_parameters_file(path: str, node_name: str = NODE_NAME) -> Dict[str, object]:
     """Node parameters from a ROS 2 params file (``/**`` or the node's name), flattened with dots,
     over the defaults; validated like the node validates them."""
     import yaml

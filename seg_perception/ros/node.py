@@ -41,7 +41,8 @@ from .frame_path import FramePath
 from .map_output import MapOutput
 from .node_status import node_statuses
 from .parameters import declare_node_parameters, plain_value
-from .process import NODE_NAME, run_node
+from ..core.parameters import NODE_NAME
+from .process import run_node
 
 
 class CameraSegBase(FramePath, Node):

@@ -14,7 +14,7 @@ from rclpy.executors import ExternalShutdownException
 from .dds_profile import apply_default_profile
 from .frame_path import EXIT_WORKER_FAILED
 
-NODE_NAME = "camera_seg"
+from ..core.parameters import NODE_NAME
 
 
 class StopSignals:

@@ -20,6 +20,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from ..core.parameters import NODE_NAME
 from .bench_harness import stamp_ns
 from .common import parse_size, percentiles_ms
 from .node_process import NodeProcess
@@ -158,7 +159,7 @@ def _start(setup: str, args, cam) -> List[NodeProcess]:
             params += [f"{c}.camera_pose.xyz:={xyz}", f"{c}.camera_pose.rpy:={rpy}"]
         return [NodeProcess(args.params_file, params, env=env, log_path=f"/tmp/seg_bench_cameras_one_{os.getpid()}.log")]
     return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(args.param),
-                        {"image": f"/{c}/image_raw", "camera_info": f"/{c}/camera_info", "__node": f"camera_seg_{i}"},
+                        {"image": f"/{c}/image_raw", "camera_info": f"/{c}/camera_info", "__node": f"{NODE_NAME}_{i}"},
                         env, log_path=f"/tmp/seg_bench_cameras_{c}_{os.getpid()}.log")
             for i, c in enumerate(names)]
 
@@ -168,8 +169,8 @@ def measure(setup: str, args) -> Dict[str, object]:
 
     w, h = parse_size(args.size)
     names = [f"cam{i}" for i in range(args.cameras)]
-    out_ns = ([f"/camera_seg/{c}" for c in names] if setup == "one"
-              else [f"/camera_seg_{i}" for i in range(args.cameras)])
+    out_ns = ([f"/{NODE_NAME}/{c}" for c in names] if setup == "one"
+              else [f"/{NODE_NAME}_{i}" for i in range(args.cameras)])
     nodes = _start(setup, args, SampleCamera(width=w, height=h))
     rig = Rig(args.domain_id, args.cameras, args.size, out_ns)
     rss: List[float] = []

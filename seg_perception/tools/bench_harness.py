@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Dict, List, Optional
 
+from ..core.parameters import NODE_NAME
 from ..core.pipeline import CONFIDENCE_OUTPUT, OUTPUTS
 from .common import parse_size
 from .node_process import NodeProcess
@@ -80,7 +81,7 @@ class Harness:
         self.cond = threading.Condition(self.lock)
         for name in OUTPUT_NAMES:
             kind = OccupancyGrid if name == "drivable_grid" else Image
-            node.create_subscription(kind, f"/camera_seg/{name}", self._arrived(name), qos, raw=True)
+            node.create_subscription(kind, f"/{NODE_NAME}/{name}", self._arrived(name), qos, raw=True)
         self.diags: List[Dict[str, str]] = []
         node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
         self.img_pub = node.create_publisher(Image, "/camera/image_raw", qos)
@@ -117,7 +118,7 @@ class Harness:
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.img_pub.get_subscription_count() and all(
-                    self.part.node.count_publishers(f"/camera_seg/{n}") for n in OUTPUT_NAMES):
+                    self.part.node.count_publishers(f"/{NODE_NAME}/{n}") for n in OUTPUT_NAMES):
                 break
             time.sleep(0.1)
         i = 0

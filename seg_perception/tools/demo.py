@@ -21,6 +21,7 @@ from typing import Dict
 
 import numpy as np
 
+from ..core.parameters import NODE_NAME
 from ..core.sample import SampleCamera
 
 
@@ -120,11 +121,11 @@ class _Outputs:
 
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         # with the rig: the front camera's image outputs, the others' overlays, the surround grid
-        ns = "/camera_seg/front/" if rig else "/camera_seg/"
+        ns = f"/{NODE_NAME}/front/" if rig else f"/{NODE_NAME}/"
         self.topics = {n: f"{ns}{n}" for n in IMAGE_OUTPUTS}
-        self.topics.update({GRID_OUTPUT: f"/camera_seg/{GRID_OUTPUT}", MAP_OUTPUT: f"/camera_seg/{MAP_OUTPUT}"})
+        self.topics.update({GRID_OUTPUT: f"/{NODE_NAME}/{GRID_OUTPUT}", MAP_OUTPUT: f"/{NODE_NAME}/{MAP_OUTPUT}"})
         if rig:
-            self.topics.update({f"{c}/overlay": f"/camera_seg/{c}/overlay" for c in ("left", "right", "rear")})
+            self.topics.update({f"{c}/overlay": f"/{NODE_NAME}/{c}/overlay" for c in ("left", "right", "rear")})
         self.names = tuple(self.topics)
         self.received: Dict[str, list] = {n: [] for n in self.names}
         self.seen: Dict[str, set] = {n: set() for n in self.names}
@@ -202,7 +203,7 @@ def _diagnostics(diags):
 
 def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
     """Each output as a PNG and demo.png side by side; the grid's and masks' figures."""
-    from ..core.pipeline import IMAGE_OUTPUTS
+    from ..core.pipeline import IMAGE_OUTPUTS, MASK_OUTPUTS
     from ..ros.conversions import image_to_array
     from . import pictures
 
@@ -226,8 +227,7 @@ def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
         bottom = pictures.composite([image_to_array(last[f"{c}/overlay"]) for c in others],
                                     [f"~/{c}/overlay" for c in others], height=240)
     else:
-        bottom = pictures.composite([imgs["road_mask"], imgs["pedestrian_mask"], imgs["parking_mask"]],
-                                    ["~/road_mask", "~/pedestrian_mask", "~/parking_mask"], height=240)
+        bottom = pictures.composite([imgs[n] for n in MASK_OUTPUTS], [f"~/{n}" for n in MASK_OUTPUTS], height=240)
     pictures.save_rgb(os.path.join(out, "demo.png"), pictures.stack_rows([top, bottom], width=1280))
     return {"grid": {"cells": int(cells.size), "drivable": int((cells == 0).sum()),
                      "not_drivable": int((cells == 100).sum()), "unknown": int((cells < 0).sum()),
@@ -235,4 +235,4 @@ def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
             "map": {"cells": int(map_cells.size), "known": int((map_cells >= 0).sum()),
                     "drivable": int(((map_cells >= 0) & (map_cells <= 35)).sum()),
                     "not_drivable": int((map_cells >= 65).sum()), "frame": m.header.frame_id},
-            "mask_share": {n: float((imgs[n] == 255).mean()) for n in ("road_mask", "pedestrian_mask", "parking_mask")}}
+            "mask_share": {n: float((imgs[n] == 255).mean()) for n in MASK_OUTPUTS}}

@@ -19,14 +19,18 @@ import sys
 import time
 from typing import Dict, List, Optional, Sequence
 
-from .common import Progress, node_parameters, parse_param_overrides  # noqa: F401  (tests import them here)
+from ..core.parameters import NODE_NAME
+from .common import Progress, node_parameters, parse_param_overrides
 
-NODE_NAMESPACE = "/camera_seg"
+NODE_NAMESPACE = "/" + NODE_NAME  # the node's topics: what the bag would have recorded
 
 
 # ----------------------------------------------------------------------------- command
 
 def add_arguments(p) -> None:
+    from ..core.bagio import STORAGES
+    from ..core.pipeline import OUTPUTS
+
     p.add_argument("bag", help="input bag: a rosbag2 directory (sqlite3 or MCAP) or a .db3/.mcap file")
     p.add_argument("--out", required=True, help="output bag directory to create")
     p.add_argument("--params-file", help="the node's ROS 2 params file (e.g. config/camera_seg.yaml); "
@@ -36,15 +40,14 @@ def add_arguments(p) -> None:
     p.add_argument("--image-topic", help="camera topic (default: the bag's only Image/CompressedImage topic)")
     p.add_argument("--camera-info-topic", help="CameraInfo topic (default: the camera's sibling camera_info)")
     p.add_argument("--outputs", default="all",
-                   help="comma-separated outputs to write (default all): road_mask, pedestrian_mask, "
-                        "parking_mask, labels, overlay, drivable_grid")
+                   help="comma-separated outputs to write (default all): " + ", ".join(OUTPUTS))
     p.add_argument("--no-copy-inputs", action="store_true", help="write only the node's outputs")
     p.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW",
                    help="rename a topic in the output bag, e.g. /camera_seg/overlay:=/seg/overlay")
     p.add_argument("--render", metavar="DIR", help="also write image | overlay | grid PNGs and drive.mp4 to DIR")
     p.add_argument("--render-height", type=int, default=None, help="panel height of --render pictures "
                    "(default: the frame's, at most 480)")
-    p.add_argument("--storage", choices=("sqlite3", "mcap"), help="output storage (default: the input's)")
+    p.add_argument("--storage", choices=STORAGES, help="output storage (default: the input's)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many camera frames")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -128,6 +131,7 @@ def process_bag(in_path: str, out_path: str, params: Dict[str, object], outputs:
             total = min(total, max_frames)
         stats = _new_stats(in_path, out_path, image_topic, info_topic, topics[image_topic].count, render_dir,
                            storage or reader.storage)
+        stats["outputs"] = list(outputs)
         own_pipeline = pipeline is None
         if own_pipeline:
             pipeline = build_pipeline(params, camera_info_topic=info_topic or "camera_info")
@@ -341,6 +345,8 @@ def _render(renderer, result, out_msgs, np, t_rel: int, index: int) -> None:
 
 
 def _print_summary(s: Dict[str, object]) -> None:
+    from ..core.pipeline import GRID_OUTPUT
+
     n = s["frames_processed"]
     secs = s.get("seconds") or 0.0
     fps = n / secs if secs > 0 else float("nan")
@@ -349,7 +355,7 @@ def _print_summary(s: Dict[str, object]) -> None:
     if n:
         stages = ", ".join(f"{k} {1e3 * v / n:.1f}" for k, v in sorted(s["stage_seconds"].items()))
         print(f"  mean ms per frame: {stages}")
-    if s["camera_info_topic"] is None and "/camera_seg/drivable_grid" in s["written"]:
+    if s["camera_info_topic"] is None and GRID_OUTPUT in s.get("outputs", ()):
         print("  no CameraInfo topic in the bag: no drivable grid")
     elif s["grid_missing"]:
         print(f"  no grid for {s['grid_missing']} frames: {s['grid_error']}")

@@ -36,8 +36,10 @@ OPTICAL_RPY = (-math.pi / 2.0, 0.0, -math.pi / 2.0)
 
 
 def add_arguments(p) -> None:
+    from ..core.bagio import STORAGES
+
     p.add_argument("out", help="bag directory to create")
-    p.add_argument("--storage", choices=("sqlite3", "mcap"), default="sqlite3",
+    p.add_argument("--storage", choices=STORAGES, default="sqlite3",
                    help="rosbag2 storage format (default sqlite3)")
     p.add_argument("--frames", type=int, default=100, help="frames at 10 Hz (default 100: a 10 s drive)")
     p.add_argument("--width", type=int, default=640, help="image width (default 640)")
