@@ -82,6 +82,19 @@ def test_a_set_of_changes_is_applied_whole_or_not_at_all():
     assert check_update(tf, {"grid.x_min": -5.0})[0] is None
 
 
+def test_tools_refuse_a_bad_node_parameter_before_starting_the_node():
+    from seg_perception.tools.common import ParameterError, checked_overrides
+
+    good = ["grid.enabled:=false", "use_sim_time:=true", "front.camera_pose.xyz:=[1.0, 0.0, 1.5]"]
+    assert checked_overrides(good) == good
+    for bad, needle in [("grid.resolution:=-1", "grid.resolution must be within"),
+                        ("gird.enabled:=false", "unknown parameter 'gird.enabled'"),
+                        ("front.camera_pose.xyz:=[1, 2]", "3 finite numbers"),
+                        ("grid.enabled", "name:=value")]:
+        with pytest.raises(ParameterError, match=needle):  # the command prints it and exits 2
+            checked_overrides([bad])
+
+
 def test_image_and_grid_messages_round_trip():
     h = Header(frame_id="cam")
     h.stamp.sec, h.stamp.nanosec = 12, 34

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 
 from ..core.parameters import NODE_NAME
 from .bench_harness import stamp_ns
-from .common import parse_size, percentiles_ms
+from .common import checked_overrides, parse_size, percentiles_ms
 from .node_process import NodeProcess
 
 MEASURED = ("labels", "drivable_grid")
@@ -154,11 +154,11 @@ def _start(setup: str, args, cam) -> List[NodeProcess]:
     xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
     names = [f"cam{i}" for i in range(args.cameras)]
     if setup == "one":
-        params = [f"cameras:=[{', '.join(names)}]"] + list(args.param)
+        params = [f"cameras:=[{', '.join(names)}]"] + checked_overrides(args.param)
         for c in names:
             params += [f"{c}.camera_pose.xyz:={xyz}", f"{c}.camera_pose.rpy:={rpy}"]
         return [NodeProcess(args.params_file, params, env=env, log_path=f"/tmp/seg_bench_cameras_one_{os.getpid()}.log")]
-    return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(args.param),
+    return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + checked_overrides(args.param),
                         {"image": f"/{c}/image_raw", "camera_info": f"/{c}/camera_info", "__node": f"{NODE_NAME}_{i}"},
                         env, log_path=f"/tmp/seg_bench_cameras_{c}_{os.getpid()}.log")
             for i, c in enumerate(names)]

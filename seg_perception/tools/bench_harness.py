@@ -14,7 +14,7 @@ from typing import Dict, List, Optional
 
 from ..core.parameters import NODE_NAME
 from ..core.pipeline import CONFIDENCE_OUTPUT, OUTPUTS
-from .common import parse_size
+from .common import checked_overrides, parse_size
 from .node_process import NodeProcess
 
 # Every output but the confidence, which the node computes only for a subscriber (as the
@@ -39,7 +39,7 @@ class NodeUnderTest(NodeProcess):
         self.cam = SampleCamera(width=w, height=h)
         params = [f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
                   f"camera_pose.rpy:={list(self.cam.pose_rpy)}"]
-        params += list(args.param) + list(extra_params or [])
+        params += checked_overrides(list(args.param) + list(extra_params or []))
         super().__init__(args.params_file, params,
                          {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
                          {"ROS_DOMAIN_ID": str(args.domain_id),

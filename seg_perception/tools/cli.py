@@ -56,7 +56,13 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 1
     module = importlib.import_module(f"seg_perception.tools.{COMMANDS[args.command][0]}")
-    return int(module.run(args) or 0)
+    from .common import ParameterError
+
+    try:
+        return int(module.run(args) or 0)
+    except ParameterError as exc:
+        print(f"seg-perception {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

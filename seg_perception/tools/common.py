@@ -127,6 +127,34 @@ def parse_param_overrides(items: Sequence[str]) -> Dict[str, object]:
     return out
 
 
+ROS_PARAMETERS = ("use_sim_time",)  # every ROS 2 node's own
+
+
+class ParameterError(ValueError):
+    """A -p override the node would refuse: the command says why and exits 2 (cli.main)."""
+
+
+def checked_overrides(items: Sequence[str]) -> list:
+    """``items`` ('name:=value') unchanged once each is known and valid, as the node will check
+    it: a tool that starts the node refuses a bad -p here, with the reason, instead of leaving
+    it to the node's log. Each camera's own (C.image, C.camera_pose.xyz, ...) is checked as its
+    node-wide twin."""
+    from ..core.parameters import PER_CAMERA, SPEC_BY_NAME, check
+
+    try:
+        overrides = parse_param_overrides(items)
+    except ValueError as exc:
+        raise ParameterError(str(exc)) from None
+    for name, value in overrides.items():
+        per_camera = "." in name and name.split(".", 1)[1] in PER_CAMERA
+        if name not in SPEC_BY_NAME and name not in ROS_PARAMETERS and not per_camera:
+            raise ParameterError(f"unknown parameter {name!r}; known: {', '.join(sorted(SPEC_BY_NAME))}")
+        reason = check(name, value)
+        if reason:
+            raise ParameterError(f"invalid parameter: {reason}")
+    return list(items)
+
+
 def node_parameters(params_file: Optional[str], overrides: Dict[str, object]) -> Dict[str, object]:
     """The node's parameters: defaults, then the params file, then -p overrides; validated."""
     from ..core.parameters import SPEC_BY_NAME, check_all, default_parameters, load_parameters_file

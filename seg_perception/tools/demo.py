@@ -41,8 +41,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
+    from .common import checked_overrides
     from .node_process import NodeProcess
 
+    checked_overrides(args.param)  # before the drive is written: a bad -p is refused at once
     os.makedirs(args.out, exist_ok=True)
     bag, cam = _input_bag(args)
     rig = bool(getattr(args, "rig", False))
@@ -100,10 +102,13 @@ def _node_parameters(cam, extra, rig: bool = False):
 
     # the sample drive records its odometry: the demo shows the drivable map growing too
     common = ["use_sim_time:=true", "map.enabled:=true"]
+    from .common import checked_overrides
+
+    extra = checked_overrides(extra)
     if rig:  # the rig's poses are the params file's
-        return common + list(extra)
+        return common + extra
     xyz, rpy = pose_parameters(cam)
-    return common + [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + list(extra)
+    return common + [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + extra
 
 
 class _Outputs:
