@@ -85,25 +85,26 @@ def _precision_of(backend: str, precision: str, path: str) -> str:
 
 def bench_one(segmenter, frame: np.ndarray, batch: int, iters: int, warmup: int = 2
               ) -> Dict[str, Any]:
-    """Time preprocess / inference / postprocess of ``batch`` copies of ``frame``, with the
-    pipeline's own pieces: the segmenter's Fit, both graph outputs (class ids and confidence),
-    and the class map brought back to the frame's size as FrameResult.labels does."""
-    from ..core.postprocess import Postprocessor
+    """Time preprocess / inference / postprocess of ``batch`` copies of ``frame`` through the
+    node's own path: SegmentationPipeline.prepare (pooled buffers), run_batch (the network once
+    on the batch, both graph outputs) and FrameResult.labels (the class map at the frame's size)."""
+    from ..core.image import frame_from_rgb
+    from ..core.labels import MASK_GROUPS, LabelGroups
+    from ..core.pipeline import SegmentationPipeline, run_batch
 
-    info = segmenter.info
-    height, width = frame.shape[:2]
-    fit = segmenter.fit_for(height, width)
-    model_in = np.empty((batch, info.input_height, info.input_width, 3), np.uint8)
+    # the class map only: no mask is asked for, so no label file is needed
+    groups = LabelGroups(tuple(segmenter.info.class_names), {g: () for g in MASK_GROUPS})
+    pipeline = SegmentationPipeline(segmenter, groups)
+    frames = [frame_from_rgb(frame) for _ in range(batch)]
     pre, inf, post, total = [], [], [], []
     for i in range(warmup + iters):
         t0 = time.perf_counter()
-        for b in range(batch):
-            fit.to_model(frame, out=model_in[b])
+        prepared = [pipeline.prepare(f, pooled=True) for f in frames]
         t1 = time.perf_counter()
-        labels, _ = segmenter.backend.infer_with_confidence(model_in)
+        results = run_batch([(pipeline, p) for p in prepared])
         t2 = time.perf_counter()
-        for b in range(batch):
-            Postprocessor.upsample(fit.labels_inner(labels[b]), height, width)
+        for r in results:
+            r.labels()
         t3 = time.perf_counter()
         if i >= warmup:
             pre.append(t1 - t0)
