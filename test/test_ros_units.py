@@ -56,6 +56,10 @@ def test_cross_parameter_checks_and_shipped_params_file():
     values = default_parameters()
     values["grid.frame_id"] = " "
     assert "grid.frame_id" in check_all(values)
+    values = dict(default_parameters(), **{"map.enabled": True, "map.size": 400.0, "map.resolution": 0.05})
+    assert "too large" in check_all(values)  # the map's own limit (8000 x 8000 cells)
+    values["map.resolution"] = 0.25
+    assert check_all(values) is None
     shipped = load_parameters_file("config/camera_seg.yaml")
     # the params file documents every parameter with its default
     assert shipped == default_parameters()

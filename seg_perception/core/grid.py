@@ -75,9 +75,9 @@ class GridSpec:
                 raise GridError(f"grid {f.name} must be a finite number, got {v!r}")
         if self.resolution <= 0:
             raise GridError(f"grid resolution must be > 0 m, got {self.resolution}")
-        if self.x_max <= self.x_min or self.y_max <= self.y_min:
-            raise GridError(f"grid extent is empty: x [{self.x_min}, {self.x_max}], "
-                            f"y [{self.y_min}, {self.y_max}] m")
+        for lo, hi in (("x_min", "x_max"), ("y_min", "y_max")):  # the names of the grid.* parameters
+            if getattr(self, lo) >= getattr(self, hi):
+                raise GridError(f"grid.{lo} ({getattr(self, lo)}) must be below grid.{hi} ({getattr(self, hi)})")
         if self.max_range <= 0:
             raise GridError(f"grid max_range must be > 0 m, got {self.max_range}")
         # cv2.remap output sizes are limited to 32767 (two stacked sample planes)

@@ -187,20 +187,20 @@ def check_all(values: Dict[str, Any]) -> Optional[str]:
         return f"cameras must be different names, got {cameras}"
     if not str(values["grid.frame_id"]).strip():
         return "grid.frame_id must name a frame"
-    if values["grid.x_min"] >= values["grid.x_max"]:
-        return f"grid.x_min ({values['grid.x_min']}) must be below grid.x_max ({values['grid.x_max']})"
-    if values["grid.y_min"] >= values["grid.y_max"]:
-        return f"grid.y_min ({values['grid.y_min']}) must be below grid.y_max ({values['grid.y_max']})"
     if values.get("map.enabled") and not values["grid.enabled"]:
         return "map.enabled needs grid.enabled: the map is made of the per-frame grids"
     if values.get("map.enabled") and not str(values["map.frame_id"]).strip():
         return "map.frame_id must name a frame"
-    if values.get("map.enabled") and (values["map.size"] / values["map.resolution"]) > 4096:
-        return (f"map.size / map.resolution gives {values['map.size'] / values['map.resolution']:.0f} cells "
-                "a side, more than 4096: use a coarser resolution or a smaller window")
+    if values.get("map.enabled"):
+        from .drivable_map import map_spec
+
+        try:  # the window's limits live with the map
+            map_spec(values).validate()
+        except ValueError as exc:
+            return str(exc)
     from .grid import GridError, GridSpec
 
-    try:  # the size limits live with the grid
+    try:  # the extent and size limits live with the grid
         GridSpec(**{k: float(values[f"grid.{k}"]) for k in
                     ("resolution", "x_min", "x_max", "y_min", "y_max", "max_range")}).validate()
     except GridError as exc:

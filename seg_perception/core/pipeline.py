@@ -271,9 +271,13 @@ def run_batch(items: Sequence[Tuple[SegmentationPipeline, "Prepared"]]) -> List[
 def batch_limit(p: Dict[str, Any], segmenter: Segmenter) -> int:
     """How many cameras' frames go through the network at once: every camera's (max_batch 0) or
     at most max_batch, and never more than the model takes."""
+    return max(1, min(wanted_batch(p), segmenter.backend.max_batch))
+
+
+def wanted_batch(p: Dict[str, Any]) -> int:
+    """Frames per network run the parameters ask for: one per camera, at most max_batch."""
     cameras = max(1, len(p.get("cameras") or []))
-    wanted = min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras
-    return max(1, min(wanted, segmenter.backend.max_batch))
+    return min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras
 
 
 class Prepared:
@@ -315,10 +319,8 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"])}
     if p["backend"] in ("auto", "tensorrt"):
         # an engine's optimisation profile over batch 1..(the frames one batch can hold)
-        cameras = max(1, len(p.get("cameras") or []))
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
-                       precision=p["engine.precision"], progress=progress,
-                       max_batch=min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras)
+                       precision=p["engine.precision"], progress=progress, max_batch=wanted_batch(p))
     segmenter = Segmenter.from_file(model_path, p["backend"], **options)
     try:
         from .parameters import min_confidence_of
