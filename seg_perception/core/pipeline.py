@@ -21,8 +21,13 @@ from .postprocess import Postprocessor, overlay_size
 from .segmenter import Fit, Segmenter
 
 
+# The stages a frame's timer records, in the order a frame goes through them (convert, to_msg
+# and publish are the ROS glue's).
+STAGES = ("convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish")
+
+
 class StageTimer:
-    """Accumulates seconds per named stage for one frame."""
+    """Accumulates seconds per named stage (STAGES) for one frame."""
 
     __slots__ = ("times",)
 

@@ -16,6 +16,14 @@ from ..core.pipeline import CONFIDENCE_OUTPUT, GRID_OUTPUT, IMAGE_OUTPUTS, Frame
 from .conversions import copy_header, image_msg, image_msg_from_buffer, occupancy_grid_msg
 
 
+def output_type(name: str) -> type:
+    """The message type of an output (a topic name under the node's namespace)."""
+    from nav_msgs.msg import OccupancyGrid
+    from sensor_msgs.msg import Image
+
+    return OccupancyGrid if name == GRID_OUTPUT or name.endswith("/" + GRID_OUTPUT) else Image
+
+
 class OutputMessages:
     """``reuse_buffers``: output images are written into message buffers that are reused for the
     next frame (the node publishes each message before it builds the next; a caller that keeps

@@ -138,17 +138,16 @@ def bench_pipeline(args) -> int:
 
 def _bench_publishers(outputs):
     """A participant publishing every output to its own subscriber, reliable as the node does."""
-    from nav_msgs.msg import OccupancyGrid
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from sensor_msgs.msg import Image
 
+    from ..ros.outputs import output_type
     from ..ros.participant import Participant
 
     peer = Participant("seg_bench", int(os.environ.get("ROS_DOMAIN_ID", "0")))
     qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
     pubs = {}
     for name in outputs:
-        kind = OccupancyGrid if name == "drivable_grid" else Image
+        kind = output_type(name)
         pubs[name] = peer.node.create_publisher(kind, f"/seg_bench/{name}", qos)
         peer.node.create_subscription(kind, f"/seg_bench/{name}", lambda m: None, qos)
     end = time.monotonic() + 10
@@ -158,7 +157,9 @@ def _bench_publishers(outputs):
 
 
 def _print_pipeline_report(result, stages) -> None:
-    order = ["convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish"]
+    from ..core.pipeline import STAGES
+
+    order = list(STAGES)
     print(f"pipeline benchmark: {result['frame']} frames, model {os.path.basename(result['model'])} "
           f"(input {result['model_input']}), {result['backend']}, {result['frames']} frames")
     print(f"{'stage':<12}{'median ms':>11}{'p90 ms':>9}{'p99 ms':>9}{'share':>8}")

@@ -48,13 +48,13 @@ class Rig:
 
     def __init__(self, domain_id: int, n: int, size: str, output_ns: List[str]) -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
         from ..core.resources import FASTDDS_PROFILE
         from ..core.sample import SampleCamera
         from ..ros.dds_profile import PROFILE_VARS
+        from ..ros.outputs import output_type
         from ..ros.participant import Participant
         from ..ros.sample_stream import camera_info_msg, frame_msg, render_frames
 
@@ -79,7 +79,7 @@ class Rig:
             self.pubs[c] = (node.create_publisher(Image, f"/{c}/image_raw", qos),
                             node.create_publisher(CameraInfo, f"/{c}/camera_info", qos))
             for o in MEASURED:
-                kind = OccupancyGrid if o == "drivable_grid" else Image
+                kind = output_type(o)
                 node.create_subscription(kind, f"{ns}/{o}", self._arrived(c, o), qos, raw=True)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
         self.frame = 0

@@ -55,10 +55,10 @@ class Harness:
 
     def __init__(self, domain_id: int, cam, camera_profile: str = "shipped") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
+        from ..ros.outputs import output_type
         from ..ros.participant import Participant
         from ..ros.sample_stream import camera_info_msg, render_frames
 
@@ -80,7 +80,7 @@ class Harness:
         self.arrivals: Dict[str, Dict[int, float]] = {n: {} for n in OUTPUT_NAMES}
         self.cond = threading.Condition(self.lock)
         for name in OUTPUT_NAMES:
-            kind = OccupancyGrid if name == "drivable_grid" else Image
+            kind = output_type(name)
             node.create_subscription(kind, f"/{NODE_NAME}/{name}", self._arrived(name), qos, raw=True)
         self.diags: List[Dict[str, str]] = []
         node.create_subscription(DiagnosticArray, "/diagnostics", self._diag, 10)
