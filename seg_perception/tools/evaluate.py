@@ -205,92 +205,6 @@ def read_pair(img_path: str, lab_path: str) -> Tuple[np.ndarray, np.ndarray]:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), lab
 
 
-# ----------------------------------------------------------------------------- picture
-
-_FONT_SCALE = 0.45
-_CELL = 42
-_BAR_W = 170
-_TITLE_H = 54
-
-
-def confusion_picture(results: Dict[str, object], title: str = "") -> np.ndarray:
-    """BGR picture: the row-normalised confusion matrix as a heat map (each cell: share of the
-    row's truth pixels, %), with per-class IoU bars on the right and the summary on top."""
-    import cv2
-
-    cmd = results["confusion_matrix"]
-    rows, cols = list(cmd["rows_truth"]), list(cmd["columns_prediction"])
-    counts = np.asarray(cmd["counts"], np.float64).reshape(len(rows), len(cols))
-    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
-    label_w = max(cv2.getTextSize(n, font, scale, 1)[0][0] for n in rows + cols) + 12
-    top = _TITLE_H + label_w
-    left = label_w + 20
-    width = left + cell * len(cols) + 20 + _BAR_W + 20
-    height = top + cell * len(rows) + 30
-    img = np.full((height, width, 3), 255, np.uint8)
-    _draw_matrix(img, counts, rows, cols, left, top, label_w)
-    cv2.putText(img, "prediction", (left, height - 10), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
-    cv2.putText(img, "truth", (4, top - 6), font, scale, (90, 90, 90), 1, cv2.LINE_AA)
-    _draw_iou_bars(img, results["per_class_iou"], rows, left + cell * len(cols) + 20, top)
-    pct = lambda v: "n/a" if v is None else f"{100 * v:.1f}"
-    masks = results.get("mask_iou", {})
-    summary = (f"mIoU {pct(results['miou'])}   pixel accuracy {pct(results['pixel_accuracy'])}   "
-               + "   ".join(f"{g} {pct(v)}" for g, v in masks.items()))
-    cv2.putText(img, title[:110], (8, 20), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, summary[:120], (8, 42), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
-
-
-def _draw_matrix(img: np.ndarray, counts: np.ndarray, rows: List[str], cols: List[str], left: int,
-                 top: int, label_w: int) -> None:
-    """The heat map with its percentages, the diagonal outlined, and the row and column names."""
-    import cv2
-
-    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
-    row_sums = counts.sum(1, keepdims=True)
-    share = np.where(row_sums > 0, counts / np.maximum(row_sums, 1), 0.0)
-    heat = cv2.applyColorMap(np.clip(share * 255, 0, 255).astype(np.uint8).reshape(len(rows), len(cols), 1),
-                             cv2.COLORMAP_VIRIDIS)
-    for r in range(len(rows)):
-        for c in range(len(cols)):
-            x0, y0 = left + c * cell, top + r * cell
-            color = tuple(int(v) for v in heat[r, c])
-            cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), color, -1)
-            if row_sums[r, 0] > 0:
-                text = f"{100 * share[r, c]:.0f}"
-                ink = (0, 0, 0) if share[r, c] > 0.6 else (255, 255, 255)
-                (tw, th), _ = cv2.getTextSize(text, font, scale, 1)
-                cv2.putText(img, text, (x0 + (cell - tw) // 2, y0 + (cell + th) // 2), font, scale, ink, 1, cv2.LINE_AA)
-            if r == c:
-                cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), (40, 40, 220), 2)
-        (tw, th), _ = cv2.getTextSize(rows[r], font, scale, 1)
-        cv2.putText(img, rows[r], (left - 8 - tw, top + r * cell + (cell + th) // 2), font, scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-    for c, name in enumerate(cols):  # column names written vertically, bottom to top
-        (tw, th), _ = cv2.getTextSize(name, font, scale, 1)
-        strip = np.full((th + 8, label_w, 3), 255, np.uint8)
-        cv2.putText(strip, name, (label_w - 6 - tw, th + 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
-        strip = cv2.rotate(strip, cv2.ROTATE_90_COUNTERCLOCKWISE)
-        x0 = left + c * cell + (cell - strip.shape[1]) // 2
-        img[_TITLE_H:_TITLE_H + strip.shape[0], x0:x0 + strip.shape[1]] = strip
-
-
-def _draw_iou_bars(img: np.ndarray, iou: Dict[str, Optional[float]], rows: List[str], bx: int,
-                   top: int) -> None:
-    import cv2
-
-    font, scale, cell = cv2.FONT_HERSHEY_SIMPLEX, _FONT_SCALE, _CELL
-    cv2.putText(img, "IoU %", (bx, top - 6), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
-    for r, name in enumerate(rows):
-        v = iou.get(name)
-        y0 = top + r * cell + 8
-        if v is not None:
-            cv2.rectangle(img, (bx, y0), (bx + int(_BAR_W * 0.75 * v), y0 + cell - 16), (200, 140, 60), -1)
-        text = "n/a" if v is None else f"{100 * v:.1f}"
-        cv2.putText(img, text, (bx + 4 + int(_BAR_W * 0.75 * (v or 0)), y0 + cell - 20), font, scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)
-
-
 # ----------------------------------------------------------------------------- table
 
 def format_table(results: Dict[str, object]) -> str:
@@ -405,6 +319,8 @@ def _write(results: Dict[str, object], json_path: Optional[str], picture: Option
         print(f"wrote {json_path}")
     if picture:
         import cv2
+
+        from .pictures import confusion_picture
 
         if not cv2.imwrite(picture, confusion_picture(results, title)):
             return _fail(f"cannot write {picture}")
