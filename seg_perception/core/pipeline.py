@@ -311,13 +311,21 @@ GRID_OUTPUT = "drivable_grid"
 OUTPUTS = IMAGE_OUTPUTS + (GRID_OUTPUT,)
 
 
+def model_label_groups(segmenter: Segmenter, label_file: str, model_path: str = "") -> Tuple[LabelGroups, str]:
+    """(the label groups of the model's classes, the file they came from): ``label_file``, or
+    "" for the packaged label file of the model's class set."""
+    from .class_sets import packaged_label_file
+    from .labels import load_label_file
+
+    label_path = label_file or packaged_label_file(segmenter.info.class_names, model_path)
+    return load_label_file(label_path, segmenter.info.class_names), label_path
+
+
 def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] = None,
                    camera_info_topic: str = "camera_info") -> SegmentationPipeline:
     """The node's pipeline from its parameters (model, labels, backend, grid, pose).
     Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     from . import resources
-    from .class_sets import packaged_label_file
-    from .labels import load_label_file
     from .threads import inference_threads
 
     model_path = p["model"] or resources.DEFAULT_MODEL
@@ -330,8 +338,7 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     try:
         from .parameters import min_confidence_of
 
-        label_path = p["label_file"] or packaged_label_file(segmenter.info.class_names, model_path)
-        groups = load_label_file(label_path, segmenter.info.class_names)
+        groups, label_path = model_label_groups(segmenter, p["label_file"], model_path)
         return SegmentationPipeline(segmenter, groups, p["overlay_alpha"], p["overlay_max_width"],
                                     p["max_image_pixels"], min_confidence_of(p), camera_grid(p, groups, camera_info_topic),
                                     model_path=model_path, label_path=label_path)

@@ -292,14 +292,11 @@ def run(args) -> int:
 
 def _score(segmenter, model_path: str, label_file: Optional[str], mapping, pairs, quiet: bool):
     """(Scorer over every pair, the label file used): each image through the node's pipeline."""
-    from ..core.class_sets import packaged_label_file
     from ..core.image import frame_from_rgb
-    from ..core.labels import load_label_file
-    from ..core.pipeline import SegmentationPipeline
+    from ..core.pipeline import SegmentationPipeline, model_label_groups
     from .common import Progress
 
-    label_path = label_file or packaged_label_file(segmenter.info.class_names, model_path)
-    groups = load_label_file(label_path, segmenter.info.class_names)
+    groups, label_path = model_label_groups(segmenter, label_file or "", model_path)
     scorer = Scorer(mapping, segmenter.info.class_names, groups)
     pipeline = SegmentationPipeline(segmenter, groups)
     progress = Progress(len(pairs), "images", stream=sys.stderr, enabled=not quiet)
