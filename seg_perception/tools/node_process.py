@@ -76,6 +76,12 @@ class NodeProcess:
         self._log = open(self.log_path, "w")
         self.proc = subprocess.Popen(self.cmd, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
+    def __enter__(self) -> "NodeProcess":
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.stop()
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()
