@@ -92,3 +92,33 @@ def test_latest_per_key_keeps_every_cameras_newest():
     assert slot.get(timeout=0.01) == (False, [])
     slot.close()
     assert slot.put("front", 4) is True and slot.get(timeout=0) == (False, [])
+
+
+def test_a_batch_the_network_never_took_counts_a_drop_for_each_of_its_cameras(two_camera_pipelines):
+    """The prepare thread hands batches over in a one-slot mailbox: a newer batch replaces one the
+    network has not taken. Each camera in the replaced batch counts one dropped frame (per-camera
+    diagnostics) and every input buffer goes back to its pool; so does a batch left at close."""
+    from seg_perception.ros import diagnostics as diag
+    from seg_perception.ros.camera import Camera
+    from seg_perception.ros.frame_path import FramePath
+
+    from seg_perception.core.latest import LatestSlot
+
+    p, pls = two_camera_pipelines
+    cams = {n: Camera(n, diag.NodeStats()) for n in ("front", "rear")}
+    _, rgb = sample_scene_in_test_colours(320, 180)
+
+    def batch():
+        return [(cams[n], pls[n].prepare(frame_from_rgb(rgb), pooled=True), 0.0) for n in cams]
+
+    slot = LatestSlot(on_drop=lambda b: FramePath._drop_batch(None, b))
+    first = batch()
+    buffers = [(prepared.fit, prepared.model_input) for _, prepared, _ in first]
+    slot.put(first)
+    slot.put(batch())  # the network was busy: the first batch is replaced
+    assert [c.stats.dropped for c in cams.values()] == [1, 1]
+    fit = buffers[0][0]  # one frame size, one fit: both cameras' buffers are back in its pool
+    assert all(f is fit for f, _ in buffers)
+    assert {id(fit.take_buffer()) for _ in buffers} == {id(b) for _, b in buffers}
+    slot.close()  # the second one, never taken, at shutdown
+    assert [c.stats.dropped for c in cams.values()] == [2, 2]
