@@ -18,7 +18,7 @@ from ..core.drivable_map import DrivableMap, MapSpec
 from ..core.camera_model import CameraModel, camera_pose
 from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
-from .pictures import composite, map_picture, save_rgb, with_caption
+from .pictures import composite, map_picture, with_caption, write_picture
 
 
 def drive(frames: int = 50, spec: MapSpec = MapSpec()):
@@ -51,11 +51,7 @@ def picture() -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = argv[0] if argv else "drivable_map.png"
-    save_rgb(out, picture())
-    print(out)
-    return 0
+    return write_picture(picture, "drivable_map.png", argv)
 
 
 if __name__ == "__main__":

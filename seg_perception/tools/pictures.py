@@ -4,7 +4,8 @@ confusion-matrix picture."""
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional, Sequence
+import sys
+from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
@@ -74,6 +75,15 @@ def stack_rows(rows: Sequence[np.ndarray], width: int) -> np.ndarray:
         h = max(1, int(round(r.shape[0] * width / r.shape[1])))
         out.append(cv2.resize(r, (width, h), interpolation=cv2.INTER_AREA))
     return np.concatenate(out, axis=0)
+
+
+def write_picture(make: Callable[[], np.ndarray], default_name: str, argv=None) -> int:
+    """The main() of a docs-picture script: ``make()`` written to argv[0] (or ``default_name``)."""
+    argv = sys.argv[1:] if argv is None else argv
+    out = argv[0] if argv else default_name
+    save_rgb(out, make())
+    print(out)
+    return 0
 
 
 # ----------------------------------------------------------------------------- evaluate's confusion matrix

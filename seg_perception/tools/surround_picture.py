@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.grid import FREE, OCCUPIED, UNKNOWN
 from ..core.surround import fuse_grids
-from .pictures import composite, grid_picture, save_rgb, with_caption
+from .pictures import composite, grid_picture, with_caption, write_picture
 
 RES, HALF = 0.1, 15.0  # a 30 x 30 m window around base_link, 0.1 m cells
 
@@ -72,11 +72,7 @@ def picture() -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    out = argv[0] if argv else "surround_overlap.png"
-    save_rgb(out, picture())
-    print(out)
-    return 0
+    return write_picture(picture, "surround_overlap.png", argv)
 
 
 if __name__ == "__main__":
