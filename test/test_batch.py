@@ -94,6 +94,94 @@ def test_latest_per_key_keeps_every_cameras_newest():
     assert slot.put("front", 4) is True and slot.get(timeout=0) == (False, [])
 
 
+def test_latest_per_key_never_hands_out_a_cameras_older_frame_after_a_newer_one():
+    """Two network runs at once: the run holding the front camera's newer frame finishes first;
+    the older frame's result, finishing later, is refused (a drop), whether or not the newer one
+    was taken meanwhile; other cameras are not affected."""
+    slot = LatestPerKey()
+    assert slot.put("front", "newer", order=2.0) is False
+    assert slot.put("front", "older", order=1.0) is True  # refused: the newer one stays
+    assert slot.get(timeout=0) == (True, ["newer"])
+    assert slot.put("front", "older still", order=0.5) is True  # also once the newer one is gone
+    assert slot.put("rear", "rear older", order=1.0) is False  # each camera keeps its own order
+    assert slot.put("front", "newest", order=3.0) is False
+    assert slot.get(timeout=0) == (True, ["rear older", "newest"])
+
+
+def test_network_runs_at_once_follow_cores_cameras_and_the_backend():
+    from seg_perception.core.threads import inference_threads, inference_workers, opencv_threads, runs_at_once
+
+    # asked for: one per camera up to one per core; one camera, one run; a number is a number
+    assert inference_workers(0, cameras=4, cores=2) == 2
+    assert inference_workers(0, cameras=4, cores=16) == 4
+    assert inference_workers(0, cameras=0, cores=16) == 1 and inference_workers(0, 1, 16) == 1
+    assert inference_workers(3, cameras=1, cores=2) == 3
+    # the session's threads and OpenCV's leave a core to each further run; on 2 cores with two
+    # runs: one thread each, OpenCV one
+    assert inference_threads(0, workers=1, cores=2) == 1 and inference_threads(0, workers=2, cores=2) == 1
+    assert inference_threads(0, workers=4, cores=16) == 12 and inference_threads(5, workers=4, cores=16) == 5
+    assert opencv_threads("cpu", 0, workers=4, cores=16) == 1 and opencv_threads("cuda:0", 0, 4, 16) == 16
+    # what runs: several only where the backend can, automatically only on the CPU
+    assert runs_at_once(2, explicit=False, concurrent=True, device="cpu") == (2, "")
+    assert runs_at_once(2, explicit=False, concurrent=True, device="cuda:0") == (1, "")  # a GPU batches
+    assert runs_at_once(2, explicit=True, concurrent=True, device="cuda:0") == (2, "")
+    runs, warning = runs_at_once(3, explicit=True, concurrent=False, device="cpu")
+    assert runs == 1 and "inference_workers 3" in warning and "running one" in warning
+    assert runs_at_once(3, explicit=False, concurrent=False, device="cpu") == (1, "")  # asked by default: quiet
+
+
+def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores(two_camera_pipelines, tmp_path):
+    """Four cameras, two runs at once: two frames a run; ONNX Runtime without IOBinding runs
+    several at once, with IOBinding (one binding and its output buffers) it does not."""
+    from seg_perception.core.pipeline import build_pipeline, runs_asked
+
+    p, pls = two_camera_pipelines
+    seg = pls["front"].segmenter
+    four = dict(p, cameras=["a", "b", "c", "d"])
+    assert batch_limit(four, seg, workers=2) == 2 and batch_limit(four, seg, workers=3) == 2
+    assert batch_limit(dict(four, max_batch=1), seg, workers=2) == 1
+    assert runs_asked(dict(four, inference_workers=3)) == 3 and runs_asked(dict(p, cameras=[])) == 1
+    assert seg.backend.concurrent_runs is True
+    from seg_perception.core.segmenter import create_backend
+
+    with create_backend(p["model"], "onnxruntime", io_binding=True) as bound:
+        assert bound.concurrent_runs is False
+    # the session of a pipeline for two runs on this machine's cores
+    import os
+
+    cores = os.cpu_count() or 2
+    with build_pipeline(dict(p, inference_workers=2)) as pl:
+        assert pl.segmenter.backend.num_threads == max(1, cores - 2)
+
+
+def test_two_runs_at_once_on_one_model_give_each_camera_its_own_result(two_camera_pipelines):
+    """What two inference workers do: run_batch from two threads at once on the one shared
+    model, each camera's frames prepared into pooled buffers; every result is the one a run
+    alone gives (no buffer or output shared between the runs)."""
+    import threading
+
+    _, pls = two_camera_pipelines
+    _, big = sample_scene_in_test_colours(320, 180)
+    views = {"front": big, "rear": big[::-1].copy()}
+    alone = {c: pls[c].process(frame_from_rgb(views[c])).labels() for c in views}
+    assert not np.array_equal(alone["front"], alone["rear"])
+    wrong: list = []
+
+    def worker(cam):
+        for _ in range(15):
+            prepared = [(pls[cam], pls[cam].prepare(frame_from_rgb(views[cam]), pooled=True))]
+            for result in run_batch(prepared):
+                if not np.array_equal(result.labels(), alone[cam]):
+                    wrong.append(cam)
+
+    threads = [threading.Thread(target=worker, args=(c,)) for c in views]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert wrong == []
+
+
 def test_a_batch_the_network_never_took_counts_a_drop_for_each_of_its_cameras(two_camera_pipelines):
     """The prepare thread hands batches over in a one-slot mailbox: a newer batch replaces one the
     network has not taken. Each camera in the replaced batch counts one dropped frame (per-camera

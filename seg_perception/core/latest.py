@@ -68,18 +68,28 @@ class LatestSlot:
 class LatestPerKey:
     """One slot per key (camera): ``put`` replaces only the same key's waiting item (a drop, as
     in LatestSlot), so one camera's result never pushes out another's; ``get`` takes every
-    waiting item, in the order they were put."""
+    waiting item, in the order they were put.
+
+    ``order`` (the frame's receive time): an item older than one already put under its key is
+    refused, a drop too. With several network runs at once a camera's newer frame can finish
+    first; its outputs must never go back in time after it."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._items: Dict[Any, Any] = {}  # insertion order = put order (a replaced key moves last)
+        self._newest: Dict[Any, float] = {}  # the newest order put under each key
         self._closed = False
 
-    def put(self, key: Any, item: Any) -> bool:
-        """Store ``item`` under ``key``; True when it replaced an untaken one (a drop)."""
+    def put(self, key: Any, item: Any, order: Optional[float] = None) -> bool:
+        """Store ``item`` under ``key``; True when one item was dropped: an untaken one it
+        replaced, or this one, older than what was already put under the key."""
         with self._cond:
             if self._closed:
                 return True
+            if order is not None:
+                if order < self._newest.get(key, float("-inf")):
+                    return True
+                self._newest[key] = order
             replaced = self._items.pop(key, _NOTHING) is not _NOTHING
             self._items[key] = item
             self._cond.notify()
@@ -148,7 +158,24 @@ class BusyClock:
         return max(0.0, started + expected - time.monotonic())
 
 
-def newest_when_needed(item: Any, frames: LatestSlot, ready: LatestSlot, network: BusyClock,
+class BusyClocks:
+    """Several workers running the same kind of job side by side (network runs on one model):
+    a BusyClock each; the pool is free as soon as the first of them is."""
+
+    def __init__(self, workers: int, smoothing: float = 0.2) -> None:
+        self.clocks = [BusyClock(smoothing) for _ in range(max(1, int(workers)))]
+
+    def free_in(self) -> float:
+        """Seconds until the first worker is expected to be free; 0 when one is idle."""
+        return min(clock.free_in() for clock in self.clocks)
+
+    def busy_seconds(self) -> float:
+        """Seconds in jobs per worker (their mean): over a time window, the share the workers
+        were busy."""
+        return sum(clock.busy_seconds() for clock in self.clocks) / len(self.clocks)
+
+
+def newest_when_needed(item: Any, frames: LatestSlot, ready: LatestSlot, network: "BusyClock | BusyClocks",
                        prepare_s: float, on_replaced: Callable[[], None] = lambda: None,
                        poll_s: float = 0.005) -> Optional[Any]:
     """Just in time: hold ``item`` (a frame to prepare) until the network is about to be free,

@@ -273,10 +273,20 @@ def run_batch(items: Sequence[Tuple[SegmentationPipeline, "Prepared"]]) -> List[
     return results
 
 
-def batch_limit(p: Dict[str, Any], segmenter: Segmenter) -> int:
-    """How many cameras' frames go through the network at once: every camera's (max_batch 0) or
-    at most max_batch, and never more than the model takes."""
-    return max(1, min(wanted_batch(p), segmenter.backend.max_batch))
+def batch_limit(p: Dict[str, Any], segmenter: Segmenter, workers: int = 1) -> int:
+    """How many cameras' frames go through the network in one run: every camera's (max_batch 0)
+    or at most max_batch, shared among ``workers`` runs at once (4 cameras, 2 workers: 2 each),
+    and never more than the model takes."""
+    share = -(-wanted_batch(p) // max(1, int(workers)))  # rounded up: no camera left out
+    return max(1, min(share, segmenter.backend.max_batch))
+
+
+def runs_asked(p: Dict[str, Any]) -> int:
+    """Network runs at once the parameters ask for (core/threads.inference_workers); the node
+    runs fewer where the backend cannot (core/threads.runs_at_once)."""
+    from .threads import inference_workers
+
+    return inference_workers(p["inference_workers"], len(p.get("cameras") or []))
 
 
 def wanted_batch(p: Dict[str, Any]) -> int:
@@ -329,7 +339,10 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     from .threads import inference_threads
 
     model_path = p["model"] or resources.DEFAULT_MODEL
-    options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"])}
+    # the session's threads leave a core to each further run; only ONNX Runtime (an .onnx file)
+    # runs several, and a GPU backend ignores the CPU threads anyway
+    workers = runs_asked(p) if model_path.lower().endswith(".onnx") else 1
+    options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"], workers)}
     if p["backend"] in ("auto", "tensorrt"):
         # an engine's optimisation profile over batch 1..(the frames one batch can hold)
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],

@@ -75,6 +75,9 @@ class Backend(abc.ABC):
         # The most images one infer call takes (set by load: a fixed batch dimension, or an
         # engine's optimisation profile; BATCH_ANY where the graph's batch is dynamic).
         self.max_batch: int = 1
+        # Whether infer may run in several threads at once (set by load): the node then runs
+        # several cameras' batches side by side on one loaded model (inference_workers).
+        self.concurrent_runs: bool = False
         self.active = False
 
     @abc.abstractmethod

@@ -1,22 +1,62 @@
-"""How the CPU cores are shared between the network and the node's own image work."""
+"""How the CPU cores are shared between the network and the node's own image work.
+
+With several cameras on a CPU network the node runs the network on several batches at once
+(inference workers, each a thread calling the one loaded model): measured on 2 cores, two runs
+of one thread each side by side processed 1.5x the frames of one run with one thread, and more
+than one run with two threads in the node (README, "Several cameras")."""
 
 from __future__ import annotations
 
 import os
+from typing import Optional, Tuple
 
 
-def inference_threads(num_threads: int) -> int:
-    """The CPU threads the network gets: the parameter, or for 0 every core but one, which stays
-    for the node's own work (decoding, outputs, DDS) so the two run side by side."""
+def _cores(cores: Optional[int]) -> int:
+    return int(cores) if cores else (os.cpu_count() or 2)
+
+
+def inference_workers(workers: int, cameras: int, cores: Optional[int] = None) -> int:
+    """Network runs at once the parameters ask for: ``inference_workers``, or for 0 one per
+    camera up to one per core when there are several cameras, else one."""
+    if workers > 0:
+        return int(workers)
+    if cameras <= 1:
+        return 1
+    return max(1, min(int(cameras), _cores(cores)))
+
+
+def runs_at_once(asked: int, explicit: bool, concurrent: bool, device: str) -> Tuple[int, str]:
+    """(network runs at once, a warning or "") for a loaded backend: as asked where the backend
+    runs several (``concurrent``: ONNX Runtime without IOBinding) and, unless asked for by
+    number, only on the CPU, where they use cores a single run leaves idle. A GPU takes the
+    cameras as one batch instead."""
+    if asked <= 1:
+        return 1, ""
+    if concurrent and (explicit or device == "cpu"):
+        return asked, ""
+    if explicit:
+        return 1, (f"inference_workers {asked}: this backend on {device} runs one batch at a "
+                   "time; running one")
+    return 1, ""
+
+
+def inference_threads(num_threads: int, workers: int = 1, cores: Optional[int] = None) -> int:
+    """The CPU threads of the network's session: the parameter, or for 0 every core but one,
+    which stays for the node's own work (decoding, outputs, DDS) so the two run side by side.
+    With several workers each run's calling thread computes too (ONNX Runtime's pool adds
+    threads - 1), so the session gets that many fewer (at least one)."""
     if num_threads > 0:
         return int(num_threads)
-    return max(1, (os.cpu_count() or 2) - 1)
+    return max(1, _cores(cores) - 1 - (max(1, int(workers)) - 1))
 
 
-def opencv_threads(backend_device: str, num_threads: int) -> int:
+def opencv_threads(backend_device: str, num_threads: int, workers: int = 1,
+                   cores: Optional[int] = None) -> int:
     """OpenCV threads for the node's own image work (resize, masks, overlay): the cores the
     network leaves free. Measured on 2 cores: with OpenCV's default pool its worker took the
     network's core often enough to cost a tenth of the node's rate."""
-    cores = os.cpu_count() or 2
-    used = inference_threads(num_threads) if backend_device == "cpu" else 0
-    return max(1, cores - used)
+    n = _cores(cores)
+    used = 0
+    if backend_device == "cpu":  # the session's threads, plus each further run's own thread
+        used = inference_threads(num_threads, workers, n) + max(1, int(workers)) - 1
+    return max(1, n - used)

@@ -86,6 +86,8 @@ class OnnxRuntimeBackend(Backend):
         self._names = [self._output] + ([self._confidence] if self._confidence else [])
         use_binding = on_cuda if self.io_binding is None else bool(self.io_binding)
         self._binding = self.session.io_binding() if use_binding else None
+        # Session.run is thread-safe; one IOBinding (and its output buffers) is not
+        self.concurrent_runs = self._binding is None
         self._outputs.clear()
 
     def _infer(self, images: np.ndarray):
