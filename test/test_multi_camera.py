@@ -19,13 +19,14 @@ from test_node import as_array, image_msg, sample_scene_in_test_colours, start_n
 CAMERAS = ("front", "rear")
 
 
-def start_front_and_rear(ros_domain, colour_model, cam):
+def start_front_and_rear(ros_domain, colour_model, cam, **params):
     """The node with two cameras: front as the sample camera, rear the same mount turned round."""
     xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
     return start_node(ros_domain, colour_model, **{
         "cameras": "[front, rear]", "grid.enabled": True, "grid.x_min": -40.0, "grid.max_spread": 0.5,
         "front.camera_pose.xyz": xyz, "front.camera_pose.rpy": rpy,
-        "rear.camera_pose.xyz": [-xyz[0], xyz[1], xyz[2]], "rear.camera_pose.rpy": [rpy[0], rpy[1], math.pi]})
+        "rear.camera_pose.xyz": [-xyz[0], xyz[1], xyz[2]], "rear.camera_pose.rpy": [rpy[0], rpy[1], math.pi],
+        **params})
 
 
 def rig_topics(peer, node):
@@ -44,7 +45,8 @@ def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, 
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb = sample_scene_in_test_colours(320, 180)
-    node = start_front_and_rear(ros_domain, colour_model, cam)  # the rear camera looks backwards
+    # the rear camera looks backwards; two network runs at once, a camera each
+    node = start_front_and_rear(ros_domain, colour_model, cam, inference_workers=2)
     try:
         grids = {c: peer.subscribe(OccupancyGrid, f"/camera_seg/{c}/drivable_grid", RELIABLE) for c in CAMERAS}
         labels, surround, diag, pubs, infos = rig_topics(peer, node)
@@ -80,6 +82,8 @@ def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, 
             # one network for both: its status names both cameras; each camera has its own
             st = wait_status(diag, lambda s: "cameras" in status_values(s))
             assert st is not None and status_values(st)["cameras"] == "front, rear"
+            assert status_values(st)["network runs at once"] == "2"
+            assert "up to 1 frame per run, 2 runs at once" in node.log()
             # the rear camera stalls: the front goes on, the surround grid forgets the rear view
             cams["rear"].stop()
             t_stall = time.monotonic()
@@ -136,14 +140,15 @@ def test_the_shipped_four_camera_config_starts_one_node_with_four_cameras(ros_do
 
 
 def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_info(ros_domain, peer, colour_model):
-    """front 320x180 and rear 160x120 go through the network as one batch of two; the rear's
+    """front 320x180 and rear 160x120 go through the network as one batch of two (one network
+    run at a time: inference_workers 1); the rear's
     CameraInfo is invalid (K all zeros): its grid is refused with the reason, its masks go on,
     and the surround grid holds the front's view alone (the rear's part stays unknown)."""
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb_front = sample_scene_in_test_colours(320, 180)
     rear_cam, rgb_rear = sample_scene_in_test_colours(160, 120)
-    node = start_front_and_rear(ros_domain, colour_model, cam)
+    node = start_front_and_rear(ros_domain, colour_model, cam, inference_workers=1)
     try:
         labels, surround, diag, pubs, infos = rig_topics(peer, node)
 
@@ -163,7 +168,7 @@ def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_inf
             for c in CAMERAS:
                 assert labels[c].wait_count(3, 30), node.log()
             assert [as_array(labels[c].snapshot()[-1]).shape for c in CAMERAS] == [(180, 320), (120, 160)]
-            assert "2 cameras on one network, up to 2 frames per run" in node.log()
+            assert "2 cameras on one network, up to 2 frames per run, 1 run at once" in node.log()
             st = wait_status(diag, lambda s: s.name.endswith("rear drivable grid") and s.level != b"\x00",
                              suffix="drivable grid")
             assert st is not None and "invalid CameraInfo" in st.message and st.level == b"\x02", node.log()

@@ -76,15 +76,22 @@ class FramePath:
         self.get_logger().fatal(f"{text}; exiting with code {EXIT_WORKER_FAILED}\n{trace}")
         self.fatal_error = text
 
-    def _work(self) -> None:
-        """Inference thread: load the model, then run the network on the newest prepared batch."""
-        if not self._model_done.is_set():  # a restarted thread goes straight to the frames
+    def _work(self, index: int = 0) -> None:
+        """Inference thread ``index``: the first loads the model; each then runs the network on
+        the newest prepared batch, side by side with the others (inference_workers)."""
+        if index == 0 and not self._model_done.is_set():  # a restarted thread goes straight to the frames
             self._load_model()
+        while not self._model_done.wait(0.2):
+            if self.ready_slot.closed:
+                return
+        if index >= self.inference_workers:
+            return  # the backend runs fewer at once than the parameters asked for
+        clock = self._network.clocks[index]
         while not self.ready_slot.closed:
             ok, batch = self.ready_slot.get(timeout=0.2)
             if ok:
                 self._check_fault("inference")
-                self._infer(batch)
+                self._infer(batch, clock)
 
     def _check_fault(self, thread_name: str) -> None:
         if self._worker_fault is not None:
@@ -191,9 +198,10 @@ class FramePath:
             return None
         return cam, prepared, t_received
 
-    def _infer(self, batch) -> None:
-        """The network once on the batch (one frame per camera: core/pipeline.run_batch)."""
-        self._network.start()
+    def _infer(self, batch, clock) -> None:
+        """The network once on the batch (one frame per camera: core/pipeline.run_batch);
+        ``clock``: this inference thread's (core/latest.BusyClocks)."""
+        clock.start()
         try:
             results = run_batch([(cam.pipeline, prepared) for cam, prepared, _ in batch])
         except Exception as exc:
@@ -201,12 +209,15 @@ class FramePath:
                 self._frame_error(cam, "inference", f"inference failed: {exc}")
             return
         finally:
-            self._network.stop()
-        self.network_runs += 1
-        self.network_frames += len(batch)
-        # hand over to the output thread; the network goes on with the next batch meanwhile
+            clock.stop()
+        with self._count_lock:
+            self.network_runs += 1
+            self.network_frames += len(batch)
+        # hand over to the output thread; the network goes on with the next batch meanwhile.
+        # A camera's result older than one another run already handed over is dropped: outputs
+        # never go back in time
         for (cam, _, t_received), result in zip(batch, results):
-            if self.out_slot.put(cam.name, (cam, result, t_received)):
+            if self.out_slot.put(cam.name, (cam, result, t_received), order=t_received):
                 cam.stats.on_dropped()
 
     def _publish_outputs(self) -> None:

@@ -30,11 +30,12 @@ from sensor_msgs.msg import CameraInfo, Image
 from ..core import resources
 from ..core.faults import worker_fault_from_env
 from ..core.labels import MASK_GROUPS
-from ..core.latest import BusyClock, LatestPerKey, LatestSlot
+from ..core.latest import BusyClocks, LatestPerKey, LatestSlot
 from ..core.parameters import POSE_PARAMETERS, camera_view, check_update
-from ..core.pipeline import IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, build_camera_pipelines
+from ..core.pipeline import (IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, build_camera_pipelines,
+                             runs_asked)
 from ..core.surround import SurroundGrid
-from ..core.threads import opencv_threads
+from ..core.threads import opencv_threads, runs_at_once
 from . import diagnostics as diag
 from .camera import Camera
 from .frame_path import FramePath
@@ -195,18 +196,25 @@ class CameraSegBase(FramePath, Node):
         self.ready_slot = LatestSlot(on_drop=self._drop_batch)
         self.out_slot = LatestPerKey()  # each camera's newest result: one camera never drops another's
         self.batch_limit = 1  # frames per network run (core/pipeline.batch_limit), set at load
+        # network runs at once: as many inference threads as the parameters ask for are made
+        # here; those beyond what the backend allows (set at load) end once it has loaded
+        self._workers_asked = runs_asked(self.p)
+        self.inference_workers = 1
         self.network_runs = self.network_frames = 0  # batches run, frames in them
+        self._count_lock = threading.Lock()  # for those two: several inference threads count
         self._model_done = threading.Event()  # the model loaded, or failed to
-        self._network = BusyClock()  # when the network will want its next frame
+        self._network = BusyClocks(1)  # when the network will want its next frame (set at load)
         self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
         self._prepare_s: Optional[float] = None  # smoothed seconds to prepare one batch
         self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
         self._worker_restarts = 0
         self._worker_fault = worker_fault_from_env()  # tests only: None unless the env var is set
+        workers = [("inference", self._work)] + [
+            (f"inference_{i + 1}", lambda i=i: self._work(i)) for i in range(1, self._workers_asked)]
         self._threads = [threading.Thread(target=self._supervised(name, fn), name=f"camera_seg_{name}",
                                           daemon=True)
-                         for name, fn in (("inference", self._work), ("prepare", self._prepare_frames),
-                                          ("outputs", self._publish_outputs))]
+                         for name, fn in workers + [("prepare", self._prepare_frames),
+                                                    ("outputs", self._publish_outputs)]]
 
     def _guarded(self, fn):
         """A timer or subscription callback that reports its errors instead of ending rclpy.spin
@@ -257,15 +265,23 @@ class CameraSegBase(FramePath, Node):
                 pl.grid.pose_source = self._tf_pose  # None: the pose of the parameters
         pipeline = pipelines[next(iter(pipelines))]
         segmenter = pipeline.segmenter
-        cv_threads = opencv_threads(segmenter.backend.device, self.p["num_threads"])
+        backend = segmenter.backend
+        workers, warning = runs_at_once(self._workers_asked, self.p["inference_workers"] > 0,
+                                        backend.concurrent_runs, backend.device)
+        if warning:
+            self.get_logger().warning(warning)
+        cv_threads = opencv_threads(backend.device, self.p["num_threads"], workers)
         cv2.setNumThreads(cv_threads)
-        self.backend_text = segmenter.backend.describe()
-        self.backend_reason = segmenter.backend.selection_reason
-        self.batch_limit = batch_limit(self.p, segmenter)
+        self.backend_text = backend.describe()
+        self.backend_reason = backend.selection_reason
+        self.batch_limit = batch_limit(self.p, segmenter, workers)
+        self.inference_workers, self._network = workers, BusyClocks(workers)
         if self.multi:
             self.get_logger().info(
-                f"{len(self.cameras)} cameras on one network, up to {self.batch_limit} frames per run"
-                + ("" if self.batch_limit > 1 or segmenter.backend.max_batch > 1 else
+                f"{len(self.cameras)} cameras on one network, up to {self.batch_limit} "
+                f"frame{'s' if self.batch_limit > 1 else ''} per run, "
+                f"{workers} run{'s' if workers > 1 else ''} at once"
+                + ("" if self.batch_limit > 1 or backend.max_batch > 1 else
                    " (the model's batch dimension is fixed at 1: export or wrap it with a dynamic batch)"))
         info = segmenter.info
         self.label_path = pipeline.label_path

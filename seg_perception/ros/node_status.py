@@ -31,7 +31,7 @@ def node_statuses(node) -> list:
         "label file": node.label_path,
         "masks always empty": node.empty_masks,
         # near 100: the network is the limit; well below it while frames are dropped: the
-        # node's own work (decoding, outputs, DDS) is
+        # node's own work (decoding, outputs, DDS) is. Several runs at once: their mean
         "network busy (%)": f"{100 * busy_share:.1f}",
         "worker restarts": node._worker_restarts,
     }
@@ -44,6 +44,7 @@ def node_statuses(node) -> list:
     node_problems = [pr for k, pr in problems.items() if k in ("model", "worker")]
     p50 = diag.percentile(lat, 50)
     values = dict(network, cameras=", ".join(node.cameras), **{
+        "network runs at once": node.inference_workers,
         "frames per network run (max)": node.batch_limit,
         "frames per network run (mean)": f"{node.network_frames / max(node.network_runs, 1):.2f}",
         "processed rate (Hz)": f"{out_rate:.2f}", "frames processed": node.stats.processed,
