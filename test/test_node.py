@@ -144,11 +144,13 @@ def check_outputs(outs, stamp, rgb, frame_id="camera_optical", overlay_max_width
     return msgs
 
 
-def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model):
+@pytest.mark.parametrize("executor", ["auto", "single_threaded"])
+def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model, executor):
     """1920x1080 rgb8 from a participant without our DDS profile reaches the node; every output
     arrives with the input's header, at the input size (the overlay shrunk to overlay_max_width),
-    consistent with labels and label file."""
-    node = start_node(ros_domain, colour_model)
+    consistent with labels and label file. With either executor: auto takes rclpy's
+    EventsExecutor where it is there (here), single_threaded is what Humble runs."""
+    node = start_node(ros_domain, colour_model, executor=executor)
     try:
         outs = subscribe_outputs(peer)
         diag = peer.subscribe(DiagnosticArray, "/diagnostics", RELIABLE)
@@ -164,6 +166,7 @@ def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model):
             raise AssertionError(f"{status_values(st) if st else 'no diagnostics'}\n"
                                  f"{ {n: len(c.snapshot()) for n, c in outs.items()} }\n{node.log()}")
         check_outputs(outs, stamp, rgb)
+        assert f"executor: {'events' if executor == 'auto' else executor}" in node.log()
     finally:
         assert node.stop() == 0, node.log()
 

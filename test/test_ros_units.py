@@ -169,3 +169,31 @@ def test_the_pipeline_builds_the_grid_from_sure_pixels_only(tmp_path):
             cells = np.asarray(messages["drivable_grid"].data, np.int8)
             free[level] = int((cells == 0).sum())
     assert free[0.0] > 1000 and free[0.7] == 0, free
+
+
+def test_executor_choice_falls_back_where_rclpy_has_no_events_executor(monkeypatch):
+    """auto takes rclpy's EventsExecutor where this rclpy has it (Jazzy 7.1.4+: here) and
+    SingleThreadedExecutor where it does not (Humble); asking for events there is refused with
+    the fix."""
+    import sys
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from seg_perception.ros.process import make_executor
+
+    rclpy.init()
+    try:
+        ex, name = make_executor("auto")
+        assert name == "events" and type(ex).__name__ == "EventsExecutor"
+        ex.shutdown()
+        ex, name = make_executor("single_threaded")
+        assert name == "single_threaded" and isinstance(ex, SingleThreadedExecutor)
+        # an rclpy without the module, as Humble's
+        monkeypatch.setitem(sys.modules, "rclpy.experimental.events_executor", None)
+        ex, name = make_executor("auto")
+        assert name == "single_threaded" and isinstance(ex, SingleThreadedExecutor)
+        with pytest.raises(ValueError, match="set executor to auto or single_threaded"):
+            make_executor("events")
+    finally:
+        rclpy.try_shutdown()
