@@ -111,11 +111,11 @@ def test_latest_per_key_never_hands_out_a_cameras_older_frame_after_a_newer_one(
 def test_network_runs_at_once_follow_cores_cameras_and_the_backend():
     from seg_perception.core.threads import inference_threads, inference_workers, opencv_threads, runs_at_once
 
-    # asked for: one per camera up to one per core; one camera, one run; a number is a number
+    # asked for: one per camera up to every core but one, two on 2 cores; one camera, one run
     assert inference_workers(0, cameras=4, cores=2) == 2
-    assert inference_workers(0, cameras=4, cores=16) == 4
+    assert inference_workers(0, cameras=4, cores=4) == 3 and inference_workers(0, cameras=4, cores=16) == 4
     assert inference_workers(0, cameras=0, cores=16) == 1 and inference_workers(0, 1, 16) == 1
-    assert inference_workers(3, cameras=1, cores=2) == 3
+    assert inference_workers(3, cameras=1, cores=2) == 1 and inference_workers(3, cameras=2, cores=2) == 3
     # the session's threads and OpenCV's leave a core to each further run; on 2 cores with two
     # runs: one thread each, OpenCV one
     assert inference_threads(0, workers=1, cores=2) == 1 and inference_threads(0, workers=2, cores=2) == 1
@@ -146,12 +146,18 @@ def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores
 
     with create_backend(p["model"], "onnxruntime", io_binding=True) as bound:
         assert bound.concurrent_runs is False
-    # the session of a pipeline for two runs on this machine's cores
-    import os
+    # the session's threads: a core left to each further run on the CPU, none by default (the
+    # tools run one frame at a time)
+    from seg_perception.core.threads import _cores
 
-    cores = os.cpu_count() or 2
-    with build_pipeline(dict(p, inference_workers=2)) as pl:
-        assert pl.segmenter.backend.num_threads == max(1, cores - 2)
+    with build_pipeline(p, runs=2) as pl:
+        assert pl.segmenter.backend.num_threads == max(1, _cores(None) - 2)
+    with build_pipeline(p) as pl:
+        assert pl.segmenter.backend.num_threads == max(1, _cores(None) - 1)
+    # a PyTorch checkpoint never runs several at once: its threads are not cut
+    from seg_perception.core.pipeline import _onnxruntime_on_cpu
+
+    assert _onnxruntime_on_cpu(p["model"], "auto") and not _onnxruntime_on_cpu("model.pt", "auto")
 
 
 def test_two_runs_at_once_on_one_model_give_each_camera_its_own_result(two_camera_pipelines):

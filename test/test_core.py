@@ -314,6 +314,21 @@ def test_busy_clock_counts_busy_time_including_the_running_job():
     assert done + 0.045 <= clock.busy_seconds() < done + 0.1  # the running job counts too
 
 
+def test_a_worker_is_busy_before_the_slot_it_took_from_reads_empty():
+    """The inference worker marks its clock busy inside the take: newest_when_needed, watching
+    the slot and the clock, never sees an empty slot beside an idle worker (it would prepare a
+    batch at once that then waits a whole run)."""
+    ready, clock = LatestSlot(), BusyClock()
+    clock.expected = 1.0
+    seen = []
+    ready.put("batch")
+    ok, item = ready.get(timeout=0, on_take=lambda: (clock.start(), seen.append((ready.occupied, clock.free_in() > 0))))
+    assert ok and item == "batch" and seen == [(True, True)]
+    assert not ready.occupied and clock.free_in() > 0.5
+    # nothing taken: nothing marked
+    assert ready.get(timeout=0.01, on_take=lambda: seen.append("taken")) == (False, None) and len(seen) == 1
+
+
 def _busy_clock(expected: float) -> BusyClock:
     clock = BusyClock()
     clock.expected = expected

@@ -172,27 +172,31 @@ def test_the_pipeline_builds_the_grid_from_sure_pixels_only(tmp_path):
 
 
 def test_executor_choice_falls_back_where_rclpy_has_no_events_executor(monkeypatch):
-    """auto takes rclpy's EventsExecutor where this rclpy has it (Jazzy 7.1.4+: here) and
-    SingleThreadedExecutor where it does not (Humble); asking for events there is refused with
-    the fix."""
+    """auto takes rclpy's EventsExecutor where this rclpy has it (Jazzy 7.1.4 and newer) and
+    SingleThreadedExecutor where it does not (Humble, simulated here by hiding the module);
+    asking for events there is refused with the fix, before the node starts anything."""
     import sys
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
 
-    from seg_perception.ros.process import make_executor
+    from seg_perception.ros.executor import EVENTS_MODULE, events_executor_class, executor_problem, make_executor
 
+    here = events_executor_class()[0] is not None
     rclpy.init()
     try:
-        ex, name = make_executor("auto")
-        assert name == "events" and type(ex).__name__ == "EventsExecutor"
+        ex, what = make_executor("auto")
+        assert what == "events" if here else what.startswith("single_threaded")
         ex.shutdown()
-        ex, name = make_executor("single_threaded")
-        assert name == "single_threaded" and isinstance(ex, SingleThreadedExecutor)
-        # an rclpy without the module, as Humble's
-        monkeypatch.setitem(sys.modules, "rclpy.experimental.events_executor", None)
-        ex, name = make_executor("auto")
-        assert name == "single_threaded" and isinstance(ex, SingleThreadedExecutor)
+        ex, what = make_executor("single_threaded")
+        assert what == "single_threaded" and isinstance(ex, SingleThreadedExecutor)
+        ex.shutdown()
+        assert executor_problem("auto") == "" and executor_problem("single_threaded") == ""
+        monkeypatch.setitem(sys.modules, EVENTS_MODULE, None)  # an rclpy without it
+        ex, what = make_executor("auto")
+        assert isinstance(ex, SingleThreadedExecutor) and what.startswith("single_threaded (this rclpy has no")
+        ex.shutdown()
+        assert "set executor to auto or single_threaded" in executor_problem("events")
         with pytest.raises(ValueError, match="set executor to auto or single_threaded"):
             make_executor("events")
     finally:

@@ -36,13 +36,18 @@ class LatestSlot:
             self._on_drop(old)
         return replaced
 
-    def get(self, timeout: Optional[float] = None) -> Tuple[bool, Any]:
-        """(True, newest item) or (False, None) on timeout or close."""
+    def get(self, timeout: Optional[float] = None,
+            on_take: Optional[Callable[[], None]] = None) -> Tuple[bool, Any]:
+        """(True, newest item) or (False, None) on timeout or close. ``on_take`` runs when an item
+        is taken, before the slot reads empty (a worker marks itself busy there, so whoever
+        watches the slot and the worker never sees an empty slot beside an idle worker)."""
         with self._cond:
             if not self._has_item and not self._closed:
                 self._cond.wait(timeout)
             if not self._has_item or self._closed:
                 return False, None
+            if on_take is not None:
+                on_take()
             item, self._item, self._has_item = self._item, None, False
             return True, item
 

@@ -87,9 +87,10 @@ SPECS = (
          "a TensorRT profile, which the engine build then covers; 1: one frame after the other).",
          range=(0, 64)),
     Spec("inference_workers", 0, "Several cameras: how many network runs go at once, each on its "
-         "share of the cameras, all on the one model in memory (0: one per camera up to one per "
-         "core on a CPU network, else one; 1: one batch at a time). Only ONNX Runtime on the CPU "
-         "runs several; other backends run one.", range=(0, 64)),
+         "share of the cameras, all on the one model in memory (0: one per camera up to every core "
+         "but one, two on 2 cores, where ONNX Runtime runs on the CPU, else one; 1: one batch at a "
+         "time). Only ONNX Runtime without IOBinding runs several; other backends run one. One "
+         "camera: one run.", range=(0, 64)),
     Spec("grid.max_spread", 0.2, "Surround grid (several cameras): a camera's latest grid is left "
          "out when its stamp is more than this behind the newest, s.", read_only=False, range=(0.0, 10.0)),
     Spec("grid.enabled", True, "Publish ~/drivable_grid (nav_msgs/OccupancyGrid)."),

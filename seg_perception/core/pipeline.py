@@ -332,17 +332,17 @@ def model_label_groups(segmenter: Segmenter, label_file: str, model_path: str = 
 
 
 def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] = None,
-                   camera_info_topic: str = "camera_info") -> SegmentationPipeline:
-    """The node's pipeline from its parameters (model, labels, backend, grid, pose).
-    Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
+                   camera_info_topic: str = "camera_info", runs: int = 1) -> SegmentationPipeline:
+    """The node's pipeline from its parameters (model, labels, backend, grid, pose); ``runs``:
+    network runs at once the session's CPU threads leave cores to (where ONNX Runtime runs on
+    the CPU). Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     from . import resources
     from .threads import inference_threads
 
     model_path = p["model"] or resources.DEFAULT_MODEL
-    # the session's threads leave a core to each further run; only ONNX Runtime (an .onnx file)
-    # runs several, and a GPU backend ignores the CPU threads anyway
-    workers = runs_asked(p) if model_path.lower().endswith(".onnx") else 1
-    options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"], workers)}
+    if runs > 1 and not _onnxruntime_on_cpu(model_path, p["backend"]):
+        runs = 1  # only ONNX Runtime on the CPU runs several (core/threads.runs_at_once)
+    options: Dict[str, Any] = {"num_threads": inference_threads(p["num_threads"], runs)}
     if p["backend"] in ("auto", "tensorrt"):
         # an engine's optimisation profile over batch 1..(the frames one batch can hold)
         options.update(cache_dir=p["engine.cache_dir"], build_if_missing=p["engine.build_if_missing"],
@@ -358,6 +358,21 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     except Exception:
         segmenter.release()
         raise
+
+
+def _onnxruntime_on_cpu(model_path: str, backend: str) -> bool:
+    """Whether the model will run on ONNX Runtime's CPU provider (the choice create_backend
+    makes); False where it cannot tell (the load then says why)."""
+    from .segmenter import SegmenterError, choose_backend
+
+    try:
+        name, _ = choose_backend(model_path, backend)
+        if name != "onnxruntime":
+            return False
+        import onnxruntime as ort
+    except (SegmenterError, ImportError):
+        return False
+    return "CUDAExecutionProvider" not in ort.get_available_providers()
 
 
 def camera_grid(p: Dict[str, Any], groups: LabelGroups, camera_info_topic: str = "camera_info"
@@ -380,7 +395,7 @@ def build_camera_pipelines(p: Dict[str, Any], cameras: Dict[str, str],
     from .parameters import camera_view, min_confidence_of
 
     names = list(cameras)
-    first = build_pipeline(camera_view(p, names[0]), progress, cameras[names[0]])
+    first = build_pipeline(camera_view(p, names[0]), progress, cameras[names[0]], runs=runs_asked(p))
     pipelines = {names[0]: first}
     try:
         for name in names[1:]:

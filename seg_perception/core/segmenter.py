@@ -299,7 +299,9 @@ class Fit:
             return self._new_buffer()
 
     def give_back(self, buffer: np.ndarray) -> None:
-        if len(self._free) < 4:  # in use at once: one in the network, one waiting, one being written
+        # in use at once, per camera of this size: one in each network run, one waiting, one
+        # being written (four cameras, two runs: up to 8); more than 16 is a size that comes and goes
+        if len(self._free) < 16:
             self._free.append(buffer)
 
     def to_model(self, image: np.ndarray, out: Optional[np.ndarray] = None) -> np.ndarray:

@@ -3,7 +3,9 @@ CameraSegBase, kept apart so that the node file reads as its phases and this one
 
   prepare    takes the newest frame of the camera whose turn it is (and, batching, of the next
              cameras in turn) just before the network is free, and fits it to the model's input
-  inference  runs the network once on the prepared batch (core/pipeline.run_batch)
+  inference  runs the network once on the prepared batch (core/pipeline.run_batch); several
+             cameras on a CPU: several inference threads, each taking the next prepared batch
+             (inference_workers, one model)
   outputs    builds and publishes each camera's newest result, feeds the surround grid and the
              drivable map
 
@@ -88,10 +90,15 @@ class FramePath:
             return  # the backend runs fewer at once than the parameters asked for
         clock = self._network.clocks[index]
         while not self.ready_slot.closed:
-            ok, batch = self.ready_slot.get(timeout=0.2)
+            # busy from the moment the batch is taken: the prepare thread must not read this
+            # worker as free and prepare a batch that then waits a whole run
+            ok, batch = self.ready_slot.get(timeout=0.2, on_take=clock.start)
             if ok:
-                self._check_fault("inference")
-                self._infer(batch, clock)
+                try:
+                    self._check_fault("inference")
+                    self._infer(batch)
+                finally:
+                    clock.stop()
 
     def _check_fault(self, thread_name: str) -> None:
         if self._worker_fault is not None:
@@ -198,18 +205,14 @@ class FramePath:
             return None
         return cam, prepared, t_received
 
-    def _infer(self, batch, clock) -> None:
-        """The network once on the batch (one frame per camera: core/pipeline.run_batch);
-        ``clock``: this inference thread's (core/latest.BusyClocks)."""
-        clock.start()
+    def _infer(self, batch) -> None:
+        """The network once on the batch (one frame per camera: core/pipeline.run_batch)."""
         try:
             results = run_batch([(cam.pipeline, prepared) for cam, prepared, _ in batch])
         except Exception as exc:
             for cam, _, _ in batch:
                 self._frame_error(cam, "inference", f"inference failed: {exc}")
             return
-        finally:
-            clock.stop()
         with self._count_lock:
             self.network_runs += 1
             self.network_frames += len(batch)

@@ -7,7 +7,8 @@ that a newer one replaces is dropped and counted, so there is never a backlog of
   executor     subscription callbacks (they only keep the newest frame), timers, diagnostics
   prepare      decode and resize the newest frame to the model's input just before the network
                is free (while it runs the previous one), so it never waits for preprocessing
-  inference    loads the model, then runs the network on the newest prepared frame
+  inference    loads the model, then runs the network on the newest prepared frame (several
+               cameras on a CPU: several inference threads on the one model, inference_workers)
   outputs      builds and publishes the outputs of the newest inferred frame (at a lower CPU
                priority, output_niceness, so on few cores it fills the network's gaps)
 """
@@ -38,6 +39,7 @@ from ..core.surround import SurroundGrid
 from ..core.threads import opencv_threads, runs_at_once
 from . import diagnostics as diag
 from .camera import Camera
+from .executor import executor_problem
 from .frame_path import FramePath
 from .map_output import MapOutput
 from .node_status import node_statuses
@@ -55,6 +57,8 @@ class CameraSegBase(FramePath, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = declare_node_parameters(self)
+        if executor_problem(self.p["executor"]):  # refused before any thread starts
+            raise ValueError(executor_problem(self.p["executor"]))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.multi = bool(self.p["cameras"])
         self.configured = self.active = False

@@ -12,6 +12,7 @@ import rclpy
 from rclpy.executors import ExternalShutdownException
 
 from .dds_profile import apply_default_profile
+from .executor import make_executor
 from .frame_path import EXIT_WORKER_FAILED
 
 from ..core.parameters import NODE_NAME
@@ -36,26 +37,6 @@ class StopSignals:
             self.received = signum
 
 
-def make_executor(choice: str):
-    """(the executor the ``executor`` parameter asks for, its name). events: rclpy's
-    EventsExecutor, which Humble and Jazzy before 7.1.4 lack; auto takes it where it is there.
-    Measured here (one node, four 1280x720 cameras at twice its capacity): the executor thread
-    took 27% of a core with SingleThreadedExecutor and 11% with EventsExecutor. Raises ValueError
-    with the fix when events is asked for and missing."""
-    if choice in ("auto", "events"):
-        try:
-            from rclpy.experimental.events_executor import EventsExecutor
-        except ImportError:
-            if choice == "events":
-                raise ValueError("executor 'events': this rclpy has no rclpy.experimental.events_executor "
-                                 "(Jazzy 7.1.4 and newer have it); set executor to auto or single_threaded")
-        else:
-            return EventsExecutor(), "events"
-    from rclpy.executors import SingleThreadedExecutor
-
-    return SingleThreadedExecutor(), "single_threaded"
-
-
 def run_node(node_class, args=None) -> None:
     """Start ``node_class``, spin it until a signal, a fatal worker failure or (a managed node)
     the shutdown transition, then end the process."""
@@ -64,14 +45,14 @@ def run_node(node_class, args=None) -> None:
     applied = apply_default_profile()  # before rclpy.init(): Fast DDS reads it at participant creation
     stop = StopSignals()
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
-    node = None
+    node = executor = None
     code = 0
     try:
         node = node_class()
         if applied:
             node.get_logger().info(f"Fast DDS profile: {applied} (set FASTRTPS_DEFAULT_PROFILES_FILE to use your own)")
-        executor, name = make_executor(node.p["executor"])
-        node.get_logger().info(f"executor: {name}")
+        executor, what = make_executor(node.p["executor"])
+        node.get_logger().info(f"executor: {what}")
         executor.add_node(node)
         # short waits: a signal's Python handler runs between them
         while stop.received is None and node.fatal_error is None and not node.finished:
@@ -84,6 +65,9 @@ def run_node(node_class, args=None) -> None:
         rclpy.logging.get_logger(NODE_NAME).fatal(f"camera_seg cannot start: {exc}")
         code = 1
     finally:
+        if node is not None and executor is not None:
+            executor.remove_node(node)  # the executor lets go of the node's entities first
+            executor.shutdown()
         if node is not None:
             if not node.shutdown(timeout=2.0):
                 node.get_logger().warning("a worker thread did not stop within 2 s (a model still "
