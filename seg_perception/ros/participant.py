@@ -15,7 +15,9 @@ from rclpy.executors import SingleThreadedExecutor
 class Participant:
     def __init__(self, name: str, domain_id: Optional[int] = None) -> None:
         self.context = Context()
-        rclpy.init(context=self.context, domain_id=domain_id)
+        # args=[]: not this process's command line (a tool's own "-p name:=value" would be read
+        # as a remap rule of this participant)
+        rclpy.init(args=[], context=self.context, domain_id=domain_id)
         self.node = rclpy.create_node(name, context=self.context)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)

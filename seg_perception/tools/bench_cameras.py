@@ -1,8 +1,8 @@
 """`seg-perception bench cameras`: one node serving N cameras against N single-camera nodes on the
 same machine, in one run (issue #16). Numbers, not pass/fail:
 
-  capacity   every camera publishes faster than the node(s) can take (saturation): frames
-             processed per second, summed over the cameras
+  capacity   every camera publishes faster than the node(s) can take (saturation, 30 Hz a
+             camera by default): frames processed per second, summed over the cameras
   overload   every camera at (factor x capacity / N) Hz: per-camera latency (image stamp ->
              labels received) p50/p99, frames each camera got through (fairness)
   memory     resident memory of the node process(es), summed, sampled during the overload
@@ -35,7 +35,8 @@ def add_arguments(sub) -> None:
     p.add_argument("--seconds", type=float, default=20.0, help="measured seconds per phase")
     p.add_argument("--warmup", type=float, default=5.0, help="seconds before measuring")
     p.add_argument("--factor", type=float, default=2.0, help="overload: total publish rate / capacity")
-    p.add_argument("--saturate-hz", type=float, default=15.0, help="per-camera rate of the capacity phase")
+    p.add_argument("--saturate-hz", type=float, default=30.0,
+                   help="per-camera rate of the capacity phase: well above what either setup takes")
     p.add_argument("--params-file", default=None, help="node params file (default: the shipped one)")
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "58")))
@@ -183,6 +184,10 @@ def measure(setup: str, args) -> Dict[str, object]:
         rig.run(args.saturate_hz, args.seconds)
         time.sleep(1.0)
         capacity = sum(len(rig.complete(c)) - mark[c] for c in names) / args.seconds
+        if capacity / args.cameras > 0.8 * args.saturate_hz:  # not saturated: a camera's rate was the limit
+            print(f"  warning: {capacity / args.cameras:.1f} frames/s per camera at {args.saturate_hz:.0f} Hz "
+                  "offered: the capacity phase may not have saturated the node(s); raise --saturate-hz",
+                  flush=True)
         # overload: factor x capacity in all, each camera its share
         rate = max(args.factor * capacity / args.cameras, 0.2)
         rig.run(rate, args.warmup)
