@@ -187,7 +187,7 @@ def test_two_runs_at_once_on_one_model_give_each_camera_its_own_result(two_camer
     wrong: list = []
 
     def worker(cam):
-        for _ in range(15):
+        for _ in range(60):  # enough runs that a buffer or output shared between them shows
             prepared = [(pls[cam], pls[cam].prepare(frame_from_rgb(views[cam]), pooled=True))]
             for result in run_batch(prepared):
                 if not np.array_equal(result.labels(), alone[cam]):

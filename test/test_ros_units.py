@@ -201,3 +201,15 @@ def test_executor_choice_falls_back_where_rclpy_has_no_events_executor(monkeypat
             make_executor("events")
     finally:
         rclpy.try_shutdown()
+
+
+def test_a_tool_participant_ignores_the_tools_own_command_line(monkeypatch, ros_domain):
+    """seg-perception's own '-p name:=value' options are on sys.argv; the camera side of the
+    demo and benches must not read them as remap rules of its participant."""
+    import sys
+
+    from seg_perception.ros.participant import Participant
+
+    monkeypatch.setattr(sys, "argv", ["seg-perception", "bench", "-p", "image:=/elsewhere"])
+    with Participant("argv_check", ros_domain[0]) as part:
+        assert part.node.resolve_topic_name("image") == "/image"

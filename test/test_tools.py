@@ -85,6 +85,13 @@ def test_cameras_benchmark_measures_one_node_against_one_node_per_camera(tmp_pat
     assert "throughput" in res.stdout and "memory" in res.stdout
 
 
+def test_cameras_benchmark_says_when_its_capacity_phase_did_not_saturate():
+    from seg_perception.tools.bench_cameras import saturation_warning
+
+    assert saturation_warning(40.0, 4, 30.0) == ""  # 10 of 30 Hz a camera: the node was the limit
+    assert "raise --saturate-hz" in saturation_warning(50.0, 4, 15.0)  # 12.5 of 15 Hz: the cameras were
+
+
 def test_demo_with_the_four_camera_rig_shows_the_surround_grid(tmp_path, ros_domain):
     out = tmp_path / "demo_rig"
     res = subprocess.run([os.path.join(BIN, "seg-perception"), "demo", "--rig", "--out", str(out), "--width", "320",

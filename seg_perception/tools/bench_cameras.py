@@ -165,6 +165,16 @@ def _start(setup: str, args, cam) -> List[NodeProcess]:
             for i, c in enumerate(names)]
 
 
+def saturation_warning(capacity_fps: float, cameras: int, offered_hz: float) -> str:
+    """Why a capacity figure may be the cameras' rate, not the node's ("" when it is not): more
+    than 0.8 of what each camera offered was processed."""
+    per_camera = capacity_fps / max(1, cameras)
+    if per_camera <= 0.8 * offered_hz:
+        return ""
+    return (f"{per_camera:.1f} frames/s per camera at {offered_hz:.0f} Hz offered: the capacity phase "
+            "may not have saturated the node(s); raise --saturate-hz")
+
+
 def measure(setup: str, args) -> Dict[str, object]:
     from ..core.sample import SampleCamera
 
@@ -184,10 +194,9 @@ def measure(setup: str, args) -> Dict[str, object]:
         rig.run(args.saturate_hz, args.seconds)
         time.sleep(1.0)
         capacity = sum(len(rig.complete(c)) - mark[c] for c in names) / args.seconds
-        if capacity / args.cameras > 0.8 * args.saturate_hz:  # not saturated: a camera's rate was the limit
-            print(f"  warning: {capacity / args.cameras:.1f} frames/s per camera at {args.saturate_hz:.0f} Hz "
-                  "offered: the capacity phase may not have saturated the node(s); raise --saturate-hz",
-                  flush=True)
+        warning = saturation_warning(capacity, args.cameras, args.saturate_hz)
+        if warning:
+            print(f"  warning: {warning}", flush=True)
         # overload: factor x capacity in all, each camera its share
         rate = max(args.factor * capacity / args.cameras, 0.2)
         rig.run(rate, args.warmup)
