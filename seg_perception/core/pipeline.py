@@ -19,6 +19,7 @@ from .image import Frame, ImageError
 from .labels import LabelGroups, MASK_GROUPS, UNKNOWN_ID
 from .postprocess import Postprocessor, overlay_size
 from .segmenter import Fit, Segmenter
+from .threads import inference_threads, inference_workers
 
 
 # The stages a frame's timer records, in the order a frame goes through them (convert, to_msg
@@ -284,8 +285,6 @@ def batch_limit(p: Dict[str, Any], segmenter: Segmenter, workers: int = 1) -> in
 def runs_asked(p: Dict[str, Any]) -> int:
     """Network runs at once the parameters ask for (core/threads.inference_workers); the node
     runs fewer where the backend cannot (core/threads.runs_at_once)."""
-    from .threads import inference_workers
-
     return inference_workers(p["inference_workers"], len(p.get("cameras") or []))
 
 
@@ -337,7 +336,6 @@ def build_pipeline(p: Dict[str, Any], progress: Optional[Callable[[str], None]] 
     network runs at once the session's CPU threads leave cores to (where ONNX Runtime runs on
     the CPU). Raises SegmenterError / LabelFileError / ModelInfoError / GridError with the reason."""
     from . import resources
-    from .threads import inference_threads
 
     model_path = p["model"] or resources.DEFAULT_MODEL
     if runs > 1 and not _onnxruntime_on_cpu(model_path, p["backend"]):

@@ -7,6 +7,7 @@ on every distro (Humble has no EventsExecutor)."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Tuple
 
 EVENTS_MODULE = "rclpy.experimental.events_executor"
@@ -15,8 +16,6 @@ EVENTS_MODULE = "rclpy.experimental.events_executor"
 def events_executor_class():
     """rclpy's EventsExecutor, or the reason this rclpy has none."""
     try:
-        import importlib
-
         return importlib.import_module(EVENTS_MODULE).EventsExecutor, ""
     except Exception as exc:  # ImportError on Humble; anything else: a broken install
         return None, f"this rclpy has no usable {EVENTS_MODULE} ({exc!r}; Jazzy 7.1.4 and newer have it)"

@@ -57,8 +57,9 @@ class CameraSegBase(FramePath, Node):
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
         self.p = declare_node_parameters(self)
-        if executor_problem(self.p["executor"]):  # refused before any thread starts
-            raise ValueError(executor_problem(self.p["executor"]))
+        problem = executor_problem(self.p["executor"])
+        if problem:  # refused before any thread starts
+            raise ValueError(problem)
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.multi = bool(self.p["cameras"])
         self.configured = self.active = False
