@@ -130,6 +130,21 @@ def test_network_runs_at_once_follow_cores_cameras_and_the_backend():
     assert runs_at_once(3, explicit=False, concurrent=False, device="cpu") == (1, "")  # asked by default: quiet
 
 
+def test_the_output_thread_is_niced_only_where_the_network_leaves_a_core():
+    from seg_perception.core.threads import output_niceness
+
+    # one run leaves a core: the outputs fill the network's gaps at the niceness asked for
+    assert output_niceness(5, "cpu", 0, workers=1, cores=2) == 5
+    assert output_niceness(5, "cpu", 0, workers=4, cores=16) == 5  # 12 session threads + 3 runs < 16
+    # the runs take every core: nothing to fill, a niced thread only delays every frame's outputs
+    assert output_niceness(5, "cpu", 0, workers=2, cores=2) == 0
+    assert output_niceness(5, "cpu", num_threads=2, workers=1, cores=2) == 0  # both cores to the session
+    assert output_niceness(5, "cpu", 0, workers=4, cores=4) == 0
+    # a GPU network leaves the cores to the node
+    assert output_niceness(5, "cuda:0", 0, workers=2, cores=2) == 5
+    assert output_niceness(0, "cpu", 0, workers=1, cores=2) == 0
+
+
 def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores(two_camera_pipelines, tmp_path,
                                                                                   monkeypatch):
     """Four cameras, two runs at once: two frames a run; ONNX Runtime without IOBinding runs

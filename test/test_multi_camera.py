@@ -5,6 +5,7 @@ stalls while the other goes on."""
 from __future__ import annotations
 
 import math
+import os
 import time
 
 import numpy as np
@@ -84,6 +85,11 @@ def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, 
             assert st is not None and status_values(st)["cameras"] == "front, rear"
             assert status_values(st)["network runs at once"] == "2"
             assert "up to 1 frame per run, 2 runs at once" in node.log()
+            # the output thread is niced only where the two runs (one session thread, and the
+            # second run's own) leave a core: not on 2 cores
+            niced = 5 if len(os.sched_getaffinity(0)) > 2 else 0
+            assert sorted(node.thread_niceness())[-1] == niced, node.thread_niceness()
+            assert (niced == 0) == ("output thread at niceness 0" in node.log())
             # the rear camera stalls: the front goes on, the surround grid forgets the rear view
             cams["rear"].stop()
             t_stall = time.monotonic()

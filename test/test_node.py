@@ -3,6 +3,7 @@ shipped params file, fed from a test process that uses no DDS profile of ours.""
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import threading
@@ -171,6 +172,9 @@ def test_full_hd_rgb8_all_outputs(ros_domain, peer, colour_model, executor):
 
         auto = "events" if events_executor_class()[0] is not None else "single_threaded"
         assert f"executor: {auto if executor == 'auto' else executor}" in node.log()
+        # one network run leaves a core (2 cores or more): the output thread alone at output_niceness
+        nice = node.thread_niceness()
+        assert nice.count(5) == (len(os.sched_getaffinity(0)) >= 2) and set(nice) <= {0, 5}, nice
     finally:
         assert node.stop() == 0, node.log()
 

@@ -225,10 +225,13 @@ class FramePath:
 
     def _publish_outputs(self) -> None:
         """Output thread: build the outputs of the newest inferred frame and publish them."""
-        if self.p["output_niceness"] > 0 and sys.platform.startswith("linux"):
+        while not self._model_done.wait(0.2):  # its niceness depends on the loaded backend
+            if self.out_slot.closed:
+                return
+        if self.output_niceness > 0 and sys.platform.startswith("linux"):
             try:  # this thread only (Linux thread id); raising niceness needs no privilege
                 os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                               os.getpriority(os.PRIO_PROCESS, 0) + self.p["output_niceness"])
+                               os.getpriority(os.PRIO_PROCESS, 0) + self.output_niceness)
             except OSError as exc:
                 self.get_logger().warn(f"output_niceness not applied: {exc}")
         while not self.out_slot.closed:

@@ -36,7 +36,7 @@ from ..core.parameters import POSE_PARAMETERS, camera_view, check_update
 from ..core.pipeline import (IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, build_camera_pipelines,
                              runs_asked)
 from ..core.surround import SurroundGrid
-from ..core.threads import opencv_threads, runs_at_once
+from ..core.threads import opencv_threads, output_niceness, runs_at_once
 from . import diagnostics as diag
 from .camera import Camera
 from .executor import executor_problem
@@ -205,6 +205,7 @@ class CameraSegBase(FramePath, Node):
         # here; those beyond what the backend allows (set at load) end once it has loaded
         self._workers_asked = runs_asked(self.p)
         self.inference_workers = 1
+        self.output_niceness = 0  # of the output thread (core/threads.output_niceness), set at load
         self.network_runs = self.network_frames = 0  # batches run, frames in them
         self._count_lock = threading.Lock()  # for those two: several inference threads count
         self._model_done = threading.Event()  # the model loaded, or failed to
@@ -277,6 +278,13 @@ class CameraSegBase(FramePath, Node):
             self.get_logger().warning(warning)
         cv_threads = opencv_threads(backend.device, self.p["num_threads"], workers)
         cv2.setNumThreads(cv_threads)
+        self.output_niceness = output_niceness(self.p["output_niceness"], backend.device,
+                                               self.p["num_threads"], workers)
+        if self.output_niceness != self.p["output_niceness"]:
+            self.get_logger().info(
+                f"output thread at niceness 0, not output_niceness {self.p['output_niceness']}: the "
+                f"network's {workers} run{'s' if workers > 1 else ''} at once take every core, "
+                "there are no gaps for the outputs to fill")
         self.backend_text = backend.describe()
         self.backend_reason = backend.selection_reason
         self.batch_limit = batch_limit(self.p, segmenter, workers)

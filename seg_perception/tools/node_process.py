@@ -91,6 +91,18 @@ class NodeProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def thread_niceness(self) -> List[int]:
+        """The niceness of each of the node's threads (Linux, /proc/<pid>/task/*/stat)."""
+        values = []
+        for task in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{task}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # the thread ended meanwhile
+            values.append(int(fields[16]))  # field 19 of stat; the split starts at field 3
+        return values
+
     def rss_mb(self) -> float:
         with open(f"/proc/{self.proc.pid}/status") as f:
             for line in f:
