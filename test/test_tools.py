@@ -85,6 +85,23 @@ def test_cameras_benchmark_measures_one_node_against_one_node_per_camera(tmp_pat
     assert "throughput" in res.stdout and "memory" in res.stdout
 
 
+def test_cameras_benchmark_summarizes_repeated_pairs_against_the_targets():
+    from seg_perception.tools.bench_cameras import compare, summarize
+
+    def setup(fps, rss, p99s, inference):
+        return {"capacity_fps": fps, "rss_mb_total": rss, "inference_ms_median": inference,
+                "per_camera": {f"cam{i}": {"p99_ms": v} for i, v in enumerate(p99s)}}
+    pairs = [compare(setup(40.0, 500.0, [150.0, 210.0], 80.0), setup(50.0, 1400.0, [200.0, 200.0], 70.0)),
+             compare(setup(55.0, 480.0, [190.0, None], 80.0), setup(50.0, 1200.0, [200.0, 200.0], 70.0)),
+             compare(setup(45.0, 450.0, [260.0, 100.0], 80.0), setup(45.0, 1500.0, [200.0, 200.0], 70.0))]
+    assert pairs[0] == {"throughput_ratio": 0.8, "memory_ratio": 500.0 / 1400.0, "one_p99_over_inference": 210.0 / 80.0}
+    s = summarize(pairs)
+    assert s["throughput_ratio"]["values"] == [0.8, 1.1, 1.0]
+    assert (s["throughput_ratio"]["min"], s["throughput_ratio"]["median"], s["throughput_ratio"]["max"]) == (0.8, 1.0, 1.1)
+    assert s["throughput_ratio"]["met"] == 2 and s["memory_ratio"]["met"] == 3
+    assert s["one_p99_over_inference"]["values"] == [2.625, 2.375, 3.25] and s["one_p99_over_inference"]["met"] == 1
+
+
 def test_cameras_benchmark_says_when_its_capacity_phase_did_not_saturate():
     from seg_perception.tools.bench_cameras import saturation_warning
 

@@ -9,7 +9,8 @@ same machine, in one run (issue #16). Numbers, not pass/fail:
 
 Each setup gets the same parameters (the shipped params file, -p overrides), the sample street
 camera's frames and pose, and the same subscribed outputs (labels and drivable_grid of every
-camera, raw: this process reads only the stamp).
+camera, raw: this process reads only the stamp). ``--repeat N`` runs N pairs, the setups taking
+turns at going first, and gives each ratio's min / median / max and how often it met its target.
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ def add_arguments(sub) -> None:
     p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE")
     p.add_argument("--domain-id", type=int, default=int(os.environ.get("ROS_DOMAIN_ID", "58")))
     p.add_argument("--only", choices=("one", "many"), default=None, help="measure one setup only")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="pairs of runs, the setups alternating which goes first: this machine's "
+                        "run-to-run spread (about 20%%) needs several to tell a ratio from noise")
     p.add_argument("--json", default="", help="also write the results as JSON here")
 
 
@@ -243,26 +247,63 @@ def report(r: Dict[str, object]) -> None:
               f"through, latency p50 {p50} ms, p99 {p99} ms")
 
 
+def compare(one: Dict[str, object], many: Dict[str, object]) -> Dict[str, Optional[float]]:
+    """The targets' ratios of one pair of runs: throughput and memory of the one node over the
+    N nodes', and the one node's worst camera p99 over its median network run."""
+    p99 = [v["p99_ms"] for v in one["per_camera"].values() if v["p99_ms"] is not None]
+    inf: Optional[float] = one["inference_ms_median"]
+    return {"throughput_ratio": one["capacity_fps"] / many["capacity_fps"] if many["capacity_fps"] else None,
+            "memory_ratio": (one["rss_mb_total"] / many["rss_mb_total"]
+                             if one["rss_mb_total"] and many["rss_mb_total"] else None),
+            "one_p99_over_inference": max(p99) / inf if p99 and inf else None}
+
+
+TARGETS = {"throughput_ratio": ("throughput", ">= 1.0", lambda v: v >= 1.0),
+           "memory_ratio": ("memory", "<= 0.5", lambda v: v <= 0.5),
+           "one_p99_over_inference": ("one node's worst camera p99 / inference", "<= 2.5", lambda v: v <= 2.5)}
+
+
+def summarize(pairs: List[Dict[str, Optional[float]]]) -> Dict[str, Dict[str, object]]:
+    """Per ratio over the pairs: every value, min, median, max, and in how many the target was met."""
+    out = {}
+    for key, (_, _, met) in TARGETS.items():
+        values = [p[key] for p in pairs if p.get(key) is not None]
+        out[key] = {"values": values, "min": min(values, default=None), "max": max(values, default=None),
+                    "median": statistics.median(values) if values else None,
+                    "met": sum(1 for v in values if met(v))}
+    return out
+
+
+def _fmt(v: Optional[float], fmt: str) -> str:
+    return "n/a" if v is None else format(v, fmt)
+
+
 def run(args) -> Dict[str, object]:
-    results = {}
-    for setup in ("one", "many"):
-        if args.only and args.only != setup:
-            continue
-        print(f"measuring: {'one node with' if setup == 'one' else 'one node per camera,'} {args.cameras} "
-              f"cameras at {args.size} ...", flush=True)
-        results[setup] = measure(setup, args)
-        report(results[setup])
-    if len(results) == 2:
-        one, many = results["one"], results["many"]
-        results["throughput_ratio"] = one["capacity_fps"] / many["capacity_fps"] if many["capacity_fps"] else None
-        results["memory_ratio"] = (one["rss_mb_total"] / many["rss_mb_total"]
-                                   if one["rss_mb_total"] and many["rss_mb_total"] else None)
-        p99 = [v["p99_ms"] for v in one["per_camera"].values() if v["p99_ms"] is not None]
-        inf: Optional[float] = one["inference_ms_median"]
-        results["one_p99_over_inference"] = max(p99) / inf if p99 and inf else None
-        def ratio(v, fmt):
-            return "n/a" if v is None else format(v, fmt)
-        print(f"one node / {args.cameras} nodes: throughput {ratio(results['throughput_ratio'], '.2f')}x (target >= 1.0), "
-              f"memory {ratio(results['memory_ratio'], '.2f')}x (target <= 0.5); one node's worst camera p99 / "
-              f"inference {ratio(results['one_p99_over_inference'], '.1f')} (target <= 2.5)")
-    return results
+    setups = [s for s in ("one", "many") if not args.only or args.only == s]
+    pairs: List[Dict[str, object]] = []
+    for k in range(max(1, args.repeat)):
+        results: Dict[str, object] = {}
+        # pairs alternate which setup goes first: neither always meets a fresher machine
+        for setup in (setups if k % 2 == 0 else setups[::-1]):
+            print(f"{f'pair {k + 1}/{args.repeat}: ' if args.repeat > 1 else ''}measuring: "
+                  f"{'one node with' if setup == 'one' else 'one node per camera,'} {args.cameras} "
+                  f"cameras at {args.size} ...", flush=True)
+            results[setup] = measure(setup, args)
+            report(results[setup])
+        if len(results) == 2:
+            results.update(compare(results["one"], results["many"]))
+            print(f"one node / {args.cameras} nodes: throughput {_fmt(results['throughput_ratio'], '.2f')}x "
+                  f"(target >= 1.0), memory {_fmt(results['memory_ratio'], '.2f')}x (target <= 0.5); one node's "
+                  f"worst camera p99 / inference {_fmt(results['one_p99_over_inference'], '.1f')} (target <= 2.5)",
+                  flush=True)
+        pairs.append(results)
+    if args.repeat <= 1:
+        return pairs[0]
+    summary = summarize(pairs) if len(setups) == 2 else {}
+    if summary:
+        print(f"over {len(pairs)} pairs (min / median / max, target met in):")
+        for key, (label, target, _) in TARGETS.items():
+            v = summary[key]
+            print(f"  {label}: {_fmt(v['min'], '.2f')} / {_fmt(v['median'], '.2f')} / {_fmt(v['max'], '.2f')} "
+                  f"(target {target}: met in {v['met']} of {len(v['values'])})")
+    return {"pairs": pairs, "summary": summary}
