@@ -405,3 +405,19 @@ def test_camera_info_watch_decides_the_grid_on_its_clock():
     bag = CameraInfoWatch(1.0, clock=lambda: 0.0)
     bag.received(10.0)
     assert bag.grid_allowed(10.9) and not bag.grid_allowed(11.2)
+
+
+def test_a_frames_timer_counts_the_waits_between_threads():
+    from seg_perception.core.pipeline import StageTimer
+
+    timer = StageTimer()
+    timer.taken("wait for network")  # never queued: nothing counted
+    assert timer.times == {}
+    timer.queued()
+    time.sleep(0.05)
+    timer.taken("wait for network")
+    timer.taken("wait for network")  # taken once per queueing
+    assert 0.05 <= timer.times["wait for network"] < 0.5
+    timer.queued()
+    timer.taken("wait for outputs")
+    assert 0 <= timer.times["wait for outputs"] < 0.05 and set(timer.times) == {"wait for network", "wait for outputs"}

@@ -14,6 +14,7 @@ from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 
 from ros_harness import RELIABLE, Camera
+from seg_perception.core.pipeline import WAITS
 from test_node import as_array, image_msg, sample_scene_in_test_colours, start_node, stamp_of, status_values, \
     wait_status
 
@@ -84,6 +85,12 @@ def test_two_cameras_one_network_surround_grid_and_a_stalled_camera(ros_domain, 
             st = wait_status(diag, lambda s: "cameras" in status_values(s))
             assert st is not None and status_values(st)["cameras"] == "front, rear"
             assert status_values(st)["network runs at once"] == "2"
+            # where a frame waited: 5 Hz cameras, a network that keeps up: nearly nowhere
+            cam_st = wait_status(diag, lambda s: s.name.endswith("front segmentation") and "stage wait for network (ms)"
+                                 in status_values(s))
+            assert cam_st is not None
+            waits = {w: float(status_values(cam_st)[f"stage {w} (ms)"]) for w in WAITS}
+            assert all(0 <= v < 50 for v in waits.values()), waits
             assert "up to 1 frame per run, 2 runs at once" in node.log()
             # the output thread is niced only where the two runs (one session thread, and the
             # second run's own) leave a core: not on 2 cores

@@ -21,7 +21,7 @@ from models import (CLASS_ID, colour_confidence, COLOR, STREET_LAYOUT, TEST_LABE
                     paint_blocks)
 from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
-from seg_perception.core.pipeline import IMAGE_OUTPUTS as OUTPUTS
+from seg_perception.core.pipeline import IMAGE_OUTPUTS as OUTPUTS, WAITS
 LAYOUT = STREET_LAYOUT
 GROUPS = {"road_mask": ["Road"], "pedestrian_mask": ["Person"], "parking_mask": ["Parking"]}
 
@@ -423,6 +423,7 @@ def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_dom
         vals = status_values(st)
         assert int(vals["frames dropped"]) >= len(stamps) / 2
         assert "stage inference (ms)" in vals and "stage overlay (ms)" not in vals
+        assert all(float(vals[f"stage {w} (ms)"]) >= 0 for w in WAITS), vals  # where frames waited
         assert vals["input reliability"] == "reliable"
         # ~0.7 s of network work in at most two 1 s diagnostics windows: one shows it busy
         busy = [float(status_values(st)["network busy (%)"]) for arr in diag.snapshot()

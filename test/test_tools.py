@@ -81,6 +81,11 @@ def test_cameras_benchmark_measures_one_node_against_one_node_per_camera(tmp_pat
         assert set(r["per_camera"]) == {"cam0", "cam1"}
         assert all(0 < v["processed"] <= v["published"] for v in r["per_camera"].values()), r
     assert result["one"]["frames_per_network_run"] >= 1.0
+    # where the frames' time went in each setup, from the nodes' diagnostics
+    for setup in ("one", "many"):
+        st = result[setup]["stages_ms_median"]
+        assert {"wait for prepare", "wait for network", "wait for outputs", "inference"} <= set(st), st
+    assert res.stdout.count("a frame in the node (medians, ms): wait for prepare") == 2
     assert result["throughput_ratio"] == result["one"]["capacity_fps"] / result["many"]["capacity_fps"]
     assert "throughput" in res.stdout and "memory" in res.stdout
 

@@ -25,18 +25,33 @@ from .threads import inference_threads, inference_workers
 # The stages a frame's timer records, in the order a frame goes through them (convert, to_msg
 # and publish are the ROS glue's).
 STAGES = ("convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish")
+# Where a frame waits between the node's threads: in its camera's newest-frame slot until the
+# prepare thread takes it, prepared until a network run takes it, inferred until the output
+# thread takes it. With the stages they add up to the node's latency.
+WAITS = ("wait for prepare", "wait for network", "wait for outputs")
 
 
 class StageTimer:
-    """Accumulates seconds per named stage (STAGES) for one frame."""
+    """Accumulates seconds per named stage (STAGES, WAITS) for one frame."""
 
-    __slots__ = ("times",)
+    __slots__ = ("times", "_queued")
 
     def __init__(self) -> None:
         self.times: Dict[str, float] = {}
+        self._queued: Optional[float] = None
 
     def add(self, stage: str, seconds: float) -> None:
         self.times[stage] = self.times.get(stage, 0.0) + seconds
+
+    def queued(self) -> None:
+        """The frame is handed over to the next thread (a wait starts)."""
+        self._queued = time.monotonic()
+
+    def taken(self, wait: str) -> None:
+        """The next thread took it: the time since ``queued`` counts as ``wait``."""
+        if self._queued is not None:
+            self.add(wait, time.monotonic() - self._queued)
+            self._queued = None
 
 
 class FrameResult:

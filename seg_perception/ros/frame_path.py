@@ -25,7 +25,7 @@ from typing import List
 from ..core.camera_info_watch import OK, WARN
 from ..core.image import ImageError
 from ..core.latest import newest_when_needed, smooth
-from ..core.pipeline import GRID_OUTPUT, StageTimer, run_batch
+from ..core.pipeline import GRID_OUTPUT, WAITS, StageTimer, run_batch
 from ..core.surround import fair_order
 from . import diagnostics as diag
 from .camera import Camera
@@ -137,6 +137,8 @@ class FramePath:
                     batch.append(prepared)
             self._prepare_s = smooth(self._prepare_s, time.monotonic() - t0, 0.2)
             if batch:
+                for _, prepared, _ in batch:
+                    prepared.timer.queued()
                 self.ready_slot.put(batch)  # a batch it replaces is counted by _drop_batch
 
     def _next_frame(self, timeout: float):
@@ -198,6 +200,7 @@ class FramePath:
             return None
         try:
             timer = StageTimer()
+            timer.add(WAITS[0], time.monotonic() - t_received)  # its age in the camera's slot
             # a buffer of its own: the next frame is prepared while the network runs this one
             prepared = cam.pipeline.prepare(frame_from_msg(msg, timer), timer, pooled=True)
         except ImageError as exc:
@@ -207,6 +210,8 @@ class FramePath:
 
     def _infer(self, batch) -> None:
         """The network once on the batch (one frame per camera: core/pipeline.run_batch)."""
+        for _, prepared, _ in batch:
+            prepared.timer.taken(WAITS[1])
         try:
             results = run_batch([(cam.pipeline, prepared) for cam, prepared, _ in batch])
         except Exception as exc:
@@ -220,6 +225,7 @@ class FramePath:
         # A camera's result older than one another run already handed over is dropped: outputs
         # never go back in time
         for (cam, _, t_received), result in zip(batch, results):
+            result.timer.queued()
             if self.out_slot.put(cam.name, (cam, result, t_received), order=t_received):
                 cam.stats.on_dropped()
 
@@ -244,6 +250,7 @@ class FramePath:
                     self._frame_error(item[0], "outputs", f"building outputs failed: {exc!r}")
 
     def _finish(self, cam: Camera, result, t_received: float) -> None:
+        result.timer.taken(WAITS[2])
         wanted = self._wanted(cam)
         cam.messages.build(result, wanted, publish=lambda name, msg: cam.pubs[name].publish(msg)
                            if cam.pubs[name].get_subscription_count() > 0 else None)

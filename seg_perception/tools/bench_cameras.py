@@ -19,14 +19,19 @@ import os
 import statistics
 import threading
 import time
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from ..core.parameters import NODE_NAME
+from ..core.pipeline import WAITS
 from .bench_harness import stamp_ns
 from .common import checked_overrides, parse_size, percentiles_ms
 from .node_process import NodeProcess
 
 MEASURED = ("labels", "drivable_grid")
+# a frame's way through the node, from the stages and waits in its diagnostics
+PATH = ((WAITS[0], (WAITS[0],)), ("prepare", ("convert", "preprocess")), (WAITS[1], (WAITS[1],)),
+        ("inference", ("inference",)), (WAITS[2], (WAITS[2],)),
+        ("outputs", ("postprocess", "overlay", "grid", "to_msg", "publish")))
 
 
 def add_arguments(sub) -> None:
@@ -79,6 +84,7 @@ class Rig:
         self.sent: Dict[str, Dict[int, float]] = {c: {} for c in self.names}
         self.got: Dict[str, Dict[str, Dict[int, float]]] = {c: {o: {} for o in MEASURED} for c in self.names}
         self.inference_ms: List[float] = []
+        self.stages: List[Tuple[str, float]] = []  # (stage, ms) of every camera status, as they come
         self.pubs = {}
         for c, ns in zip(self.names, output_ns):
             self.pubs[c] = (node.create_publisher(Image, f"/{c}/image_raw", qos),
@@ -100,6 +106,9 @@ class Rig:
     def _diag(self, msg) -> None:
         for st in msg.status:
             for kv in st.values:
+                if kv.key.startswith("stage ") and kv.key.endswith(" (ms)"):
+                    with self.lock:
+                        self.stages.append((kv.key[len("stage "):-len(" (ms)")], float(kv.value)))
                 if kv.key == "stage inference (ms)":
                     with self.lock:
                         self.inference_ms.append(float(kv.value))
@@ -205,7 +214,7 @@ def measure(setup: str, args) -> Dict[str, object]:
         rate = max(args.factor * capacity / args.cameras, 0.2)
         rig.run(rate, args.warmup)
         with rig.lock:
-            n_inf = len(rig.inference_ms)
+            n_inf, n_stages = len(rig.inference_ms), len(rig.stages)
         last_rss = [0.0]
 
         def sample_rss() -> None:
@@ -216,6 +225,9 @@ def measure(setup: str, args) -> Dict[str, object]:
         time.sleep(2.0)
         with rig.lock:
             inference = rig.inference_ms[n_inf:]
+            stage_values: Dict[str, List[float]] = {}
+            for stage, ms in rig.stages[n_stages:]:
+                stage_values.setdefault(stage, []).append(ms)
             sent = {c: {s: t for s, t in rig.sent[c].items() if t >= t0} for c in names}
     finally:
         rig.close()
@@ -231,6 +243,7 @@ def measure(setup: str, args) -> Dict[str, object]:
     return {"setup": setup, "processes": len(nodes), "capacity_fps": capacity, "overload_rate_hz_per_camera": rate,
             "per_camera": per_camera, "rss_mb_total": statistics.median(rss) if rss else None,
             "inference_ms_median": statistics.median(inference) if inference else None,
+            "stages_ms_median": {k: statistics.median(v) for k, v in stage_values.items()},
             "frames_per_network_run": rig.frames_per_run}
 
 
@@ -240,6 +253,10 @@ def report(r: Dict[str, object]) -> None:
     print(f"{label}: {r['capacity_fps']:.1f} frames/s processed in all; memory {rss} MB "
           f"(RSS, summed); inference {r['inference_ms_median'] or float('nan'):.0f} ms per network run (median)"
           + (f", {r['frames_per_network_run']:.2f} frames per run" if r["frames_per_network_run"] else ""))
+    st = r["stages_ms_median"]
+    if st:  # where a frame's time goes in the node, at 2x overload
+        parts = [(label, sum(st[k] for k in keys if k in st)) for label, keys in PATH if any(k in st for k in keys)]
+        print("  a frame in the node (medians, ms): " + ", ".join(f"{label} {ms:.1f}" for label, ms in parts))
     for c, v in r["per_camera"].items():
         p50 = "n/a" if v["p50_ms"] is None else f"{v['p50_ms']:.0f}"
         p99 = "n/a" if v["p99_ms"] is None else f"{v['p99_ms']:.0f}"
@@ -294,7 +311,7 @@ def run(args) -> Dict[str, object]:
             results.update(compare(results["one"], results["many"]))
             print(f"one node / {args.cameras} nodes: throughput {_fmt(results['throughput_ratio'], '.2f')}x "
                   f"(target >= 1.0), memory {_fmt(results['memory_ratio'], '.2f')}x (target <= 0.5); one node's "
-                  f"worst camera p99 / inference {_fmt(results['one_p99_over_inference'], '.1f')} (target <= 2.5)",
+                  f"worst camera p99 / inference {_fmt(results['one_p99_over_inference'], '.2f')} (target <= 2.5)",
                   flush=True)
         pairs.append(results)
     if args.repeat <= 1:

@@ -24,7 +24,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from ..core.pipeline import STAGES
+from ..core.pipeline import STAGES, WAITS
 from .bench_harness import OUTPUT_NAMES, Harness, NodeUnderTest
 from .common import parse_size, percentiles_ms
 
@@ -139,9 +139,9 @@ def run_node_throughput(args) -> Dict[str, object]:
               f"{bare['median_ms']:.1f} ms bare (medians over the run)")
     if stages:
         print("node stages (median ms, from /diagnostics; inference and output threads overlap):")
-        for k in STAGES:
+        for k in STAGES + WAITS:
             if k in stages:
-                print(f"  {k:<12}{stages[k]:8.2f}")
+                print(f"  {k:<17}{stages[k]:8.2f}")
     return result
 
 
