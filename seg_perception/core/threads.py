@@ -75,8 +75,8 @@ def output_niceness(asked: int, backend_device: str, num_threads: int, workers: 
     to the node's own work (then the outputs fill the network's gaps without taking its core),
     0 where the network's runs take every core (several runs at once on a CPU): there is no gap
     to fill, and a niced output thread only made every frame wait for its outputs (measured on
-    2 cores, four cameras, two runs: the slowest 5% of frames waited 33-49 ms for their outputs
-    at niceness 5, 14-18 ms at 0)."""
+    2 cores, four cameras, two runs: the slowest 5% of frames spent 33-49 ms waiting for and in
+    the output thread at niceness 5, 14-18 ms at 0)."""
     if backend_device != "cpu":
         return int(asked)
     n = _cores(cores)
