@@ -1,6 +1,7 @@
 """Faults over real DDS: the backend failing mid-stream, the camera changing resolution, and
 shutdown on SIGINT while frames are streaming."""
 
+import os
 import signal
 import threading
 import time
@@ -222,6 +223,9 @@ def test_a_worker_thread_that_fails_is_reported_and_restarted(ros_domain, peer, 
             after = cam.stamps_between(t_crash + 1.0, t_crash + 3.0)
             assert outs["labels"].wait_for(lambda m: any(stamp_of(x) in after for x in m), 10), (thread, node.log())
         assert int(status_values(latest_status(diag))["worker restarts"]) == 3
+        # the restarted output thread (the same OS thread) is at output_niceness, not niced again
+        base = os.getpriority(os.PRIO_PROCESS, 0)  # the node inherits the test's niceness
+        assert max(node.thread_niceness()) == (min(19, base + 5) if len(os.sched_getaffinity(0)) >= 2 else base)
         assert node.alive()
         assert node.log().count("Traceback") == 3  # each failure's traceback is in the log
     finally:

@@ -39,7 +39,8 @@ SPECS = (
          "decoding, outputs and DDS).", range=(0, 256)),
     Spec("output_niceness", 5, "Niceness (Linux) of the thread that builds and publishes the "
          "outputs: with few cores the network's thread keeps its core and the outputs fill the "
-         "gaps. 0: same priority as the network.", range=(0, 19)),
+         "gaps. Applied only where the network leaves a core (not where its threads take every "
+         "core). 0: same priority as the network.", range=(0, 19)),
     Spec("executor", "auto", "The rclpy executor that runs the node's callbacks. events: rclpy's "
          "EventsExecutor (rclpy.experimental, Jazzy 7.1.4 and newer), a C++ loop that costs a "
          "fraction of the CPU per callback; single_threaded: rclpy's SingleThreadedExecutor (every "

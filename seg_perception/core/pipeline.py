@@ -25,9 +25,11 @@ from .threads import inference_threads, inference_workers
 # The stages a frame's timer records, in the order a frame goes through them (convert, to_msg
 # and publish are the ROS glue's).
 STAGES = ("convert", "preprocess", "inference", "postprocess", "overlay", "grid", "to_msg", "publish")
-# Where a frame waits between the node's threads: in its camera's newest-frame slot until the
-# prepare thread takes it, prepared until a network run takes it, inferred until the output
-# thread takes it. With the stages they add up to the node's latency.
+# Where a frame waits between the node's threads: from its arrival until the prepare thread
+# starts on it (its age in its camera's newest-frame slot, the just-in-time hold included),
+# prepared until a network run takes it, inferred until the output thread takes it. With the
+# stages they make up most of the node's latency (not the output thread's work around the
+# stages, such as the surround grid and the map).
 WAITS = ("wait for prepare", "wait for network", "wait for outputs")
 
 

@@ -73,7 +73,8 @@ def output_niceness(asked: int, backend_device: str, num_threads: int, workers: 
                     cores: Optional[int] = None) -> int:
     """The niceness the output thread gets: ``output_niceness`` where the network leaves a core
     to the node's own work (then the outputs fill the network's gaps without taking its core),
-    0 where the network's runs take every core (several runs at once on a CPU): there is no gap
+    0 where the network's threads take every core (on a CPU: several runs at once, or a
+    ``num_threads`` of every core): there is no gap
     to fill, and a niced output thread only made every frame wait for its outputs (measured on
     2 cores, four cameras, two runs: the slowest 5% of frames spent 33-49 ms waiting for and in
     the output thread at niceness 5, 14-18 ms at 0)."""

@@ -235,9 +235,11 @@ class FramePath:
             if self.out_slot.closed:
                 return
         if self.output_niceness > 0 and sys.platform.startswith("linux"):
-            try:  # this thread only (Linux thread id); raising niceness needs no privilege
-                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(),
-                               os.getpriority(os.PRIO_PROCESS, 0) + self.output_niceness)
+            try:  # this thread only (Linux thread id); raising niceness needs no privilege. Set
+                # from the process's own (its main thread's), not this thread's: a restarted
+                # output thread is the same thread, already niced
+                base = os.getpriority(os.PRIO_PROCESS, os.getpid())
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), min(19, base + self.output_niceness))
             except OSError as exc:
                 self.get_logger().warn(f"output_niceness not applied: {exc}")
         while not self.out_slot.closed:

@@ -10,7 +10,8 @@ that a newer one replaces is dropped and counted, so there is never a backlog of
   inference    loads the model, then runs the network on the newest prepared frame (several
                cameras on a CPU: several inference threads on the one model, inference_workers)
   outputs      builds and publishes the outputs of the newest inferred frame (at a lower CPU
-               priority, output_niceness, so on few cores it fills the network's gaps)
+               priority, output_niceness, so on few cores it fills the network's gaps, where
+               the network leaves a core: core/threads.output_niceness)
 """
 
 from __future__ import annotations
@@ -283,8 +284,8 @@ class CameraSegBase(FramePath, Node):
         if self.output_niceness != self.p["output_niceness"]:
             self.get_logger().info(
                 f"output thread at niceness 0, not output_niceness {self.p['output_niceness']}: the "
-                f"network's {workers} run{'s' if workers > 1 else ''} at once take every core, "
-                "there are no gaps for the outputs to fill")
+                f"network's threads ({workers} run{'s' if workers > 1 else ''} at once) take every "
+                "core, there are no gaps for the outputs to fill")
         self.backend_text = backend.describe()
         self.backend_reason = backend.selection_reason
         self.batch_limit = batch_limit(self.p, segmenter, workers)
