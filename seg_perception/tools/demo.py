@@ -161,6 +161,8 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     counts, last output messages, diagnostics arrays). Stops the node."""
     from ..ros.participant import Participant
     from .replay import Player
+    from ..core.sample import sample_rig
+    from .sample_bag import rig_topics
 
     # this process is the camera: no DDS profile of ours (like a camera driver)
     os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
@@ -170,9 +172,13 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     try:
         player = Player(bag, context=participant.context, log=lambda text: None)
         image_topic = "/front/image_raw" if rig else "/camera/image_raw"
+        # every camera's image and CameraInfo: with input_qos auto the node subscribes each topic
+        # once it has seen its publisher, and the two can be seen a 1 s check apart (a CameraInfo
+        # subscription made after the short drive had gone left its grid empty)
+        inputs = [rig_topics(c)[k] for c in (sample_rig() if rig else ("",)) for k in ("image", "camera_info")]
         end = time.monotonic() + 30.0
         while time.monotonic() < end and node.alive():
-            if player.wait_for_subscribers([image_topic], timeout=0.5) == [] and all(
+            if player.wait_for_subscribers(inputs, timeout=0.5) == [] and all(
                     participant.node.count_publishers(t) for t in outputs.topics.values()):
                 break
         time.sleep(1.0)  # let the node switch its input QoS to the bag's (reliable) camera
