@@ -64,6 +64,8 @@ def test_replay_round_trip_timing_qos_clock_loop(ros_domain, peer, tmp_path, sto
     try:
         assert player.published_as[IMAGE_TOPIC] == "/image"
         assert not player.wait_for_subscribers(["/image", INFO_TOPIC, "/clock"], 20.0)
+        # waited for matched subscribers, not only ones seen in the graph
+        assert all(player.publishers[t].get_subscription_count() >= 1 for t in (IMAGE_TOPIC, INFO_TOPIC))
         t0 = time.monotonic()
         player.play()
         wall = time.monotonic() - t0

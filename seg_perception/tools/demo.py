@@ -172,9 +172,10 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     try:
         player = Player(bag, context=participant.context, log=lambda text: None)
         image_topic = "/front/image_raw" if rig else "/camera/image_raw"
-        # every camera's image and CameraInfo: with input_qos auto the node subscribes each topic
-        # once it has seen its publisher, and the two can be seen a 1 s check apart (a CameraInfo
-        # subscription made after the short drive had gone left its grid empty)
+        # every camera's image and CameraInfo matched to the node's subscriptions: with input_qos
+        # auto the node subscribes each once it has seen its publisher, and matching between
+        # processes took seconds here now and then (CameraInfo sent before it was lost, all of the
+        # short drive's: no grid)
         inputs = [rig_topics(c)[k] for c in (sample_rig() if rig else ("",)) for k in ("image", "camera_info")]
         end = time.monotonic() + 30.0
         while time.monotonic() < end and node.alive():

@@ -34,7 +34,7 @@ def add_arguments(p) -> None:
                    help="/clock publishing rate between messages (default 40; 0: no /clock)")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait after creating publishers")
     p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
-                   help="before playing, wait until TOPIC (as published) has a subscriber, so the first "
+                   help="before playing, wait until TOPIC (as published) has a subscriber matched to its publisher, so the first "
                         "messages are not sent before discovery (repeatable)")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait-for waits (default 30)")
     p.add_argument("--quiet", action="store_true", help="no per-topic listing")
@@ -145,11 +145,22 @@ class Player:
         return lines
 
     def wait_for_subscribers(self, topics: Sequence[str], timeout: float) -> List[str]:
-        """Wait until each topic has a subscriber; returns those still without one."""
+        """Wait until each topic (as published) has a subscriber matched to this player's
+        publisher; returns those still without one. Matched, not only seen in the graph: between
+        processes on a busy host the two can be seconds apart, and a volatile topic's messages
+        sent before the match are lost (a short drive's CameraInfo, all of it)."""
+        pubs = {out: self.publishers[name] for name, out in self.published_as.items()}
+        if self.clock_pub is not None:
+            pubs[CLOCK_TOPIC] = self.clock_pub
+
+        def matched(topic: str) -> bool:
+            pub = pubs.get(topic)
+            return (pub.get_subscription_count() if pub is not None else self.node.count_subscribers(topic)) >= 1
+
         end = time.monotonic() + timeout
         pending = list(topics)
         while pending and time.monotonic() < end:
-            pending = [t for t in pending if self.node.count_subscribers(t) < 1]
+            pending = [t for t in pending if not matched(t)]
             if pending:
                 time.sleep(0.05)
         return pending
