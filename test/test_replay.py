@@ -53,6 +53,23 @@ def test_message_class_names_the_missing_package():
         message_class("no_such_msgs/msg/Thing")
 
 
+def test_the_player_waits_for_a_matched_subscriber_not_one_only_seen_in_the_graph(ros_domain, peer, tmp_path):
+    """A subscriber that exists but cannot match (it asks for transient-local, the camera topic
+    is volatile) never receives what is played: the player keeps waiting for it."""
+    src = write_painted_bag(str(tmp_path / "in"), frames=1)
+    unmatched = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+    peer.subscribe(CameraInfo, INFO_TOPIC, unmatched)
+    peer.subscribe(Image, IMAGE_TOPIC, DEEP)
+    player = Player(src, context=peer.context)
+    try:
+        assert player.wait_for_subscribers([IMAGE_TOPIC], 20.0) == []
+        assert player.node.count_subscribers(INFO_TOPIC) == 1  # seen in the graph ...
+        assert player.wait_for_subscribers([IMAGE_TOPIC, INFO_TOPIC], 1.0) == [INFO_TOPIC]  # ... not matched
+    finally:
+        player.close()
+
+
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_replay_round_trip_timing_qos_clock_loop(ros_domain, peer, tmp_path, storage):
     src = write_painted_bag(str(tmp_path / "in"), storage, frames=6)

@@ -187,12 +187,15 @@ def camera_info_dict(cam: SampleCamera = SampleCamera()) -> Dict[str, object]:
     }
 
 
+RIG_CAMERAS = ("front", "left", "right", "rear")  # sample_rig's cameras, in its order
+
+
 def sample_rig(width: int = 640, height: int = 360) -> Dict[str, SampleCamera]:
     """The four-camera car rig of config/multi_camera.yaml (front, left, right, rear), as sample
     cameras of the same street (a test holds the two to each other)."""
-    return {
-        "front": SampleCamera(width=width, height=height, x=1.8, y=0.0, mount_height=1.45, pitch=0.08, yaw=0.0),
-        "left": SampleCamera(width=width, height=height, x=1.0, y=0.95, mount_height=1.2, pitch=0.25, yaw=1.5708),
-        "right": SampleCamera(width=width, height=height, x=1.0, y=-0.95, mount_height=1.2, pitch=0.25, yaw=-1.5708),
-        "rear": SampleCamera(width=width, height=height, x=-1.0, y=0.0, mount_height=1.3, pitch=0.15, yaw=3.1416),
-    }
+    return dict(zip(RIG_CAMERAS, (
+        SampleCamera(width=width, height=height, x=1.8, y=0.0, mount_height=1.45, pitch=0.08, yaw=0.0),
+        SampleCamera(width=width, height=height, x=1.0, y=0.95, mount_height=1.2, pitch=0.25, yaw=1.5708),
+        SampleCamera(width=width, height=height, x=1.0, y=-0.95, mount_height=1.2, pitch=0.25, yaw=-1.5708),
+        SampleCamera(width=width, height=height, x=-1.0, y=0.0, mount_height=1.3, pitch=0.15, yaw=3.1416),
+    )))

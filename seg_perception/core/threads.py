@@ -63,10 +63,7 @@ def opencv_threads(backend_device: str, num_threads: int, workers: int = 1,
     network leaves free. Measured on 2 cores: with OpenCV's default pool its worker took the
     network's core often enough to cost a tenth of the node's rate."""
     n = _cores(cores)
-    used = 0
-    if backend_device == "cpu":  # the session's threads, plus each further run's own thread
-        used = inference_threads(num_threads, workers, n) + max(1, int(workers)) - 1
-    return max(1, n - used)
+    return max(1, n - _network_cores(backend_device, num_threads, workers, n))
 
 
 def output_niceness(asked: int, backend_device: str, num_threads: int, workers: int = 1,
@@ -74,12 +71,16 @@ def output_niceness(asked: int, backend_device: str, num_threads: int, workers: 
     """The niceness the output thread gets: ``output_niceness`` where the network leaves a core
     to the node's own work (then the outputs fill the network's gaps without taking its core),
     0 where the network's threads take every core (on a CPU: several runs at once, or a
-    ``num_threads`` of every core): there is no gap
-    to fill, and a niced output thread only made every frame wait for its outputs (measured on
-    2 cores, four cameras, two runs: the slowest 5% of frames spent 33-49 ms waiting for and in
-    the output thread at niceness 5, 14-18 ms at 0)."""
-    if backend_device != "cpu":
-        return int(asked)
+    ``num_threads`` of every core): there is no gap to fill, and a niced output thread only made
+    every frame wait for its outputs (measured on 2 cores, four cameras, two runs: the slowest 5%
+    of frames spent 33-49 ms waiting for and in the output thread at niceness 5, 14-18 ms at 0)."""
     n = _cores(cores)
-    used = inference_threads(num_threads, workers, n) + max(1, int(workers)) - 1
-    return int(asked) if used < n else 0
+    return int(asked) if _network_cores(backend_device, num_threads, workers, n) < n else 0
+
+
+def _network_cores(backend_device: str, num_threads: int, workers: int, cores: int) -> int:
+    """CPU cores the network keeps busy: on the CPU the session's threads plus each further
+    run's own calling thread; a GPU network none."""
+    if backend_device != "cpu":
+        return 0
+    return inference_threads(num_threads, workers, cores) + max(1, int(workers)) - 1

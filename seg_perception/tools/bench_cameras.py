@@ -83,7 +83,6 @@ class Rig:
         self.lock = threading.Condition()
         self.sent: Dict[str, Dict[int, float]] = {c: {} for c in self.names}
         self.got: Dict[str, Dict[str, Dict[int, float]]] = {c: {o: {} for o in MEASURED} for c in self.names}
-        self.inference_ms: List[float] = []
         self.stages: List[Tuple[str, float]] = []  # (stage, ms) of every camera status, as they come
         self.pubs = {}
         for c, ns in zip(self.names, output_ns):
@@ -109,9 +108,6 @@ class Rig:
                 if kv.key.startswith("stage ") and kv.key.endswith(" (ms)"):
                     with self.lock:
                         self.stages.append((kv.key[len("stage "):-len(" (ms)")], float(kv.value)))
-                if kv.key == "stage inference (ms)":
-                    with self.lock:
-                        self.inference_ms.append(float(kv.value))
                 elif kv.key == "frames per network run (mean)":
                     self.frames_per_run = float(kv.value)
 
@@ -214,7 +210,7 @@ def measure(setup: str, args) -> Dict[str, object]:
         rate = max(args.factor * capacity / args.cameras, 0.2)
         rig.run(rate, args.warmup)
         with rig.lock:
-            n_inf, n_stages = len(rig.inference_ms), len(rig.stages)
+            n_stages = len(rig.stages)
         last_rss = [0.0]
 
         def sample_rss() -> None:
@@ -224,7 +220,6 @@ def measure(setup: str, args) -> Dict[str, object]:
         t0 = rig.run(rate, args.seconds, sample_rss)
         time.sleep(2.0)
         with rig.lock:
-            inference = rig.inference_ms[n_inf:]
             stage_values: Dict[str, List[float]] = {}
             for stage, ms in rig.stages[n_stages:]:
                 stage_values.setdefault(stage, []).append(ms)
@@ -242,7 +237,8 @@ def measure(setup: str, args) -> Dict[str, object]:
                          "p50_ms": q["median"], "p99_ms": q["p99"]}
     return {"setup": setup, "processes": len(nodes), "capacity_fps": capacity, "overload_rate_hz_per_camera": rate,
             "per_camera": per_camera, "rss_mb_total": statistics.median(rss) if rss else None,
-            "inference_ms_median": statistics.median(inference) if inference else None,
+            "inference_ms_median": (statistics.median(stage_values["inference"])
+                                    if stage_values.get("inference") else None),
             "stages_ms_median": {k: statistics.median(v) for k, v in stage_values.items()},
             "frames_per_network_run": rig.frames_per_run}
 

@@ -22,7 +22,7 @@ from typing import Dict
 import numpy as np
 
 from ..core.parameters import NODE_NAME
-from ..core.sample import SampleCamera
+from ..core.sample import RIG_CAMERAS, SampleCamera
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -130,7 +130,7 @@ class _Outputs:
         self.topics = {n: f"{ns}{n}" for n in IMAGE_OUTPUTS}
         self.topics.update({GRID_OUTPUT: f"/{NODE_NAME}/{GRID_OUTPUT}", MAP_OUTPUT: f"/{NODE_NAME}/{MAP_OUTPUT}"})
         if rig:
-            self.topics.update({f"{c}/overlay": f"/{NODE_NAME}/{c}/overlay" for c in ("left", "right", "rear")})
+            self.topics.update({f"{c}/overlay": f"/{NODE_NAME}/{c}/overlay" for c in RIG_CAMERAS[1:]})
         self.names = tuple(self.topics)
         self.received: Dict[str, list] = {n: [] for n in self.names}
         self.seen: Dict[str, set] = {n: set() for n in self.names}
@@ -161,7 +161,6 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     counts, last output messages, diagnostics arrays). Stops the node."""
     from ..ros.participant import Participant
     from .replay import Player
-    from ..core.sample import sample_rig
     from .sample_bag import rig_topics
 
     # this process is the camera: no DDS profile of ours (like a camera driver)
@@ -171,12 +170,13 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
     player = None
     try:
         player = Player(bag, context=participant.context, log=lambda text: None)
-        image_topic = "/front/image_raw" if rig else "/camera/image_raw"
+        cameras = RIG_CAMERAS if rig else ("",)
+        image_topic = rig_topics(cameras[0])["image"]
         # every camera's image and CameraInfo matched to the node's subscriptions: with input_qos
         # auto the node subscribes each once it has seen its publisher, and matching between
         # processes took seconds here now and then (CameraInfo sent before it was lost, all of the
         # short drive's: no grid)
-        inputs = [rig_topics(c)[k] for c in (sample_rig() if rig else ("",)) for k in ("image", "camera_info")]
+        inputs = [rig_topics(c)[k] for c in cameras for k in ("image", "camera_info")]
         end = time.monotonic() + 30.0
         while time.monotonic() < end and node.alive():
             if player.wait_for_subscribers(inputs, timeout=0.5) == [] and all(
@@ -235,7 +235,7 @@ def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
                              ["~/front/overlay" if rig else "~/overlay", grid_title, "~/drivable_map (odom, 60 m)"],
                              height=480)
     if rig:
-        others = ("left", "right", "rear")
+        others = RIG_CAMERAS[1:]
         bottom = pictures.composite([image_to_array(last[f"{c}/overlay"]) for c in others],
                                     [f"~/{c}/overlay" for c in others], height=240)
     else:

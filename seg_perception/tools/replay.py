@@ -34,8 +34,8 @@ def add_arguments(p) -> None:
                    help="/clock publishing rate between messages (default 40; 0: no /clock)")
     p.add_argument("--delay", type=float, default=0.0, help="seconds to wait after creating publishers")
     p.add_argument("--wait-for", action="append", default=[], metavar="TOPIC",
-                   help="before playing, wait until TOPIC (as published) has a subscriber matched to its publisher, so the first "
-                        "messages are not sent before discovery (repeatable)")
+                   help="before playing, wait until TOPIC (as published) has a subscriber matched to "
+                        "its publisher, so the first messages are not sent before discovery (repeatable)")
     p.add_argument("--wait-timeout", type=float, default=30.0, help="seconds --wait-for waits (default 30)")
     p.add_argument("--quiet", action="store_true", help="no per-topic listing")
 
