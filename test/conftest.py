@@ -5,10 +5,16 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import atexit
+import shutil
 import tempfile
 
-# ROS logs of the test process go to a temporary folder; discovery stays on this host.
-os.environ.setdefault("ROS_LOG_DIR", tempfile.mkdtemp(prefix="seg_perception_roslog_"))
+# ROS logs of the test process go to a temporary folder, removed when the tests end (tests that
+# start nodes give each a folder of its own, under pytest's tmp_path); discovery stays on this host.
+if "ROS_LOG_DIR" not in os.environ:
+    _log_dir = tempfile.mkdtemp(prefix="seg_perception_roslog_")
+    os.environ["ROS_LOG_DIR"] = _log_dir
+    atexit.register(shutil.rmtree, _log_dir, ignore_errors=True)
 os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
 # The test process is a plain camera-side participant: no DDS profile of ours.
 os.environ.pop("FASTRTPS_DEFAULT_PROFILES_FILE", None)
