@@ -4,6 +4,8 @@ size follows the model and max_batch; one camera's result never pushes out anoth
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import onnx
 import pytest
@@ -65,10 +67,17 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
     p, pls = two_camera_pipelines
     seg = pls["front"].segmenter
     assert seg.backend.max_batch > 4  # dynamic batch dimension
-    assert batch_limit(p, seg) == 2
+    # max_batch 0 on the CPU: one frame a run (a batch there costs what its frames cost alone)
+    assert seg.backend.device == "cpu" and batch_limit(p, seg) == 1
+    assert batch_limit(dict(p, max_batch=2), seg) == 2
     assert batch_limit(dict(p, max_batch=1), seg) == 1
     assert batch_limit(dict(p, cameras=["a", "b", "c", "d"], max_batch=3), seg) == 3
-    assert batch_limit(dict(p, cameras=[]), seg) == 1
+    assert batch_limit(dict(p, cameras=[], max_batch=4), seg) == 1
+    # on a GPU every camera's frame in one run (no GPU backend runs here: its device and batch
+    # dimension are all batch_limit reads)
+    gpu = SimpleNamespace(backend=SimpleNamespace(device="cuda:0", max_batch=8))
+    assert batch_limit(p, gpu) == 2 and batch_limit(dict(p, cameras=["a", "b", "c", "d"]), gpu) == 4
+    assert batch_limit(dict(p, max_batch=1), gpu) == 1
     # a model whose batch dimension is fixed at 1: one frame per run, whatever max_batch says
     m = onnx.load(p["model"])
     for v in list(m.graph.input) + list(m.graph.output):
@@ -79,7 +88,7 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
 
     with Segmenter.from_file(fixed, "onnxruntime") as seg1:
         assert seg1.backend.max_batch == 1
-        assert batch_limit(dict(p, cameras=["a", "b", "c", "d"]), seg1) == 1
+        assert batch_limit(dict(p, cameras=["a", "b", "c", "d"], max_batch=4), seg1) == 1
 
 
 def test_latest_per_key_keeps_every_cameras_newest():
@@ -147,15 +156,17 @@ def test_the_output_thread_is_niced_only_where_the_network_leaves_a_core():
 
 def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores(two_camera_pipelines, tmp_path,
                                                                                   monkeypatch):
-    """Four cameras, two runs at once: two frames a run; ONNX Runtime without IOBinding runs
-    several at once, with IOBinding (one binding and its output buffers) it does not."""
+    """Four cameras, two runs at once: batching, two frames a run; ONNX Runtime without IOBinding
+    runs several at once, with IOBinding (one binding and its output buffers) it does not."""
     from seg_perception.core.pipeline import build_pipeline, runs_asked
 
     p, pls = two_camera_pipelines
     seg = pls["front"].segmenter
     four = dict(p, cameras=["a", "b", "c", "d"])
-    assert batch_limit(four, seg, workers=2) == 2 and batch_limit(four, seg, workers=3) == 2
+    batching = dict(four, max_batch=4)
+    assert batch_limit(batching, seg, workers=2) == 2 and batch_limit(batching, seg, workers=3) == 2
     assert batch_limit(dict(four, max_batch=1), seg, workers=2) == 1
+    assert batch_limit(four, seg, workers=2) == 1  # max_batch 0 on the CPU
     assert runs_asked(dict(four, inference_workers=3)) == 3 and runs_asked(dict(p, cameras=[])) == 1
     assert seg.backend.concurrent_runs is True
     from seg_perception.core.segmenter import create_backend

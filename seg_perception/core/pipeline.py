@@ -292,11 +292,20 @@ def run_batch(items: Sequence[Tuple[SegmentationPipeline, "Prepared"]]) -> List[
 
 
 def batch_limit(p: Dict[str, Any], segmenter: Segmenter, workers: int = 1) -> int:
-    """How many cameras' frames go through the network in one run: every camera's (max_batch 0)
-    or at most max_batch, shared among ``workers`` runs at once (4 cameras, 2 workers: 2 each),
-    and never more than the model takes."""
-    share = -(-wanted_batch(p) // max(1, int(workers)))  # rounded up: no camera left out
-    return max(1, min(share, segmenter.backend.max_batch))
+    """How many cameras' frames go through the network in one run: what the parameters ask for
+    (frames_per_run_asked), never more than the model takes."""
+    return max(1, min(frames_per_run_asked(p, segmenter.backend.device, workers), segmenter.backend.max_batch))
+
+
+def frames_per_run_asked(p: Dict[str, Any], device: str, workers: int = 1) -> int:
+    """Frames a run the parameters ask for: at most max_batch, shared among ``workers`` runs at
+    once (4 cameras, 2 workers: 2 each). max_batch 0: every camera's on a GPU (one batched call),
+    one on the CPU. There a batch costs what its frames cost one by one (ONNX Runtime, one
+    thread: 30, 57, 122 ms for 1, 2, 4 frames), so batching only made each frame wait for the
+    others' compute (README, Speed, "Several cameras")."""
+    if not p["max_batch"] and device == "cpu":
+        return 1
+    return -(-wanted_batch(p) // max(1, int(workers)))  # rounded up: no camera left out
 
 
 def runs_asked(p: Dict[str, Any]) -> int:
