@@ -16,7 +16,7 @@ from test_node import sample_scene_in_test_colours
 from seg_perception.core.image import frame_from_rgb
 from seg_perception.core.latest import LatestPerKey
 from seg_perception.core.parameters import default_parameters
-from seg_perception.core.pipeline import batch_limit, build_camera_pipelines, run_batch
+from seg_perception.core.pipeline import batch_limit, batch_note, build_camera_pipelines, run_batch
 
 
 @pytest.fixture
@@ -67,17 +67,22 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
     p, pls = two_camera_pipelines
     seg = pls["front"].segmenter
     assert seg.backend.max_batch > 4  # dynamic batch dimension
-    # max_batch 0 on the CPU: one frame a run (a batch there costs what its frames cost alone)
-    assert seg.backend.device == "cpu" and batch_limit(p, seg) == 1
-    assert batch_limit(dict(p, max_batch=2), seg) == 2
+    # one run at a time: every camera's frame (max_batch 0), at most max_batch
+    assert seg.backend.device == "cpu" and batch_limit(p, seg) == 2
     assert batch_limit(dict(p, max_batch=1), seg) == 1
     assert batch_limit(dict(p, cameras=["a", "b", "c", "d"], max_batch=3), seg) == 3
-    assert batch_limit(dict(p, cameras=[], max_batch=4), seg) == 1
+    assert batch_limit(dict(p, cameras=[]), seg) == 1
+    # several runs at once on the CPU: one frame a run (a batch there costs what its frames cost
+    # one by one), unless max_batch asks for more, shared among the runs
+    four = dict(p, cameras=["a", "b", "c", "d"])
+    assert batch_limit(four, seg, workers=2) == 1
+    assert batch_limit(dict(four, max_batch=4), seg, workers=2) == 2
+    assert "one frame a run" in batch_note(four, seg, 2) and batch_note(dict(four, max_batch=4), seg, 2) == ""
     # on a GPU every camera's frame in one run (no GPU backend runs here: its device and batch
     # dimension are all batch_limit reads)
     gpu = SimpleNamespace(backend=SimpleNamespace(device="cuda:0", max_batch=8))
-    assert batch_limit(p, gpu) == 2 and batch_limit(dict(p, cameras=["a", "b", "c", "d"]), gpu) == 4
-    assert batch_limit(dict(p, max_batch=1), gpu) == 1
+    assert batch_limit(four, gpu) == 4 and batch_limit(four, gpu, workers=2) == 2
+    assert batch_limit(dict(four, max_batch=1), gpu) == 1 and batch_note(four, gpu, 1) == ""
     # a model whose batch dimension is fixed at 1: one frame per run, whatever max_batch says
     m = onnx.load(p["model"])
     for v in list(m.graph.input) + list(m.graph.output):
@@ -88,7 +93,10 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
 
     with Segmenter.from_file(fixed, "onnxruntime") as seg1:
         assert seg1.backend.max_batch == 1
-        assert batch_limit(dict(p, cameras=["a", "b", "c", "d"], max_batch=4), seg1) == 1
+        assert batch_limit(dict(p, cameras=["a", "b", "c", "d"]), seg1) == 1
+        # the start-up log says why, only where more was asked for
+        assert "the model takes at most 1 frame a run" in batch_note(dict(p, cameras=["a", "b", "c", "d"]), seg1, 1)
+        assert batch_note(dict(p, cameras=["a", "b", "c", "d"], max_batch=1), seg1, 1) == ""
 
 
 def test_latest_per_key_keeps_every_cameras_newest():

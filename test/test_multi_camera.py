@@ -153,21 +153,22 @@ def test_the_shipped_four_camera_config_starts_one_node_with_four_cameras(ros_do
         end = time.monotonic() + 30.0
         while "cameras on one network" not in node.log() and time.monotonic() < end:
             time.sleep(0.2)
-        assert "4 cameras on one network, up to 1 frame per run" in node.log(), node.log()
+        assert "4 cameras on one network, up to 1 frame per run" in node.log() and \
+            "one frame a run, as a batch there costs" in node.log(), node.log()
     finally:
         assert node.stop() == 0, node.log()
 
 
 def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_info(ros_domain, peer, colour_model):
-    """front 320x180 and rear 160x120 go through the network as one batch of two (max_batch 2,
-    which a CPU network takes only when asked; one network run at a time: inference_workers 1);
-    the rear's CameraInfo is invalid (K all zeros): its grid is refused with the reason, its masks go on,
+    """front 320x180 and rear 160x120 go through the network as one batch of two (one network
+    run at a time: inference_workers 1); the rear's
+    CameraInfo is invalid (K all zeros): its grid is refused with the reason, its masks go on,
     and the surround grid holds the front's view alone (the rear's part stays unknown)."""
     from seg_perception.ros.sample_stream import camera_info_msg
 
     cam, rgb_front = sample_scene_in_test_colours(320, 180)
     rear_cam, rgb_rear = sample_scene_in_test_colours(160, 120)
-    node = start_front_and_rear(ros_domain, colour_model, cam, inference_workers=1, max_batch=2)
+    node = start_front_and_rear(ros_domain, colour_model, cam, inference_workers=1)
     try:
         labels, surround, diag, pubs, infos = rig_topics(peer, node)
 

@@ -84,13 +84,14 @@ SPECS = (
          "C.image_transport, C.camera_pose.xyz, C.camera_pose.rpy; outputs under ~/C/, one network "
          "for all, and ~/drivable_grid fused from every camera's grid."),
     Spec("max_batch", 0, "Several cameras: how many cameras' newest frames go through the network "
-         "as one batch (0: on a GPU all of them, where the model takes a batch: a dynamic batch "
-         "dimension, a TensorRT profile, which the engine build then covers; on a CPU one, as a "
-         "batch there costs what its frames cost one by one; 1: one frame after the other).",
+         "at a time, shared among the runs at once (0: all of them, where the model takes a batch: "
+         "a dynamic batch dimension, a TensorRT profile, which the engine build then covers; but "
+         "one a run where several runs go at once on a CPU, as a batch there costs what its frames "
+         "cost one by one; 1: one frame after the other).",
          range=(0, 64)),
     Spec("inference_workers", 0, "Several cameras: how many network runs go at once, each on its "
          "share of the cameras, all on the one model in memory (0: one per camera up to every core "
-         "but one, two on 2 cores, where ONNX Runtime runs on the CPU, else one; 1: one batch at a "
+         "but one, two on 2 cores, where ONNX Runtime runs on the CPU, else one; 1: one run at a "
          "time). Only ONNX Runtime without IOBinding runs several; other backends run one. One "
          "camera: one run.", range=(0, 64)),
     Spec("grid.max_spread", 0.2, "Surround grid (several cameras): a camera's latest grid is left "

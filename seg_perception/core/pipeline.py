@@ -297,15 +297,34 @@ def batch_limit(p: Dict[str, Any], segmenter: Segmenter, workers: int = 1) -> in
     return max(1, min(frames_per_run_asked(p, segmenter.backend.device, workers), segmenter.backend.max_batch))
 
 
+def one_frame_runs(p: Dict[str, Any], device: str, workers: int) -> bool:
+    """max_batch 0 with several runs at once on the CPU: one frame a run. There a batch costs
+    what its frames cost one by one (ONNX Runtime, one thread: 30, 57, 122 ms for 1, 2, 4
+    frames), so two runs of two frames only made each frame wait for its neighbour's compute
+    (README, Speed, "Several cameras"). A single run (a GPU, or a backend that runs one at a
+    time) still takes every camera's frame."""
+    return not p["max_batch"] and device == "cpu" and int(workers) > 1
+
+
 def frames_per_run_asked(p: Dict[str, Any], device: str, workers: int = 1) -> int:
-    """Frames a run the parameters ask for: at most max_batch, shared among ``workers`` runs at
-    once (4 cameras, 2 workers: 2 each). max_batch 0: every camera's on a GPU (one batched call),
-    one on the CPU. There a batch costs what its frames cost one by one (ONNX Runtime, one
-    thread: 30, 57, 122 ms for 1, 2, 4 frames), so batching only made each frame wait for the
-    others' compute (README, Speed, "Several cameras")."""
-    if not p["max_batch"] and device == "cpu":
+    """Frames a run the parameters ask for: the cameras' frames (at most max_batch) shared among
+    ``workers`` runs at once (4 cameras, 2 runs: 2 each); one where one_frame_runs says so."""
+    if one_frame_runs(p, device, workers):
         return 1
     return -(-wanted_batch(p) // max(1, int(workers)))  # rounded up: no camera left out
+
+
+def batch_note(p: Dict[str, Any], segmenter: Segmenter, workers: int) -> str:
+    """Why a run takes fewer frames than there are cameras, for the start-up log ("" otherwise)."""
+    backend = segmenter.backend
+    limit = batch_limit(p, segmenter, workers)
+    if frames_per_run_asked(p, backend.device, workers) > limit:
+        return (f" (the model takes at most {backend.max_batch} frame{'s' if backend.max_batch > 1 else ''} "
+                "a run: export or wrap it with a dynamic batch dimension)")
+    if one_frame_runs(p, backend.device, workers):
+        return (" (max_batch 0 on the CPU with several runs at once: one frame a run, as a batch there "
+                "costs what its frames cost one by one; max_batch N shares N frames among the runs)")
+    return ""
 
 
 def runs_asked(p: Dict[str, Any]) -> int:
@@ -315,7 +334,8 @@ def runs_asked(p: Dict[str, Any]) -> int:
 
 
 def wanted_batch(p: Dict[str, Any]) -> int:
-    """Frames per network run the parameters ask for: one per camera, at most max_batch."""
+    """The largest batch the parameters allow: one frame per camera, at most max_batch (what a
+    single run takes, and the top of a TensorRT engine's batch profile)."""
     cameras = max(1, len(p.get("cameras") or []))
     return min(int(p["max_batch"]), cameras) if p["max_batch"] else cameras
 

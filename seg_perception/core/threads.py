@@ -1,7 +1,7 @@
 """How the CPU cores are shared between the network and the node's own image work.
 
-With several cameras on a CPU network the node runs the network on several batches at once
-(inference workers, each a thread calling the one loaded model): measured on 2 cores with four
+With several cameras on a CPU network the node runs the network on several frames at once
+(inference workers, each a thread calling the one loaded model on one frame): measured on 2 cores with four
 720p cameras, two runs of one thread each side by side processed 52.9 frames/s where one run of
 one thread did 34.9, and more than one run of two threads did (README, "Several cameras")."""
 

@@ -34,8 +34,8 @@ from ..core.faults import worker_fault_from_env
 from ..core.labels import MASK_GROUPS
 from ..core.latest import BusyClocks, LatestPerKey, LatestSlot
 from ..core.parameters import POSE_PARAMETERS, camera_view, check_update
-from ..core.pipeline import (IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, build_camera_pipelines,
-                             frames_per_run_asked, runs_asked)
+from ..core.pipeline import (IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, batch_note,
+                             build_camera_pipelines, runs_asked)
 from ..core.surround import SurroundGrid
 from ..core.threads import opencv_threads, output_niceness, runs_at_once
 from . import diagnostics as diag
@@ -295,10 +295,7 @@ class CameraSegBase(FramePath, Node):
                 f"{len(self.cameras)} cameras on one network, up to {self.batch_limit} "
                 f"frame{'s' if self.batch_limit > 1 else ''} per run, "
                 f"{workers} run{'s' if workers > 1 else ''} at once"
-                + ("" if frames_per_run_asked(self.p, backend.device, workers) <= self.batch_limit else
-                   " (the model's batch dimension is fixed at 1: export or wrap it with a dynamic batch)")
-                + (" (on the CPU a batch costs what its frames cost one by one; max_batch asks for one)"
-                   if not self.p["max_batch"] and backend.device == "cpu" else ""))
+                + batch_note(self.p, segmenter, workers))
         info = segmenter.info
         self.label_path = pipeline.label_path
         empty = [g for g in MASK_GROUPS if not pipeline.groups.groups[g]]
