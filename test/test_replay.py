@@ -70,6 +70,31 @@ def test_the_player_waits_for_a_matched_subscriber_not_one_only_seen_in_the_grap
         player.close()
 
 
+def test_prime_sends_the_first_messages_until_the_answer_comes_back(ros_domain, peer, tmp_path):
+    """The subscribers join a second after priming began (as a reader whose side of the match
+    comes late): what was sent before is lost to them, and priming goes on until they have the
+    drive's first image and CameraInfo. Nothing of it counts as played."""
+    src = write_painted_bag(str(tmp_path / "in"), frames=3)
+    player = Player(src, context=peer.context)
+    subs = {}
+    t0 = time.monotonic()
+
+    def ready() -> bool:
+        if not subs and time.monotonic() - t0 > 1.0:
+            subs.update(images=peer.subscribe(Image, IMAGE_TOPIC, DEEP), infos=peer.subscribe(CameraInfo, INFO_TOPIC, DEEP))
+        return bool(subs) and bool(subs["images"].msgs) and bool(subs["infos"].msgs)
+
+    try:
+        assert player.prime(ready, timeout=30.0)
+        assert time.monotonic() - t0 > 1.0
+        # only the first recorded messages, sent again and again
+        assert {stamp_ns(m) for m in subs["images"].snapshot()} == {stamp(0)}
+        assert {stamp_ns(m) for m in subs["infos"].snapshot()} == {stamp(0)}
+        assert sum(player.published.values()) == 0
+    finally:
+        player.close()
+
+
 @pytest.mark.parametrize("storage", ["sqlite3", "mcap"])
 def test_replay_round_trip_timing_qos_clock_loop(ros_domain, peer, tmp_path, storage):
     src = write_painted_bag(str(tmp_path / "in"), storage, frames=6)

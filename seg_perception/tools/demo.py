@@ -129,15 +129,20 @@ class _Outputs:
         ns = f"/{NODE_NAME}/front/" if rig else f"/{NODE_NAME}/"
         self.topics = {n: f"{ns}{n}" for n in IMAGE_OUTPUTS}
         self.topics.update({GRID_OUTPUT: f"/{NODE_NAME}/{GRID_OUTPUT}", MAP_OUTPUT: f"/{NODE_NAME}/{MAP_OUTPUT}"})
+        # every camera's own grid: it comes back only once that camera's image and CameraInfo
+        # both reached the node
+        self.grids = [GRID_OUTPUT]
         if rig:
             self.topics.update({f"{c}/overlay": f"/{NODE_NAME}/{c}/overlay" for c in RIG_CAMERAS[1:]})
+            self.grids = [f"{c}/{GRID_OUTPUT}" for c in RIG_CAMERAS]
+            self.topics.update({g: f"/{NODE_NAME}/{g}" for g in self.grids})
         self.names = tuple(self.topics)
         self.received: Dict[str, list] = {n: [] for n in self.names}
         self.seen: Dict[str, set] = {n: set() for n in self.names}
         self.diags: list = []
         self.lock = threading.Lock()
         for name, topic in self.topics.items():
-            kind = OccupancyGrid if name in (GRID_OUTPUT, MAP_OUTPUT) else Image
+            kind = OccupancyGrid if name in (GRID_OUTPUT, MAP_OUTPUT, *self.grids) else Image
             peer.create_subscription(kind, topic, self._keep(name), reliable)
         peer.create_subscription(DiagnosticArray, "/diagnostics", self.diags.append, 10)
 
@@ -148,6 +153,10 @@ class _Outputs:
                 del self.received[name][:-2]
                 self.seen[name].add(msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec)
         return cb
+
+    def grids_arrived(self) -> bool:
+        with self.lock:
+            return all(self.seen[g] for g in self.grids)
 
     def snapshot(self):
         """({output: stamps seen}, {output: last message or None})."""
@@ -182,7 +191,11 @@ def _replay_into(node, bag: str, domain_id: int, rig: bool = False):
             if player.wait_for_subscribers(inputs, timeout=0.5) == [] and all(
                     participant.node.count_publishers(t) for t in outputs.topics.values()):
                 break
-        time.sleep(1.0)  # let the node switch its input QoS to the bag's (reliable) camera
+        # matched is not yet receiving: the drive's first messages until every camera's grid
+        # comes back (same stamps as the drive's first frame: nothing extra in the outputs)
+        if not player.prime(outputs.grids_arrived, timeout=30.0):
+            print("warning: no drivable grid came back from the node's first frames; replaying anyway",
+                  flush=True)
         print(f"replaying {bag} into the node ...", flush=True)
         player.play(1)
         player.flush()

@@ -165,6 +165,27 @@ class Player:
                 time.sleep(0.05)
         return pending
 
+    def prime(self, ready: Callable[[], bool], timeout: float, period: float = 0.25) -> bool:
+        """Publish the first recorded message of every topic (in recorded order) every
+        ``period`` s until ``ready()`` (e.g. the subscriber's answer to them has come back) or
+        ``timeout``; returns ready(). A matched subscription is no proof that data flows: the
+        subscriber's side can match the publisher seconds after the publisher matched it, and
+        it drops what came before (here the whole CameraInfo of a short drive, now and then).
+        These messages are not counted in ``published``."""
+        first: Dict[str, bytes] = {}
+        for conn, _, raw in self.reader.messages(list(self.publishers)):
+            first.setdefault(conn.topic, raw)
+            if len(first) == len(self.publishers):
+                break
+        end = time.monotonic() + timeout
+        while not ready() and time.monotonic() < end:
+            for topic, raw in first.items():
+                self.publishers[topic].publish(raw)
+            stop = min(end, time.monotonic() + period)
+            while not ready() and time.monotonic() < stop:
+                time.sleep(0.02)
+        return ready()
+
     # -- playing
     def _publish_clock(self, t_ns: int) -> None:
         if self.clock_pub is None or (self._last_clock_ns is not None and t_ns <= self._last_clock_ns):
