@@ -391,7 +391,7 @@ def test_startup_errors_keep_the_node_running_and_parameters_are_validated(ros_d
 def test_frames_are_dropped_not_queued_when_the_camera_outruns_inference(ros_domain, peer, tmp_path):
     from models import TEST_LABEL_YAML as LY
 
-    slow = make_colour_model(str(tmp_path / "slow.onnx"), extra_matmuls=40)  # ~0.1 s per frame
+    slow = make_colour_model(str(tmp_path / "slow.onnx"), extra_matmuls=40)  # ~50 ms per frame here
     labels = tmp_path / "l.yaml"
     labels.write_text(LY)
     node = NodeProcess(ros_domain[0], ros_domain[1], params={

@@ -159,7 +159,7 @@ def test_replay_into_the_node_faster_than_real_time(ros_domain, peer, tmp_path):
     of building a backlog: the newest frame comes out right after the replay ends."""
     frames = 40
     src = write_painted_bag(str(tmp_path / "in"), "mcap", frames=frames, latched=False)
-    slow = make_colour_model(str(tmp_path / "slow.onnx"), extra_matmuls=40)  # ~0.1 s per frame
+    slow = make_colour_model(str(tmp_path / "slow.onnx"), extra_matmuls=80)  # ~0.1 s per frame (40: 50 ms here)
     labels = tmp_path / "labels.yaml"
     labels.write_text(TEST_LABEL_YAML)
     node = NodeProcess(ros_domain[0], ros_domain[1], params={
