@@ -142,3 +142,32 @@ def test_the_sample_rig_is_the_rig_of_the_shipped_multi_camera_config():
     for name, cam in rig.items():
         assert list(cam.pose_xyz) == [float(v) for v in p[f"{name}.camera_pose.xyz"]]
         assert all(math.isclose(a, float(b)) for a, b in zip(cam.pose_rpy, p[f"{name}.camera_pose.rpy"]))
+
+
+def test_gpu_bench_script_runs_its_steps_on_the_cpu(tmp_path, ros_domain):
+    """scripts/gpu_bench_cameras.sh as the device runs it (rclpy already here: no wheels to
+    install), on the CPU with two cameras and one-second phases: the network alone at batch 1
+    and 4, then bench cameras with the torch backend, where the one node takes both cameras'
+    frames in one run, and the node logs of this run beside the results."""
+    import tarfile
+
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "OUT"
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", REPEAT="1", PHASE_SECONDS="1",
+               WARMUP="1", SATURATE_HZ="20", CPU_BENCH="0", ROS_DOMAIN_ID=str(ros_domain[0]))
+    res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out)],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    log = (out / "gpu_bench.log").read_text()
+    assert log.rstrip().endswith("gpu_bench_cameras.sh: done") and "torch" in log
+    runs = json.loads((out / "network.json").read_text())["runs"]
+    assert sorted((r["backend"], r["batch"]) for r in runs) == [("torch", 1), ("torch", 4)]
+    cams = json.loads((out / "cameras_torch.json").read_text())
+    assert cams["one"]["frames_per_network_run"] > 1.5  # torch runs one batch at a time: both cameras
+    assert cams["many"]["processes"] == 2 and cams["throughput_ratio"] > 0
+    assert not (out / "cameras_onnxruntime.json").exists()
+    with tarfile.open(out / "node_logs.tar.gz") as tar:
+        names = tar.getnames()
+        one = [n for n in names if "_one_" in n]
+        assert len(names) == 3 and len(one) == 1, names  # this run's three nodes only
+        assert "backend torch" in tar.extractfile(one[0]).read().decode()
