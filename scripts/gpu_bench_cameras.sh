@@ -65,6 +65,8 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-61}
 export ROS_LOG_DIR=${ROS_LOG_DIR:-$(mktemp -d)}
 nvidia-smi -L 2>/dev/null || echo "nvidia-smi: none"
+# Fast DDS shared memory (64 MiB a process here) falls back to UDP, which drops 720p frames, if small
+df -h /dev/shm | tail -1 | awk '{print "/dev/shm: " $2 " (" $4 " free)"}'
 
 if ! "$PY" -c "import rclpy" 2>/dev/null; then
     [ -f "$WHEELS" ] || { echo "no rclpy here and no $WHEELS: run 'gpu_bench_cameras.sh pack' here first and carry .gpu" >&2; exit 3; }
