@@ -111,12 +111,16 @@ def test_sigint_while_streaming_exits_cleanly_and_quickly(ros_domain, peer, colo
     cam = None
     try:
         cam = stream_until_labels(peer, node)
+        segments = node.shm_segments()
+        assert any(os.path.getsize(s) > 64e6 for s in segments), segments  # the shipped profile's 64 MB
         t0 = time.monotonic()
         code = node.stop(signal.SIGINT, timeout=10)
         elapsed = time.monotonic() - t0
         assert code == 0, node.log()
         assert elapsed < 3.0, elapsed
         assert "Traceback" not in node.log()
+        # its participant went with it: no shared-memory segment left in /dev/shm
+        assert [s for s in segments if os.path.exists(s)] == []
     finally:
         if cam is not None:
             cam.stop()
@@ -253,8 +257,11 @@ def test_a_worker_thread_that_keeps_failing_ends_the_node_non_zero(ros_domain, p
         cam.start()
         st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "exiting" in s.message, timeout=30)
         assert st is not None and "outputs thread failed" in st.message, node.log()
+        segments = node.shm_segments()
+        assert segments, node.log()
         node.proc.wait(10)
         assert node.proc.returncode == 2, node.log()
+        assert [s for s in segments if os.path.exists(s)] == []  # a respawn loop leaks no /dev/shm
         assert not outs["labels"].snapshot()
         assert "exiting with code 2" in node.log()
     finally:

@@ -3,6 +3,7 @@ the standard lifecycle_msgs services, with what each state does to the topics.""
 
 from __future__ import annotations
 
+import os
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -99,13 +100,16 @@ def test_lifecycle_transitions_gate_model_and_topics(ros_domain, peer, colour_mo
             # configure again loads the model again (cleanup released it)
             assert transition(peer, Transition.TRANSITION_CONFIGURE), node.log()
             assert node.log().count("loaded in") == 2
-            # shutdown: the process ends, cleanly
+            # shutdown: the process ends, cleanly, its participant and shared memory with it
+            segments = node.shm_segments()
+            assert segments, node.log()
             assert transition(peer, Transition.TRANSITION_INACTIVE_SHUTDOWN), node.log()
             end = time.monotonic() + 15
             while node.alive() and time.monotonic() < end:
                 time.sleep(0.1)
             assert not node.alive(), node.log()
             assert node.proc.returncode == 0, node.log()
+            assert [s for s in segments if os.path.exists(s)] == []
         finally:
             cam.stop()
     finally:
@@ -123,5 +127,8 @@ def test_configure_fails_on_a_missing_model_and_says_why(ros_domain, peer, colou
         assert st is not None and st.level == DiagnosticStatus_ERROR and "missing.onnx" in st.message, node.log()
         assert peer.node.count_publishers("/camera_seg/labels") == 0
         assert node.alive()
+        segments = node.shm_segments()
+        assert node.stop() == 0, node.log()  # SIGINT while unconfigured
+        assert segments and [s for s in segments if os.path.exists(s)] == []
     finally:
         node.stop()
