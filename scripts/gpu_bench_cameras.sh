@@ -111,17 +111,29 @@ collect_logs() {  # the nodes' own start-up lines say backend, device and frames
 }
 trap collect_logs EXIT
 
-echo "== the network alone: torch (CUDA where torch sees it), batch 1 and 4 of 1280x720 frames"
-"$PY" -m seg_perception.tools.bench_backends "$PT" --backends torch --sizes 1280x720 \
+failed=()
+step() {  # one step's failure leaves the next ones to run: a device call is scarce
+    local name=$1
+    shift
+    echo "== $name"
+    "$@" || { echo "== $name: failed (exit $?)"; failed+=("$name"); }
+}
+
+step "the network alone: torch (CUDA where torch sees it), batch 1 and 4 of 1280x720 frames" \
+    "$PY" -m seg_perception.tools.bench_backends "$PT" --backends torch --sizes 1280x720 \
     --batch-sizes 1 4 --iters 50 --json "$OUT/network.json"
 
-echo "== bench cameras: torch (CUDA where torch sees it; one node: the cameras as one batch; the single-camera nodes: batch 1)"
-"$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat "${REPEAT:-2}" -p backend:=torch -p "model:=$PT" \
-    --json "$OUT/cameras_torch.json" "$@"
+step "bench cameras: torch (CUDA where torch sees it; one node: the cameras as one batch; the single-camera nodes: batch 1)" \
+    "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat "${REPEAT:-2}" -p backend:=torch \
+    -p "model:=$PT" --json "$OUT/cameras_torch.json" "$@"
 
 if [ "${CPU_BENCH:-1}" = 1 ]; then
-    echo "== bench cameras: ONNX Runtime on this machine's CPU cores (several runs at once, one frame each)"
-    "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat 1 -p backend:=onnxruntime -p "model:=$ONNX" \
-        --json "$OUT/cameras_onnxruntime.json" "$@"
+    step "bench cameras: ONNX Runtime on this machine's CPU cores (several runs at once, one frame each)" \
+        "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat 1 -p backend:=onnxruntime \
+        -p "model:=$ONNX" --json "$OUT/cameras_onnxruntime.json" "$@"
+fi
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "gpu_bench_cameras.sh: ${#failed[@]} step(s) failed: ${failed[*]}"
+    exit 1
 fi
 echo "gpu_bench_cameras.sh: done"
