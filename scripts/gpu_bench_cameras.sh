@@ -71,7 +71,8 @@ df -h /dev/shm | tail -1 | awk '{print "/dev/shm: " $2 " (" $4 " free)"}'
 if ! "$PY" -c "import rclpy" 2>/dev/null; then
     [ -f "$WHEELS" ] || { echo "no rclpy here and no $WHEELS: run 'gpu_bench_cameras.sh pack' here first and carry .gpu" >&2; exit 3; }
     w=$(mktemp -d)
-    tar -xJf "$WHEELS" -C "$w"
+    # Python's tarfile, not tar: the device image may lack xz
+    "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' "$WHEELS" "$w"
     # into this Python's own environment: the ROS wheels' .pth sets their library path at start
     "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check "$w"/*.whl
     rm -rf "$w"
