@@ -1,24 +1,26 @@
 #!/bin/bash
-# Issue #16's GPU benchmark on a lent machine, in one device call: four 1280x720 cameras through
-# one node (one torch CUDA model, the four frames as one batch) against four single-camera nodes
-# (four models, batch 1 each), plus the network alone at batch 1 and 4.
+# Issue #16's GPU benchmark on a GPU host that has no ROS and no internet access: four 1280x720
+# cameras through one node (one torch CUDA model, the four frames as one batch) against four
+# single-camera nodes (four models, batch 1 each), plus the network alone at batch 1 and 4.
 #
-# The device has torch, OpenCV and ONNX Runtime for its Python 3.12 but no ROS, and reaches no
-# registry; the ROS wheels (43 MiB zipped) and the repository (29 MiB) do not fit one call's
-# 64 MiB together, so `pack` stores them uncompressed in one xz tar (about 24 MiB).
+# Such a host (here: a lent machine with torch, OpenCV and ONNX Runtime for Python 3.12) takes
+# the checkout plus the ROS wheels, made here: `pack` builds them for Python 3.12 and stores them
+# uncompressed in one xz tar (23 MiB instead of 43 MiB of zipped wheels).
 #
-# Here (CPU):  bash scripts/gpu_bench_cameras.sh pack          # -> .gpu/ros_wheels.tar.xz
-# There:       the device tool runs, carrying .gpu (timeout_s 540):
-#                  bash scripts/gpu_bench_cameras.sh run "$OUT"
-# Back here:   gpu_bench.log (everything printed), network.json (bench_backends), cameras_torch.json
-#              and, on the CPU of the same machine, cameras_onnxruntime.json (bench cameras --json),
-#              node_logs.tar.gz (the nodes' own logs: backend, device, frames per run).
+# Here:        bash scripts/gpu_bench_cameras.sh pack          # -> .gpu/ros_wheels.tar.xz
+# There:       the checkout with .gpu/ (git-ignored: copy it along), then
+#                  bash scripts/gpu_bench_cameras.sh run OUT_DIR
+#              (about 7 minutes; every step has its own time limit, so give it 8)
+# Back here:   OUT_DIR/gpu_bench.log (everything printed), network.json (bench_backends),
+#              cameras_torch.json and, on that host's CPU cores, cameras_onnxruntime.json
+#              (bench cameras --json), node_logs.tar.gz (the nodes' own logs of the last pair:
+#              backend, device, frames per run).
 #
-# Environment: PACK_PYTHON (python3.12: the device's Python), PYTHON (python3), DEVICE (cuda; cpu
-# runs the same steps on a machine without a GPU, as the CPU test does), CAMERAS (4), REPEAT
-# (2 pairs with torch), PHASE_SECONDS (10), WARMUP (5), SATURATE_HZ (120), CPU_BENCH (1: also one
-# pair with ONNX Runtime on that machine's CPU cores). Extra arguments after OUT_DIR go to every
-# `bench cameras`. About 6 minutes on a 16-core machine.
+# Environment: PACK_PYTHON (python3.12: the host's Python), PYTHON (python3), DEVICE (cuda: refuse
+# to run where torch sees no CUDA device; cpu: run anyway, torch then takes the CPU, as the CPU
+# test does), CAMERAS (4), REPEAT (2 pairs with torch), PHASE_SECONDS (8), WARMUP (4),
+# SATURATE_HZ (120), CPU_BENCH (1: also one pair with ONNX Runtime on the host's CPU cores).
+# Extra arguments after OUT_DIR go to every `bench cameras`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 WHEELS=.gpu/ros_wheels.tar.xz
@@ -61,15 +63,36 @@ PY=${PYTHON:-python3}
 DEVICE=${DEVICE:-cuda}
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu_bench.log") 2>&1
+tee_pid=$!
+since=$(mktemp)  # the node logs of this run only: newer than this file
+collect_logs() {  # the nodes' own start-up lines say backend, device and frames per run
+    local logs
+    logs=$(cd /tmp && find . -maxdepth 1 -name 'seg_bench_cameras_*.log' -newer "$since" -printf '%P\n' || true)
+    [ -z "$logs" ] || tar -czf "$OUT/node_logs.tar.gz" -C /tmp $logs || true
+}
+finish() {  # the logs, then every line through tee before the script's exit
+    collect_logs
+    rm -rf "$since" "${own_log_dir:-}"
+    exec >&- 2>&-
+    wait "$tee_pid" 2>/dev/null || true
+}
+trap finish EXIT
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST ROS_DOMAIN_ID=${ROS_DOMAIN_ID:-61}
-export ROS_LOG_DIR=${ROS_LOG_DIR:-$(mktemp -d)}
+[ -n "${ROS_LOG_DIR:-}" ] || { ROS_LOG_DIR=$(mktemp -d); own_log_dir=$ROS_LOG_DIR; }
+export ROS_LOG_DIR
 nvidia-smi -L 2>/dev/null || echo "nvidia-smi: none"
-# Fast DDS shared memory (64 MiB a process here) falls back to UDP, which drops 720p frames, if small
-df -h /dev/shm | tail -1 | awk '{print "/dev/shm: " $2 " (" $4 " free)"}'
+# Fast DDS's shared memory takes 64 MiB a node process; in a small /dev/shm (Docker gives 64 MiB
+# unless --shm-size) it falls back to UDP, which drops 720p frames, and the numbers mean little
+shm_free_mb=$(df -Pm /dev/shm 2>/dev/null | awk 'NR == 2 {print $4}' || true)
+echo "/dev/shm: ${shm_free_mb:-?} MiB free"
+if [ -n "$shm_free_mb" ] && [ "$shm_free_mb" -lt 1024 ]; then
+    mount -o remount,size=2G /dev/shm 2>/dev/null && echo "/dev/shm: remounted at 2 GiB" ||
+        echo "WARNING: /dev/shm has under 1 GiB free: Fast DDS falls back to UDP and drops 720p frames"
+fi
 
 if ! "$PY" -c "import rclpy" 2>/dev/null; then
-    [ -f "$WHEELS" ] || { echo "no rclpy here and no $WHEELS: run 'gpu_bench_cameras.sh pack' here first and carry .gpu" >&2; exit 3; }
+    [ -f "$WHEELS" ] || { echo "no rclpy here and no $WHEELS: run 'gpu_bench_cameras.sh pack' where pip reaches PyPI and copy .gpu/ along" >&2; exit 3; }
     w=$(mktemp -d)
     # Python's tarfile, not tar: the device image may lack xz
     "$PY" -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2], filter="data")' "$WHEELS" "$w"
@@ -102,34 +125,28 @@ PYEOF
 PT=seg_perception/data/models/camvid_parking_lraspp.pt
 ONNX=seg_perception/data/models/camvid_parking_lraspp.onnx
 # 120 Hz a camera in the capacity phase: a GPU takes far more than the CPU's 30 Hz default
-bench=(--cameras "${CAMERAS:-4}" --seconds "${PHASE_SECONDS:-10}" --warmup "${WARMUP:-5}"
+bench=(--cameras "${CAMERAS:-4}" --seconds "${PHASE_SECONDS:-8}" --warmup "${WARMUP:-4}"
        --saturate-hz "${SATURATE_HZ:-120}")
-since=$(mktemp)  # the node logs of this run only: newer than this file
-collect_logs() {  # the nodes' own start-up lines say backend, device and frames per run
-    local logs
-    logs=$(cd /tmp && find . -maxdepth 1 -name 'seg_bench_cameras_*.log' -newer "$since" -printf '%P\n')
-    [ -z "$logs" ] || tar -czf "$OUT/node_logs.tar.gz" -C /tmp $logs
-}
-trap collect_logs EXIT
 
 failed=()
-step() {  # one step's failure leaves the next ones to run: a device call is scarce
-    local name=$1
-    shift
+step() {  # LIMIT_S NAME COMMAND...: a failing or hung step leaves the next ones to run
+    local limit=$1 name=$2
+    shift 2
     echo "== $name"
-    "$@" || { echo "== $name: failed (exit $?)"; failed+=("$name"); }
+    # SIGINT at the limit: bench cameras then stops its node processes before it exits
+    timeout -s INT -k 20 "$limit" "$@" || { echo "== $name: failed (exit $?; 124: over ${limit} s)"; failed+=("$name"); }
 }
 
-step "the network alone: torch (CUDA where torch sees it), batch 1 and 4 of 1280x720 frames" \
+step 90 "the network alone: torch (CUDA where torch sees it), batch 1 and 4 of 1280x720 frames" \
     "$PY" -m seg_perception.tools.bench_backends "$PT" --backends torch --sizes 1280x720 \
     --batch-sizes 1 4 --iters 50 --json "$OUT/network.json"
 
-step "bench cameras: torch (CUDA where torch sees it; one node: the cameras as one batch; the single-camera nodes: batch 1)" \
+step 270 "bench cameras: torch (CUDA where torch sees it; one node: the cameras as one batch; the single-camera nodes: batch 1)" \
     "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat "${REPEAT:-2}" -p backend:=torch \
     -p "model:=$PT" --json "$OUT/cameras_torch.json" "$@"
 
 if [ "${CPU_BENCH:-1}" = 1 ]; then
-    step "bench cameras: ONNX Runtime on this machine's CPU cores (several runs at once, one frame each)" \
+    step 150 "bench cameras: ONNX Runtime on this machine's CPU cores (several runs at once, one frame each)" \
         "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat 1 -p backend:=onnxruntime \
         -p "model:=$ONNX" --json "$OUT/cameras_onnxruntime.json" "$@"
 fi

@@ -253,12 +253,12 @@ def test_a_worker_thread_that_keeps_failing_ends_the_node_non_zero(ros_domain, p
         pub = peer.publisher(Image, "/image", RELIABLE)
         assert peer.wait_matched(pub), node.log()
         _, rgb = sample_scene_in_test_colours(320, 180)
+        segments = node.shm_segments()  # now: once it says "exiting" they may be gone already
+        assert segments, node.log()
         cam = Camera(pub, lambda s: image_msg(rgb, s))
         cam.start()
         st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "exiting" in s.message, timeout=30)
         assert st is not None and "outputs thread failed" in st.message, node.log()
-        segments = node.shm_segments()
-        assert segments, node.log()
         node.proc.wait(10)
         assert node.proc.returncode == 2, node.log()
         assert [s for s in segments if os.path.exists(s)] == []  # a respawn loop leaks no /dev/shm

@@ -159,7 +159,8 @@ def test_gpu_bench_script_runs_its_steps_on_the_cpu(tmp_path, ros_domain):
                          capture_output=True, text=True, timeout=300, env=env)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     log = (out / "gpu_bench.log").read_text()
-    assert log.rstrip().endswith("gpu_bench_cameras.sh: done") and "torch" in log
+    assert log.rstrip().endswith("gpu_bench_cameras.sh: done")
+    assert "ONNX Runtime" in log and "CPU cores" in log  # what the host has, before any step
     runs = json.loads((out / "network.json").read_text())["runs"]
     assert sorted((r["backend"], r["batch"]) for r in runs) == [("torch", 1), ("torch", 4)]
     cams = json.loads((out / "cameras_torch.json").read_text())
@@ -171,3 +172,19 @@ def test_gpu_bench_script_runs_its_steps_on_the_cpu(tmp_path, ros_domain):
         one = [n for n in names if "_one_" in n]
         assert len(names) == 3 and len(one) == 1, names  # this run's three nodes only
         assert "backend torch" in tar.extractfile(one[0]).read().decode()
+
+
+def test_gpu_bench_script_runs_every_step_when_one_fails_and_exits_non_zero(tmp_path, ros_domain):
+    """One scarce GPU session for the whole script: a failing step (here: a parameter the node
+    refuses, passed to both bench cameras steps) leaves the others to run, and the script names
+    the failures and exits 1."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path / "OUT"
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", ROS_DOMAIN_ID=str(ros_domain[0]))
+    res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out),
+                          "-p", "max_batch:=-5"], capture_output=True, text=True, timeout=300, env=env)
+    log = (out / "gpu_bench.log").read_text()
+    assert res.returncode == 1, log
+    assert (out / "network.json").exists()  # the step before the failures ran
+    assert "== bench cameras: ONNX Runtime" in log  # and the one after the first failure
+    assert log.rstrip().splitlines()[-1].startswith("gpu_bench_cameras.sh: 2 step(s) failed: bench cameras: torch")

@@ -38,9 +38,10 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
         # rclpy's lifecycle state machine holds the node's handle, so destroy_node alone left the
         # node, and with it the process's DDS participant, alive until garbage collection; the
         # process ends with os._exit, so its Fast DDS shared-memory segments (64 MB with the
-        # shipped profile) stayed in /dev/shm after every clean exit. The machine goes first.
-        self._state_machine.destroy_when_not_in_use()
+        # shipped profile) stayed in /dev/shm after every clean exit. The node's entities (the
+        # lifecycle services among them) go first, so no request reaches a destroyed machine.
         super().destroy_node()
+        self._state_machine.destroy_when_not_in_use()
 
     def _make_publisher(self, msg_type, topic: str, qos):
         return self.create_lifecycle_publisher(msg_type, topic, qos)
