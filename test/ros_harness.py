@@ -95,6 +95,11 @@ class NodeProcess(node_process.NodeProcess):
         return owned
 
 
+def still_there(paths: List[str]) -> List[str]:
+    """The paths that still exist (shared-memory segments a process should have removed)."""
+    return [p for p in paths if os.path.exists(p)]
+
+
 class Collector:
     """Messages received on one topic, with waiting helpers."""
 

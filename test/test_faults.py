@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticArray
 from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 
-from ros_harness import RELIABLE, Camera, NodeProcess
+from ros_harness import RELIABLE, Camera, NodeProcess, still_there
 from test_node import (DiagnosticStatus_ERROR, DiagnosticStatus_OK, DiagnosticStatus_WARN, feed_until, grid_test_topics,
                        image_msg, latest_status, sample_scene_in_test_colours, stamp_of, status_values,
                        subscribe_outputs, wait_status)
@@ -120,7 +120,7 @@ def test_sigint_while_streaming_exits_cleanly_and_quickly(ros_domain, peer, colo
         assert elapsed < 3.0, elapsed
         assert "Traceback" not in node.log()
         # its participant went with it: no shared-memory segment left in /dev/shm
-        assert [s for s in segments if os.path.exists(s)] == []
+        assert still_there(segments) == []
     finally:
         if cam is not None:
             cam.stop()
@@ -261,7 +261,7 @@ def test_a_worker_thread_that_keeps_failing_ends_the_node_non_zero(ros_domain, p
         assert st is not None and "outputs thread failed" in st.message, node.log()
         node.proc.wait(10)
         assert node.proc.returncode == 2, node.log()
-        assert [s for s in segments if os.path.exists(s)] == []  # a respawn loop leaks no /dev/shm
+        assert still_there(segments) == []  # a respawn loop leaks no /dev/shm
         assert not outs["labels"].snapshot()
         assert "exiting with code 2" in node.log()
     finally:

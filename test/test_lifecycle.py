@@ -3,7 +3,6 @@ the standard lifecycle_msgs services, with what each state does to the topics.""
 
 from __future__ import annotations
 
-import os
 import time
 
 from diagnostic_msgs.msg import DiagnosticArray
@@ -11,7 +10,7 @@ from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from sensor_msgs.msg import Image
 
-from ros_harness import RELIABLE, Camera, NodeProcess
+from ros_harness import RELIABLE, Camera, NodeProcess, still_there
 from test_node import DiagnosticStatus_ERROR, image_msg, sample_scene_in_test_colours, stamp_of, wait_status
 
 LIFECYCLE_EXE = "camera_seg_lifecycle_node"
@@ -109,7 +108,7 @@ def test_lifecycle_transitions_gate_model_and_topics(ros_domain, peer, colour_mo
                 time.sleep(0.1)
             assert not node.alive(), node.log()
             assert node.proc.returncode == 0, node.log()
-            assert [s for s in segments if os.path.exists(s)] == []
+            assert still_there(segments) == []
         finally:
             cam.stop()
     finally:
@@ -129,6 +128,6 @@ def test_configure_fails_on_a_missing_model_and_says_why(ros_domain, peer, colou
         assert node.alive()
         segments = node.shm_segments()
         assert node.stop() == 0, node.log()  # SIGINT while unconfigured
-        assert segments and [s for s in segments if os.path.exists(s)] == []
+        assert segments and still_there(segments) == []
     finally:
         node.stop()

@@ -144,6 +144,17 @@ def test_the_sample_rig_is_the_rig_of_the_shipped_multi_camera_config():
         assert all(math.isclose(a, float(b)) for a, b in zip(cam.pose_rpy, p[f"{name}.camera_pose.rpy"]))
 
 
+def run_gpu_bench_script(out, ros_domain, *args, **env):
+    """scripts/gpu_bench_cameras.sh run OUT on this machine's CPU with two cameras (rclpy already
+    here: no wheels to install): (the finished process, its gpu_bench.log)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", ROS_DOMAIN_ID=str(ros_domain[0]), **env)
+    res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out), *args],
+                         capture_output=True, text=True, timeout=300, env=env)
+    log_file = out / "gpu_bench.log"
+    return res, log_file.read_text() if log_file.exists() else ""
+
+
 def test_gpu_bench_script_runs_its_steps_on_the_cpu(tmp_path, ros_domain):
     """scripts/gpu_bench_cameras.sh as the device runs it (rclpy already here: no wheels to
     install), on the CPU with two cameras and one-second phases: the network alone at batch 1
@@ -151,14 +162,10 @@ def test_gpu_bench_script_runs_its_steps_on_the_cpu(tmp_path, ros_domain):
     frames in one run, and the node logs of this run beside the results."""
     import tarfile
 
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "OUT"
-    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", REPEAT="1", PHASE_SECONDS="1",
-               WARMUP="1", SATURATE_HZ="20", CPU_BENCH="0", ROS_DOMAIN_ID=str(ros_domain[0]))
-    res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out)],
-                         capture_output=True, text=True, timeout=300, env=env)
+    res, log = run_gpu_bench_script(out, ros_domain, REPEAT="1", PHASE_SECONDS="1", WARMUP="1",
+                                    SATURATE_HZ="20", CPU_BENCH="0")
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    log = (out / "gpu_bench.log").read_text()
     assert log.rstrip().endswith("gpu_bench_cameras.sh: done")
     assert "ONNX Runtime" in log and "CPU cores" in log  # what the host has, before any step
     runs = json.loads((out / "network.json").read_text())["runs"]
@@ -178,12 +185,8 @@ def test_gpu_bench_script_runs_every_step_when_one_fails_and_exits_non_zero(tmp_
     """One scarce GPU session for the whole script: a failing step (here: a parameter the node
     refuses, passed to both bench cameras steps) leaves the others to run, and the script names
     the failures and exits 1."""
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "OUT"
-    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", ROS_DOMAIN_ID=str(ros_domain[0]))
-    res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out),
-                          "-p", "max_batch:=-5"], capture_output=True, text=True, timeout=300, env=env)
-    log = (out / "gpu_bench.log").read_text()
+    res, log = run_gpu_bench_script(out, ros_domain, "-p", "max_batch:=-5")
     assert res.returncode == 1, log
     assert (out / "network.json").exists()  # the step before the failures ran
     assert "== bench cameras: ONNX Runtime" in log  # and the one after the first failure
