@@ -3,7 +3,7 @@ ranges, read-only, checks) and the params-file loader are ROS-free: core/paramet
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
@@ -35,21 +35,37 @@ def plain_value(value: Any) -> Any:
     return value
 
 
+def _declare_cameras(node, spec: Spec) -> List[str]:
+    """Declare ``cameras`` read-only, with a value even when empty: rclpy's get_parameters
+    service answers nothing at all when one name asked for has no value, so ros2 param dump and
+    rqt_reconfigure would get nothing.
+
+    rclpy cannot declare an empty string array (it types ``[]`` as a byte array), and rcl reads
+    ``cameras: []`` in a params file (as ros2 param dump writes it) as no value. So a first,
+    dynamically typed declaration reads what was given, and is replaced by the read-only one:
+    the names as a string array, or an empty array. Public API in Humble and Jazzy."""
+    from rclpy.parameter import Parameter
+
+    given = node.declare_parameter(spec.name, [], ParameterDescriptor(dynamic_typing=True))
+    if given.type_ == Parameter.Type.STRING_ARRAY:
+        names = [str(c) for c in given.value]
+    elif given.type_ == Parameter.Type.NOT_SET or (given.type_ == Parameter.Type.BYTE_ARRAY and not given.value):
+        names = []  # not given, or an empty list
+    else:
+        raise ValueError(f"cameras must be a list of camera names, got {given.value!r}")
+    node.undeclare_parameter(spec.name)  # allowed: the first declaration is not read-only
+    node.declare_parameter(spec.name, names, descriptor(spec), ignore_override=True)
+    return names
+
+
 def declare_node_parameters(node) -> Dict[str, object]:
     """Declare the table's parameters on ``node`` (and each camera's own, defaulting to the
     node-wide ones) with their descriptors; returns the values, checked together. Raises
     ValueError with the reason for an invalid set."""
-    from rclpy.exceptions import ParameterUninitializedException
-    from rclpy.parameter import Parameter
-
     values: Dict[str, object] = {}
     for spec in SPECS:
-        if spec.name == "cameras":  # a string array whose default is empty: declared by type
-            node.declare_parameter(spec.name, Parameter.Type.STRING_ARRAY, descriptor(spec))
-            try:
-                values[spec.name] = [str(c) for c in node.get_parameter(spec.name).value]
-            except ParameterUninitializedException:  # not given (an empty list in YAML too)
-                values[spec.name] = []
+        if spec.name == "cameras":
+            values[spec.name] = _declare_cameras(node, spec)
             continue
         values[spec.name] = plain_value(node.declare_parameter(spec.name, spec.default, descriptor(spec)).value)
     for name in values["cameras"]:
