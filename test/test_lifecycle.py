@@ -131,3 +131,35 @@ def test_configure_fails_on_a_missing_model_and_says_why(ros_domain, peer, colou
         assert segments and still_there(segments) == []
     finally:
         node.stop()
+
+
+def test_autostart_configures_and_activates_the_node_itself(ros_domain, peer, colour_model, tmp_path):
+    """autostart (what the launch file's managed:=true sets): active without a lifecycle
+    manager, its frames coming out; a model that cannot load leaves it unconfigured, saying why,
+    and still answering the lifecycle services."""
+    _, rgb = sample_scene_in_test_colours(160, 120)
+    node = start_managed(ros_domain, colour_model, autostart=True)
+    try:
+        labels = peer.subscribe(Image, "/camera_seg/labels", RELIABLE)
+        pub = peer.publisher(Image, "/image", RELIABLE)
+        cam = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0)
+        cam.start()
+        try:
+            assert labels.wait_count(3, 60), node.log()
+            assert state_of(peer) == "active"
+            assert node.log().count("loaded in") == 1
+        finally:
+            cam.stop()
+        assert node.stop() == 0, node.log()
+    finally:
+        node.stop()
+    node = start_managed(ros_domain, colour_model, autostart=True, model=str(tmp_path / "missing.onnx"))
+    try:
+        end = time.monotonic() + 30
+        while "configure failed" not in node.log() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert "configure failed" in node.log() and "missing.onnx" in node.log()
+        assert state_of(peer) == "unconfigured"
+        assert node.stop() == 0, node.log()
+    finally:
+        node.stop()

@@ -138,6 +138,11 @@ SPECS = (
     Spec("engine.build_if_missing", True, "Build a TensorRT engine at start when none is cached."),
     Spec("engine.precision", "fp16", "TensorRT engine precision.", choices=PRECISIONS),
 )
+# The managed node's own (camera_seg_lifecycle_node)
+MANAGED_SPECS = (
+    Spec("autostart", False, "Managed node: configure and activate at start, as a launch file's "
+         "lifecycle events or a lifecycle manager would (false: it waits unconfigured for them)."),
+)
 SPEC_BY_NAME = {s.name: s for s in SPECS}
 # What each camera of `cameras` has of its own, as C.<name>; checked like the node-wide one
 PER_CAMERA = ("image", "camera_info", "image_transport", "camera_pose.xyz", "camera_pose.rpy")

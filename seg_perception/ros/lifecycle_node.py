@@ -12,6 +12,9 @@ lifecycle events, or nav2's lifecycle manager).
   cleanup       stops the workers, releases the model and the publishers
   shutdown      as cleanup from any state, then the process ends
 
+With the parameter ``autostart`` true the node runs configure and activate on itself at start
+(the launch file's managed:=true does so), as a lifecycle manager would; false leaves them to one.
+
 rclpy's lifecycle (LifecycleNodeMixin, lifecycle publishers) is the same in Humble and Jazzy.
 """
 
@@ -19,7 +22,9 @@ from __future__ import annotations
 
 from rclpy.lifecycle import LifecycleNodeMixin, LifecycleState, TransitionCallbackReturn
 
+from ..core.parameters import MANAGED_SPECS
 from .node import CameraSegBase, run_node
+from .parameters import descriptor
 
 SUCCESS, FAILURE, ERROR = (TransitionCallbackReturn.SUCCESS, TransitionCallbackReturn.FAILURE,
                            TransitionCallbackReturn.ERROR)
@@ -33,6 +38,16 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
         CameraSegBase.__init__(self, **kwargs)
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True)
         self.lifecycle_state = "unconfigured"
+        for spec in MANAGED_SPECS:
+            self.p[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+        self._autostart_timer = self.create_timer(0.0, self._autostart) if self.p["autostart"] else None
+
+    def _autostart(self) -> None:
+        """configure, then activate, once the executor runs (the launch file's managed:=true
+        asks for it with autostart, instead of launch_ros' LifecycleNode action and events)."""
+        self._autostart_timer.cancel()  # once; cancelled, not destroyed inside its own callback
+        if self.trigger_configure() == SUCCESS:
+            self.trigger_activate()
 
     def destroy_node(self) -> None:
         # rclpy's lifecycle state machine holds the node's handle, so destroy_node alone left the
