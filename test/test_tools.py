@@ -39,6 +39,26 @@ def test_pipeline_benchmark_prints_every_stage(tmp_path, ros_domain):
     assert "frames per second" in res.stdout
 
 
+def test_pipeline_benchmark_keeps_camera_info_fresh_and_refuses_a_grid_that_did_not_run(tmp_path, ros_domain):
+    """CameraInfo comes with every frame, as from a camera, so frames over more than
+    camera_info_timeout all get their grid; a grid that did not run is not reported as a stage
+    time (it would be that of a skipped grid: 0.03 ms instead of 2.6 ms)."""
+    env = dict(os.environ, ROS_DOMAIN_ID=str(ros_domain[0]))
+    cmd = [os.path.join(BIN, "seg-perception"), "bench", "--size", "640x360", "--warmup", "1", "--no-publish"]
+    js = tmp_path / "fresh.json"
+    res = subprocess.run(cmd + ["--frames", "12", "-p", "camera_info_timeout:=0.2", "--json", str(js)],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 0 and "CameraInfo" not in res.stderr, res.stderr[-3000:]
+    result = json.loads(js.read_text())
+    assert result["total_ms"]["median"] * 12 > 200  # the timed frames outlast the timeout
+    assert "grid" in result["stages_ms"]
+    js = tmp_path / "stale.json"
+    res = subprocess.run(cmd + ["--frames", "2", "-p", "camera_info_timeout:=0.000001", "--json", str(js)],
+                         capture_output=True, text=True, timeout=240, env=env)
+    assert res.returncode == 1 and "the grid did not run on 2 of 2" in res.stderr, res.stdout + res.stderr
+    assert "frames per second" not in res.stdout and not js.exists()
+
+
 def _bench_node(kind, tmp_path, ros_domain, *extra):
     js = tmp_path / f"{kind}.json"
     res = subprocess.run([os.path.join(BIN, "seg-perception"), "bench", kind, "--size", "640x360",
