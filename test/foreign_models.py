@@ -48,6 +48,20 @@ class FullResolution(QuarterLogits):
         return out.argmax(1) if self.argmax else out
 
 
+class ConstantReshape(QuarterLogits):
+    """A head that reshapes through a constant shape, as exports with a fixed batch often do
+    (flattening for a per-pixel layer): the graph runs at batch 1 only."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__(classes)
+        self.pixel = nn.Conv1d(classes, classes, 1)  # the per-pixel layer between the reshapes
+
+    def forward(self, x):
+        logits = self.head(self.stem(x))
+        c, h, w = logits.shape[1:]
+        return self.pixel(logits.reshape(1, c, h * w)).reshape(1, c, h, w)
+
+
 def export(module: nn.Module, path: str, height: int, width: int, nhwc: bool = False,
            dynamic_hw: bool = False, external: bool = False, seed: int = 0) -> str:
     torch.manual_seed(seed)

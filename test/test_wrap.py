@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -39,8 +40,7 @@ def foreign(tmp_path_factory):
 
 
 def frames(n=1, h=128, w=256, seed=3):
-    """Street-like frames: smooth gradients with blocks, so the random nets see a spread of inputs.
-    One by default: the models are exported with batch 1, as most are, and the wrap keeps it."""
+    """Street-like frames: smooth gradients with blocks, so the random nets see a spread of inputs."""
     rng = np.random.default_rng(seed)
     out = []
     for _ in range(n):
@@ -296,3 +296,110 @@ def test_opset_11_models_as_mmdeploy_writes_them(tmp_path, kind):
 
         ref = cv2.resize(softmax_max(small)[0], (256, 128), interpolation=cv2.INTER_LINEAR)
         assert np.abs(outs[1][0].astype(int) - np.round(255 * ref).astype(int)).max() <= 1
+
+
+def test_a_fixed_batch_is_made_dynamic_where_the_graph_allows_and_kept_with_the_reason(foreign, tmp_path):
+    """Exports fix the batch at 1 (the foreign models here are exported so); the node batches
+    several cameras' frames where the model takes them, so the wrap frees the batch where the
+    graph runs at another one, and keeps it, saying why, where it does not."""
+    from seg_perception.core.parameters import default_parameters
+    from seg_perception.core.pipeline import batch_note
+
+    src = foreign["quarter"]
+    assert onnx.load(src).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
+    out = str(tmp_path / "free.onnx")
+    report = wrap_model(src, out, WrapOptions(classes=CITYSCAPES), num_frames=3)
+    assert report.batch == "batch" and "fixed at 1" in report.batch_note
+    sess = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    batch = frames(3)
+    together = sess.run(["labels"], {"image": batch})[0]
+    one_by_one = np.concatenate([sess.run(["labels"], {"image": batch[i:i + 1]})[0] for i in range(3)])
+    assert together.shape == (3, 128, 256) and (together == one_by_one).all()
+    with Segmenter.from_file(out, "onnxruntime") as seg:
+        assert seg.backend.max_batch > 1
+    kept = wrap_model(src, str(tmp_path / "kept.onnx"), WrapOptions(classes=CITYSCAPES, keep_batch=True),
+                      num_frames=1)
+    assert kept.batch == "1" and "--keep-batch" in kept.batch_note
+
+    fixed = fm.export(fm.ConstantReshape(19), str(tmp_path / "reshape.onnx"), 128, 256)
+    out = str(tmp_path / "reshape_sp.onnx")
+    report = wrap_model(fixed, out, WrapOptions(classes=CITYSCAPES), num_frames=2)
+    assert report.batch == "1" and report.batch_note.startswith("fixed at 1: the graph does not run at batch 2")
+    assert report.agreement >= 0.999
+    params = default_parameters()
+    params.update(cameras=["front", "left"], max_batch=0)
+    with Segmenter.from_file(out, "onnxruntime") as seg:
+        assert seg.backend.max_batch == 1
+        note = batch_note(params, seg, workers=1)
+    assert "at most 1 frame a run" in note and "does not run at batch 2" in note
+
+
+def test_a_model_with_a_background_channel_last(tmp_path):
+    """Cityscapes models from their authors' repositories often output 19 + 1 channels, a
+    background or ignore class last: --classes cityscapes says so and names the fix;
+    cityscapes+background wraps it, and the node's label_file "" takes the packaged Cityscapes
+    groups, background in none of them."""
+    from seg_perception.core.class_sets import ignored_classes
+    from seg_perception.core.labels import load_label_file
+    from seg_perception.tools.wrap import run_it_lines
+
+    src = fm.export(fm.QuarterLogits(20), str(tmp_path / "espnet_like.onnx"), 128, 256)
+    with pytest.raises(WrapError, match=r"no axis of 19 classes.*--classes cityscapes\+background"):
+        wrap_model(src, str(tmp_path / "x.onnx"), WrapOptions(classes=CITYSCAPES), num_frames=1)
+    classes = load_classes("cityscapes+background")
+    assert [c.name for c in classes] == [c.name for c in CITYSCAPES] + ["background"]
+    assert classes[-1].color == (0, 0, 0) and classes[:19] == CITYSCAPES
+    out = str(tmp_path / "espnet_sp.onnx")
+    report = wrap_model(src, out, WrapOptions(classes=classes), num_frames=2)
+    assert report.classes == 20 and report.agreement >= 0.999
+    with Segmenter.from_file(out, "onnxruntime") as seg:
+        names = seg.info.class_names
+    path = label_file_for(names)
+    assert path and path.endswith("cityscapes.yaml") and ignored_classes(names, path) == ["background"]
+    groups = load_label_file(path, names)
+    assert all("background" not in g for g in groups.groups.values())
+    lines = run_it_lines(out, names)
+    assert lines[0] == f"run it: ros2 launch seg_perception camera_seg.launch.py model:={out}"
+    assert "background in no group" in lines[1] and "label_file:=" not in lines[0]
+    # classes no packaged label file fits: the command names the label file to write
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("classes: [road, person, car]\n")
+    lines = run_it_lines("rel.onnx", [c.name for c in load_classes(str(mine))])
+    assert "label_file:=" in lines[-1] and os.path.abspath("rel.onnx") in lines[-1]
+    with pytest.raises(ClassSetError, match="empty class name"):
+        load_classes("cityscapes+")
+
+
+def test_the_verification_takes_camera_frames_not_label_maps(foreign, tmp_path):
+    """--frames DIR: a data set's folder holds label PNGs beside the frames (PandaSet's
+    label_*.png, one channel); only camera frames are verified on, or those a pattern names."""
+    import cv2
+
+    d = tmp_path / "street"
+    d.mkdir()
+    for i, img in enumerate(frames(3)):
+        cv2.imwrite(str(d / f"front_camera_{i}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(d / f"label_{i}.png"), (img[..., 0] // 32).astype(np.uint8))
+    src = foreign["quarter"]
+    report = wrap_model(src, str(tmp_path / "a.onnx"), WrapOptions(classes=CITYSCAPES), frames_dir=str(d),
+                        num_frames=6)
+    assert report.frames == 3 and "left out 3 one-channel" in report.frames_source
+    report = wrap_model(src, str(tmp_path / "b.onnx"), WrapOptions(classes=CITYSCAPES),
+                        frames_dir=str(d / "front_camera_[01].jpg"), num_frames=6)
+    assert report.frames == 2 and report.agreement >= 0.999
+    (d / "labels_only").mkdir()
+    cv2.imwrite(str(d / "labels_only" / "l.png"), np.zeros((8, 8), np.uint8))
+    with pytest.raises(FileNotFoundError, match="no camera frames"):
+        wrap_model(src, str(tmp_path / "c.onnx"), WrapOptions(classes=CITYSCAPES),
+                   frames_dir=str(d / "labels_only"))
+
+
+def test_the_speed_is_timed_as_the_node_runs_the_model(foreign, tmp_path):
+    """Warm-up runs left out, the node's default thread count, enough runs for a median."""
+    from seg_perception.core.threads import inference_threads
+
+    report = wrap_model(foreign["quarter"], str(tmp_path / "s.onnx"), WrapOptions(classes=CITYSCAPES),
+                        num_frames=1)
+    runs = int(re.search(r"median of (\d+) runs after 2 warm-up runs", report.speed).group(1))
+    assert runs >= 5 and report.ms_per_frame > 0
+    assert f"with {inference_threads(0)} thread" in report.speed and "num_threads 0" in report.speed

@@ -1,5 +1,7 @@
-"""Class sets a model can carry: the packaged ones by name (cityscapes, camvid, camvid_parking)
-or a YAML/JSON file of the user's, and the packaged label file that fits a model's classes.
+"""Class sets a model can carry: the packaged ones by name (cityscapes, camvid, camvid_parking),
+optionally with classes appended (``cityscapes+background``: many Cityscapes models from their
+authors' repositories output the 19 train ids and a background or ignore class last), or a
+YAML/JSON file of the user's; and the packaged label file that fits a model's classes.
 
 A class file is a list of names, a list of {name, color}, or a mapping with such a list under
 ``classes``; a class without a colour gets one from a fixed palette.
@@ -34,14 +36,29 @@ CLASS_SETS: Dict[str, Tuple[Tuple[str, Tuple[int, int, int]], ...]] = {
 }
 
 
+# Names of a class a model outputs but that stands for nothing (a training set's ignore label).
+# A packaged label file fits a model whose classes are the file's plus such classes at the end:
+# they are in no group, so no mask shows them and the grid leaves what they cover unknown.
+IGNORE_CLASS_NAMES = ("background", "ignore", "void", "unlabeled", "unlabelled")
+
+
 class ClassSetError(ValueError):
     """An unknown class set name, or a class file that cannot be read."""
 
 
 def load_classes(name_or_path: str) -> Tuple[ClassInfo, ...]:
-    """The classes of a packaged set (by name) or of a YAML/JSON class file."""
+    """The classes of a packaged set (by name, ``SET+NAME...`` with classes appended) or of a
+    YAML/JSON class file."""
     if name_or_path in CLASS_SETS:
         return tuple(ClassInfo(n, c) for n, c in CLASS_SETS[name_or_path])
+    base, *extra = name_or_path.split("+")
+    if extra and base in CLASS_SETS and not os.path.isfile(name_or_path):
+        known = [{"name": n, "color": list(c)} for n, c in CLASS_SETS[base]]
+        added = [{"name": n, "color": [0, 0, 0] if n.lower() in IGNORE_CLASS_NAMES else
+                  list(palette_color(len(known) + i))} for i, n in enumerate(extra)]
+        if not all(extra):
+            raise ClassSetError(f"--classes {name_or_path!r}: an empty class name after '+'")
+        return parse_classes(known + added, name_or_path)
     if not os.path.isfile(name_or_path):
         raise ClassSetError(f"--classes {name_or_path!r} is neither a packaged class set "
                             f"({', '.join(CLASS_SETS)}) nor a file")
@@ -104,7 +121,23 @@ def packaged_label_files() -> Dict[str, str]:
 
 
 def label_file_for(class_names: Sequence[str]) -> Optional[str]:
-    """The packaged label file written for exactly these classes (its ``classes`` list), or None."""
+    """The packaged label file written for these classes (its ``classes`` list), also for a
+    model that has ignore classes (IGNORE_CLASS_NAMES) after them; or None."""
+    names = list(class_names)
+    while names and names[-1].lower() in IGNORE_CLASS_NAMES and not _exact_file(names):
+        names.pop()
+    return _exact_file(names)
+
+
+def ignored_classes(class_names: Sequence[str], label_path: str) -> List[str]:
+    """The model's trailing ignore classes that the packaged file ``label_path`` does not list."""
+    with open(label_path, "r", encoding="utf-8") as f:
+        listed = list((yaml.safe_load(f) or {}).get("classes") or [])
+    names = list(class_names)
+    return names[len(listed):] if names[:len(listed)] == listed else []
+
+
+def _exact_file(class_names: Sequence[str]) -> Optional[str]:
     for path in packaged_label_files().values():
         with open(path, "r", encoding="utf-8") as f:
             data = yaml.safe_load(f)

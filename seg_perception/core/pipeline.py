@@ -319,8 +319,10 @@ def batch_note(p: Dict[str, Any], segmenter: Segmenter, workers: int) -> str:
     backend = segmenter.backend
     limit = batch_limit(p, segmenter, workers)
     if frames_per_run_asked(p, backend.device, workers) > limit:
+        why = (segmenter.info.source or {}).get("wrap", {}).get("batch", "")
         return (f" (the model takes at most {backend.max_batch} frame{'s' if backend.max_batch > 1 else ''} "
-                "a run: export or wrap it with a dynamic batch dimension)")
+                "a run: " + (f"its wrap says: batch {why})" if why.startswith("fixed") else
+                             "export or wrap it with a dynamic batch dimension)"))
     if one_frame_runs(p, backend.device, workers):
         return (" (max_batch 0 on the CPU with several runs at once: one frame a run, as a batch there "
                 "costs what its frames cost one by one; max_batch N shares N frames among the runs)")

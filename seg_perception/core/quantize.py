@@ -46,31 +46,66 @@ class QuantizeError(RuntimeError):
 
 
 def list_images(folder: str, limit: int = 0) -> List[str]:
-    """Image files of ``folder`` sorted by name; with ``limit``, that many spread evenly over the
-    folder (neighbouring video frames look alike, so the first few are a poor sample)."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"image folder not found: {folder}")
-    paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
-                   if p.lower().endswith(IMAGE_EXTENSIONS))
-    if not paths:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    """Image files of ``folder`` (or matching a glob pattern such as ``dir/front_camera_*.jpg``)
+    sorted by name; with ``limit``, that many spread evenly over them (neighbouring video frames
+    look alike, so the first few are a poor sample)."""
+    paths = _image_paths(folder)
     if limit and len(paths) > limit:
         idx = np.linspace(0, len(paths) - 1, limit).round().astype(int)
         paths = [paths[i] for i in idx]
     return paths
 
 
-def load_images(folder: str, limit: int = 0) -> List[np.ndarray]:
-    """RGB uint8 images of a folder (see list_images)."""
+def _image_paths(folder: str) -> List[str]:
+    if glob.has_magic(folder):
+        paths = sorted(p for p in glob.glob(folder) if p.lower().endswith(IMAGE_EXTENSIONS))
+        if not paths:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) match {folder}")
+        return paths
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    paths = sorted(p for p in glob.glob(os.path.join(folder, "*"))
+                   if p.lower().endswith(IMAGE_EXTENSIONS))
+    if not paths:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return paths
+
+
+def camera_frames(folder: str, limit: int = 0) -> Tuple[List[np.ndarray], List[str]]:
+    """(RGB uint8 camera frames of ``folder`` or a glob pattern, the paths left out): images
+    stored with one channel are label or mask maps (CamVid's annotations, PandaSet's labels
+    beside its frames), not camera frames, and are left out. With ``limit``, that many frames
+    spread evenly over the folder (the next one where a pick is a label map)."""
     import cv2
 
-    out = []
-    for p in list_images(folder, limit):
-        bgr = cv2.imread(p, cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise ValueError(f"cannot decode image {p}")
-        out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    return out
+    paths = _image_paths(folder)
+    n = len(paths)
+    picks = list(dict.fromkeys(np.linspace(0, n - 1, min(limit, n)).round().astype(int).tolist())) if limit else []
+    chosen = set(picks)
+    order = picks + [i for i in range(n) if i not in chosen]  # a label map's place goes to the next
+    frames: Dict[int, np.ndarray] = {}
+    skipped: List[str] = []
+    for i in order:
+        if limit and len(frames) >= limit:
+            break
+        img = cv2.imread(paths[i], cv2.IMREAD_UNCHANGED)
+        if img is None:
+            raise ValueError(f"cannot decode image {paths[i]}")
+        if img.ndim == 2:
+            skipped.append(paths[i])
+            continue
+        if img.dtype != np.uint8:
+            img = (img // 257).astype(np.uint8)  # 16-bit PNG
+        frames[i] = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB if img.shape[2] == 4 else cv2.COLOR_BGR2RGB)
+    if not frames:
+        raise FileNotFoundError(f"no camera frames in {folder}: its {n} images all have one channel "
+                                "(label or mask maps); point it at the camera images")
+    return [frames[i] for i in sorted(frames)], sorted(skipped)
+
+
+def load_images(folder: str, limit: int = 0) -> List[np.ndarray]:
+    """RGB uint8 camera frames of a folder or glob pattern (see camera_frames)."""
+    return camera_frames(folder, limit)[0]
 
 
 def sample_frames(count: int, height: int, width: int, first: int = 0, step: int = 7

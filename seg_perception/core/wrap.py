@@ -50,6 +50,7 @@ class WrapOptions:
     output: str = ""                            # which output is the segmentation (default: the first)
     fit: str = "stretch"                        # how camera frames are fitted (metadata)
     confidence: bool = True                     # add the confidence output (logits models)
+    keep_batch: bool = False                    # keep a fixed batch (else made dynamic where it can be)
 
 
 @dataclasses.dataclass
@@ -64,10 +65,12 @@ class WrapReport:
     agreement: float = 0.0
     frames: int = 0
     frames_source: str = ""
-    ms_per_frame: float = 0.0
+    ms_per_frame: float = 0.0     # the wrapped model as the node runs it (see speed)
+    speed: str = ""               # how ms_per_frame was measured
     confidence: bool = False
     external_data: bool = False
-    batch: str = "N"              # the batch dimension kept from the original (fixed or dynamic)
+    batch: str = "N"              # the wrapped batch dimension: a number (fixed) or a name (dynamic)
+    batch_note: str = ""          # what became of the original's batch dimension, and why
 
     def to_dict(self) -> Dict[str, Any]:
         return dataclasses.asdict(self)
@@ -149,13 +152,14 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
     probe = _probe_output(model, inp, out_name, layout, height, width)
     kind, out_hw, channels_last = _output_kind(probe, len(opts.classes), out_name)
 
-    batch = inp.dims[0] if isinstance(inp.dims[0], int) and inp.dims[0] > 0 else "batch"
+    batch, batch_note = _batch_dimension(model, inp, out_name, layout, height, width, opts.keep_batch)
     _add_preprocess(model, inp, layout, opts, batch, height, width)
     with_confidence = opts.confidence and kind == "logits"
     add_postprocess(model, out_name, kind, probe.ndim, channels_last, out_hw, (height, width), batch,
                     with_confidence, opset)
 
-    info = _wrapped_info(src, opts, height, width, layout, out_name, kind, out_hw, with_confidence)
+    info = _wrapped_info(src, opts, height, width, layout, out_name, kind, out_hw, with_confidence,
+                         batch_note)
     from .model_info import set_onnx_metadata
 
     set_onnx_metadata(model, info)
@@ -170,12 +174,13 @@ def wrap_model(src: str, dst: str, opts: WrapOptions, frames_dir: str = "", num_
                         output=f"{out_name} {kind} {probe.dtype} {list(probe.shape)}",
                         kind=kind, model_size=(height, width), output_size=out_hw,
                         classes=len(opts.classes), confidence=with_confidence, external_data=external,
-                        batch=str(batch))
+                        batch=str(batch), batch_note=batch_note)
     _verify(src, dst, inp, layout, opts, kind, channels_last, out_name, (height, width), frames_dir,
             num_frames, report)
     if report.agreement < min_agreement:
         raise WrapError(f"the wrapped model agrees with the original on {100 * report.agreement:.3f}% of "
                         f"the pixels, below {100 * min_agreement:.1f}%: wrote {dst} but do not use it")
+    report.ms_per_frame, report.speed = time_as_the_node_runs_it(dst)
     return report
 
 
@@ -205,7 +210,7 @@ def _read_model(src: str):
 
 
 def _wrapped_info(src: str, opts: WrapOptions, height: int, width: int, layout: str, out_name: str,
-                  kind: str, out_hw: Tuple[int, int], with_confidence: bool) -> ModelInfo:
+                  kind: str, out_hw: Tuple[int, int], with_confidence: bool, batch_note: str) -> ModelInfo:
     """The metadata of the wrapped model: the contract's names, and how it was wrapped."""
     info = ModelInfo(classes=tuple(opts.classes), input_height=height, input_width=width, fit=opts.fit,
                      mean=tuple(m / opts.value_range for m in opts.mean),
@@ -217,7 +222,7 @@ def _wrapped_info(src: str, opts: WrapOptions, height: int, width: int, layout: 
                              "wrap": {"value_range": opts.value_range, "mean": list(opts.mean),
                                       "std": list(opts.std), "bgr": opts.bgr, "layout": layout,
                                       "output": out_name, "kind": kind,
-                                      "output_size": list(out_hw)}})
+                                      "output_size": list(out_hw), "batch": batch_note}})
     info.validate()
     return info
 
@@ -256,12 +261,13 @@ def _fix_input_dims(model, inp: _Io, layout: str, height: int, width: int) -> No
                 dims[axis].dim_value = value
 
 
-def _probe_output(model, inp: _Io, out_name: str, layout: str, height: int, width: int) -> np.ndarray:
-    """The segmentation output of the original model on one zero frame: its real shape and type
-    (exporters often leave output shapes symbolic)."""
+def _probe_output(model, inp: _Io, out_name: str, layout: str, height: int, width: int,
+                  batch: int = 1) -> np.ndarray:
+    """The segmentation output of the original model on ``batch`` zero frames: its real shape
+    and type (exporters often leave output shapes symbolic)."""
     import onnxruntime as ort
 
-    shape = (1, 3, height, width) if layout == "nchw" else (1, height, width, 3)
+    shape = (batch, 3, height, width) if layout == "nchw" else (batch, height, width, 3)
     dtype = {1: np.float32, 10: np.float16, 2: np.uint8}[inp.elem_type]
     if model.ByteSize() > 1_900_000_000:
         raise WrapError("models over 2 GB are not supported by the wrap")
@@ -269,7 +275,7 @@ def _probe_output(model, inp: _Io, out_name: str, layout: str, height: int, widt
         sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
         return sess.run([out_name], {inp.name: np.zeros(shape, dtype)})[0]
     except Exception as exc:
-        raise WrapError(f"ONNX Runtime cannot run the model at {height}x{width}: {exc}") from exc
+        raise WrapError(f"ONNX Runtime cannot run the model at {height}x{width}, batch {batch}: {exc}") from exc
 
 
 def _output_kind(out: np.ndarray, num_classes: int, name: str) -> Tuple[str, Tuple[int, int], bool]:
@@ -288,8 +294,49 @@ def _output_kind(out: np.ndarray, num_classes: int, name: str) -> Tuple[str, Tup
         return "logits", (out.shape[2], out.shape[3]), False
     if out.shape[3] == num_classes:
         return "logits", (out.shape[1], out.shape[2]), True
+    hint = ""
+    if num_classes + 1 in (out.shape[1], out.shape[3]):
+        hint = (f". One channel more than the classes: many models from their authors' repositories "
+                f"output a background or ignore class last; name it, e.g. --classes cityscapes+background")
     raise WrapError(f"output {name!r} has shape {list(out.shape)}: no axis of {num_classes} classes. "
-                    f"--classes gives {num_classes} classes; the model's logits say how many it has")
+                    f"--classes gives {num_classes} classes; the model's logits say how many it has{hint}")
+
+
+def _batch_dimension(model, inp: _Io, out_name: str, layout: str, height: int, width: int,
+                     keep: bool) -> Tuple[Any, str]:
+    """(the wrapped batch dimension, what became of the original's and why). Most exports fix
+    the batch at 1; the node batches several cameras' frames where the model lets it, so a fixed
+    batch is made dynamic where the graph runs at another batch (ONNX Runtime tries batch 2), and
+    kept, with the reason, where it cannot (a Reshape to a constant shape, say)."""
+    fixed = inp.dims[0] if isinstance(inp.dims[0], int) and inp.dims[0] > 0 else None
+    if fixed is None:
+        return "batch", "dynamic, as in the original"
+    if keep:
+        return fixed, f"fixed at {fixed}, as in the original (--keep-batch)"
+    import copy
+
+    trial = copy.deepcopy(model)
+    _free_batch(trial, inp.name)
+    try:
+        out = _probe_output(trial, inp, out_name, layout, height, width, batch=2)
+    except WrapError as exc:
+        reason = str(exc).splitlines()[0][:300]
+        return fixed, f"fixed at {fixed}: the graph does not run at batch 2 ({reason})"
+    if out.shape[0] != 2:
+        return fixed, f"fixed at {fixed}: at batch 2 the graph returns a batch of {out.shape[0]}"
+    _free_batch(model, inp.name)
+    return "batch", f"dynamic (the original's was fixed at {fixed})"
+
+
+def _free_batch(model, input_name: str) -> None:
+    """The batch dimension of the input and the outputs made a name; the intermediate shapes an
+    exporter recorded (at its fixed batch) are dropped, ONNX Runtime infers them again."""
+    for v in [v for v in model.graph.input if v.name == input_name] + list(model.graph.output):
+        dims = v.type.tensor_type.shape.dim
+        if len(dims):
+            dims[0].ClearField("dim_value")
+            dims[0].dim_param = "batch"
+    del model.graph.value_info[:]
 
 
 def _add_preprocess(model, inp: _Io, layout: str, opts: WrapOptions, batch, height: int,
@@ -346,14 +393,18 @@ def _reference_ids(out: np.ndarray, kind: str, channels_last: bool, in_hw: Tuple
 
 def _verify(src: str, dst: str, inp: _Io, layout: str, opts: WrapOptions, kind: str, channels_last: bool,
             out_name: str, in_hw: Tuple[int, int], frames_dir: str, num_frames: int, report: WrapReport) -> None:
+    """The wrapped ids against argmax of the original's output, frame by frame; a dynamic batch
+    also as one batch of all frames against those."""
     import onnxruntime as ort
 
-    from .quantize import fit_to_model, load_images, sample_frames
+    from .quantize import camera_frames, fit_to_model, sample_frames
 
     height, width = in_hw
     if frames_dir:
         probe_info = ModelInfo(classes=tuple(opts.classes), input_height=height, input_width=width, fit=opts.fit)
-        frames, source = fit_to_model(load_images(frames_dir, num_frames), probe_info), frames_dir
+        images, skipped = camera_frames(frames_dir, num_frames)
+        frames = fit_to_model(images, probe_info)
+        source = frames_dir + (f" (left out {len(skipped)} one-channel label or mask images)" if skipped else "")
     else:
         frames, source = np.stack(sample_frames(num_frames, height, width)), "seg_perception sample frames"
     options = ort.SessionOptions()
@@ -362,18 +413,55 @@ def _verify(src: str, dst: str, inp: _Io, layout: str, opts: WrapOptions, kind: 
     dtype = {1: np.float32, 10: np.float16, 2: np.uint8}[inp.elem_type]
     shape = original.get_inputs()[0].shape
     agree = total = 0
-    seconds = []
+    got_each = []
     for frame in frames:
         batch = frame[None]
         x = normalised_input(batch, layout, opts, dtype)
         if any(isinstance(d, int) and d != v for d, v in zip(shape, x.shape)):
             raise WrapError(f"the original model wants {shape}, the verification made {list(x.shape)}")
         ref = _reference_ids(original.run([out_name], {inp.name: x})[0], kind, channels_last, in_hw)
-        t0 = time.perf_counter()
         got = wrapped.run(["labels"], {"image": batch})[0]
-        seconds.append(time.perf_counter() - t0)
+        got_each.append(got[0])
         agree += int((got == ref).sum())
         total += int(ref.size)
     report.agreement = agree / max(1, total)
     report.frames, report.frames_source = len(frames), source
-    report.ms_per_frame = 1e3 * float(np.median(seconds))
+    if not report.batch.isdigit() and len(frames) > 1:
+        together = wrapped.run(["labels"], {"image": np.ascontiguousarray(frames)})[0]
+        same = float((together == np.stack(got_each)).mean())
+        if same < MIN_WRAP_AGREEMENT:
+            raise WrapError(f"the wrapped model's batch of {len(frames)} frames agrees with the same "
+                            f"frames one by one on {100 * same:.3f}% of the pixels: the graph mixes "
+                            "frames of a batch; wrap it with --keep-batch")
+
+
+def time_as_the_node_runs_it(path: str, min_runs: int = 5, max_runs: int = 30,
+                             seconds: float = 3.0) -> Tuple[float, str]:
+    """(median ms per frame, how it was measured): the wrapped model in the project's ONNX
+    Runtime backend with the thread count the node gives it by default (num_threads 0), two
+    warm-up runs left out (the first run of a session allocates and plans), then at least
+    ``min_runs`` runs and as many as fit ``seconds`` (at most ``max_runs``)."""
+    from .segmenter import Segmenter
+    from .threads import inference_threads
+
+    threads = inference_threads(0)
+    with Segmenter.from_file(path, "onnxruntime", num_threads=threads, providers=["CPUExecutionProvider"]) as seg:
+        info = seg.info
+        frame = np.stack(sample_frames_for(info.input_height, info.input_width))
+        for _ in range(2):
+            seg.backend.infer_with_confidence(frame)
+        times: List[float] = []
+        end = time.perf_counter() + seconds
+        while len(times) < min_runs or (len(times) < max_runs and time.perf_counter() < end):
+            t0 = time.perf_counter()
+            seg.backend.infer_with_confidence(frame)
+            times.append(time.perf_counter() - t0)
+    how = (f"ONNX Runtime on the CPU with {threads} thread{'s' if threads > 1 else ''}, as the node runs "
+           f"it with num_threads 0 on this machine; median of {len(times)} runs after 2 warm-up runs")
+    return 1e3 * float(np.median(times)), how
+
+
+def sample_frames_for(height: int, width: int) -> List[np.ndarray]:
+    from .quantize import sample_frames
+
+    return sample_frames(1, height, width)

@@ -304,10 +304,14 @@ class CameraSegBase(FramePath, Node):
         if empty:
             self.get_logger().warning(f"always empty masks: {self.empty_masks} in {self.label_path} "
                                       "(Cityscapes' 19 train ids, for one, have no parking class)")
+        grouped = {n for names in pipeline.groups.groups.values() for n in names}
+        ungrouped = [n for n in info.class_names if n not in grouped]
         self.get_logger().info(
             f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
-            f"({self.backend_reason}); labels {self.label_path}; OpenCV threads {cv_threads}; "
+            f"({self.backend_reason}); labels {self.label_path}"
+            + (f" (in no group, so in no mask and unknown to the grid: {', '.join(ungrouped)})" if ungrouped else "")
+            + f"; OpenCV threads {cv_threads}; "
             f"loaded in {time.monotonic() - t0:.1f} s")
         for name, pl in pipelines.items():
             self.cameras[name].pipeline = pl
