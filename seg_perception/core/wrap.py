@@ -271,8 +271,11 @@ def _probe_output(model, inp: _Io, out_name: str, layout: str, height: int, widt
     dtype = {1: np.float32, 10: np.float16, 2: np.uint8}[inp.elem_type]
     if model.ByteSize() > 1_900_000_000:
         raise WrapError("models over 2 GB are not supported by the wrap")
+    options = ort.SessionOptions()
+    if batch != 1:  # a trial (see _batch_dimension): its failure is an answer, not an error to log
+        options.log_severity_level = 4
     try:
-        sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
         return sess.run([out_name], {inp.name: np.zeros(shape, dtype)})[0]
     except Exception as exc:
         raise WrapError(f"ONNX Runtime cannot run the model at {height}x{width}, batch {batch}: {exc}") from exc
