@@ -39,6 +39,18 @@ def _deeplab_mnv3(num_classes: int) -> nn.Module:
                                         num_classes=num_classes, aux_loss=False)
 
 
+def _espnetv2(width: float):
+    def build(num_classes: int) -> nn.Module:
+        from .espnetv2 import ESPNetV2Seg
+
+        return ESPNetV2Seg(num_classes=num_classes, width=width)
+    return build
+
+
+for _width in (1.0, 1.5, 2.0):  # the widths of the authors' Cityscapes weights (core/pretrained.py)
+    ARCHITECTURES[f"espnetv2_s{_width:.1f}"] = _espnetv2(_width)
+
+
 class TinyFCN(nn.Module):
     """A small fully convolutional network (a few thousand weights) for tests and smoke runs.
 

@@ -18,6 +18,7 @@ COMMANDS = {
     "demo": ("demo", "run the node on the sample camera stream and save what it publishes"),
     "bench": ("bench", "per-stage timings and frames per second of the pipeline (and backends)"),
     "export": ("export", "export a trained checkpoint to ONNX with metadata, verified against PyTorch"),
+    "import-espnetv2": ("import_espnetv2", "ESPNetv2 Cityscapes weights (their authors') -> checkpoint and ONNX"),
     "wrap": ("wrap", "make a segmentation ONNX from elsewhere meet the project's contract, verified"),
     "build-engine": ("build_engine", "build (or reuse from cache) a TensorRT engine from ONNX"),
     "compare": ("compare", "pixel agreement between backends or precisions over an image folder"),
