@@ -327,3 +327,41 @@ def test_shipped_model_segments_the_sample_drive():
         assert labels.max() < len(CAMVID_PARKING_CLASSES)
         drivable = binary_iou(np.isin(truth, [ROAD, PARKING]), np.isin(labels, [ROAD, PARKING]))
         assert drivable >= SAMPLE_MIN_DRIVABLE_IOU, f"frame {index}: drivable IoU {drivable:.3f}"
+
+
+def test_a_cityscapes_class_model_trains_on_camvid_labels_refined_by_a_teacher(tmp_path):
+    """--classes cityscapes_parking: CamVid's labels go through the teacher (cached once in the
+    run directory), the model has Cityscapes' 19 classes and parking, and it is scored on
+    CamVid's classes. The teacher here is a random tiny model with the pretrained weights'
+    20 classes (cityscapes+background)."""
+    from seg_perception.core.class_sets import load_classes
+    from seg_perception.core.export import fresh_model, save_checkpoint
+    from seg_perception.core.segmenter import Segmenter
+    from seg_perception.tools.cli import main
+
+    root = write_camvid(tmp_path / "camvid", 4, 48, 64)
+    teacher_net, teacher_info = fresh_model("tiny_fcn", 48, 64, classes=load_classes("cityscapes+background"))
+    teacher = str(tmp_path / "teacher.pt")
+    save_checkpoint(teacher_net, teacher_info, teacher)
+    onnx_path = tmp_path / "out" / "cs.onnx"
+    argv = ["train", "--data", root, "--run-dir", str(tmp_path / "run"), "--input-size", "48x64",
+            "--crop", "48x64", "--epochs", "1", "--batch-size", "2", "--max-steps", "2", "--test-split", "",
+            "--classes", "cityscapes_parking", "--teacher", teacher, "--init-from", teacher,
+            "--architecture", "tiny_fcn", "--export", str(onnx_path)]
+    assert main(argv) == 0
+    log = (tmp_path / "run" / "train.log").read_text()
+    assert "refined 4 frames' labels" in log and "tensors of another shape" not in log
+    cached = list((tmp_path / "run").glob("refined_*.npy"))
+    assert len(cached) == 1 and np.load(cached[0]).shape == (4, 48, 64)
+    assert "val mIoU" in log  # scored on CamVid's classes
+    seg = Segmenter.from_file(str(onnx_path), backend="onnxruntime")
+    assert seg.info.class_names[-1] == "parking" and seg.info.num_classes == 20
+    assert "refined by teacher.pt" in seg.info.source["dataset"]
+    # a second run takes the cached labels: no teacher pass
+    argv[argv.index("--run-dir") + 1] = str(tmp_path / "run")
+    assert main(argv + ["--resume"]) == 0
+    assert (tmp_path / "run" / "train.log").read_text().count("refined 4 frames' labels") == 1
+    # without a teacher it says what it needs
+    assert main(["train", "--data", root, "--run-dir", str(tmp_path / "run2"), "--input-size", "48x64",
+                 "--crop", "48x64", "--classes", "cityscapes_parking", "--architecture", "tiny_fcn",
+                 "--max-steps", "1"]) == 2

@@ -31,6 +31,8 @@ CITYSCAPES_CLASSES: Tuple[Tuple[str, Tuple[int, int, int]], ...] = (
 
 CLASS_SETS: Dict[str, Tuple[Tuple[str, Tuple[int, int, int]], ...]] = {
     "cityscapes": CITYSCAPES_CLASSES,
+    # the default model's: Cityscapes' 19 and the project's painted Parking (Cityscapes' colour)
+    "cityscapes_parking": CITYSCAPES_CLASSES + (("parking", (250, 170, 160)),),
     "camvid": CAMVID_CLASSES,
     "camvid_parking": CAMVID_PARKING_CLASSES,
 }

@@ -46,6 +46,19 @@ def _data_arguments(g, d) -> None:
 def _schedule_arguments(g, d) -> None:
     g.add_argument("--architecture", default=d.architecture,
                    help="model from core.torch_models.ARCHITECTURES")
+    g.add_argument("--classes", choices=["camvid_parking", "cityscapes_parking"], default=d.classes,
+                   help="the model's classes: CamVid's 11 + Parking, or Cityscapes' 19 + Parking "
+                        "(needs --teacher)")
+    g.add_argument("--teacher", default=d.teacher, metavar="PATH.pt",
+                   help="a pretrained Cityscapes model (project checkpoint, e.g. from "
+                        "`seg-perception import-espnetv2`) that splits CamVid's coarse labels into "
+                        "Cityscapes classes and labels what CamVid leaves unlabelled")
+    g.add_argument("--teacher-min-confidence", type=float, default=d.teacher_min_confidence,
+                   help="an unlabelled pixel takes the teacher's class only this sure (0.7)")
+    g.add_argument("--freeze-bn", action="store_true",
+                   help="keep BatchNorm statistics as pretrained (small batches of a pretrained net)")
+    g.add_argument("--max-class-weight", type=float, default=d.max_class_weight,
+                   help="cap of a class's loss weight (rare classes)")
     g.add_argument("--input-size", type=_size, default=d.input_size,
                    help="model input HxW (frames are stretched to it)")
     g.add_argument("--epochs", type=int, default=d.epochs)
@@ -124,6 +137,8 @@ def config_from_args(args):
         kerb_parking=args.kerb_parking, parked_cars=args.parked_cars,
         photometric=args.photometric, aspect=tuple(args.aspect), init_from=args.init_from,
         ema=args.ema, bn_momentum=args.bn_momentum, threads=args.threads, device=args.device,
+        classes=args.classes, teacher=args.teacher, teacher_min_confidence=args.teacher_min_confidence,
+        freeze_bn=args.freeze_bn, max_class_weight=args.max_class_weight,
         workers=args.workers, val_every=args.val_every,
         log_every=args.log_every, max_steps=args.max_steps, limit=args.limit, seed=args.seed,
         time_budget_s=60.0 * args.time_budget)
@@ -151,9 +166,11 @@ def run(args) -> int:
     if args.workers < 0:
         print(f"--workers must be >= 0, got {args.workers}")
         return 2
-    if args.init_from and not os.path.isfile(args.init_from):
-        print(f"--init-from: no such checkpoint {args.init_from}")
-        return 2
+    for flag in ("init_from", "teacher"):
+        path = getattr(args, flag)
+        if path and not os.path.isfile(path):
+            print(f"--{flag.replace('_', '-')}: no such checkpoint {path}")
+            return 2
     cfg = config_from_args(args)
     if os.path.abspath(cfg.run_dir).startswith(os.path.dirname(os.path.dirname(
             os.path.abspath(__file__)))):

@@ -100,8 +100,15 @@ class SegmentationTrainSet(Dataset):
     def __init__(self, data: LabelledSet, transforms: v2.Compose, paint_parking_p: float = 0.0,
                  seed: int = 0, paint_markings_p: float = 0.0, kerb_p: float = 0.0,
                  car_p: float = 0.0, photometric_strength: float = 0.0,
-                 aspect: Tuple[float, float] = (1.0, 1.0)) -> None:
+                 aspect: Tuple[float, float] = (1.0, 1.0), targets: Optional[List[np.ndarray]] = None,
+                 primary: Optional[np.ndarray] = None) -> None:
+        """``targets``: each frame's labels in the model's classes when they are not the
+        CamVid-parking ids of ``data`` (core/training/refine.py); painting still works on the
+        CamVid labels, and what it changes goes into the target labels as ``primary`` (a
+        256-entry table: CamVid-parking id -> target class) says."""
         self.data = data
+        self.targets = targets
+        self.primary = primary
         self.transforms = transforms
         self.paint_parking_p = float(paint_parking_p)
         self.paint_markings_p = float(paint_markings_p)
@@ -121,14 +128,23 @@ class SegmentationTrainSet(Dataset):
         return len(self.data)
 
     def sample(self, index: int, paint: Optional[bool] = None):
-        """The painted frame (markings, bays) before augmentation."""
+        """The painted frame (markings, bays) before augmentation, with its labels in the
+        model's classes."""
         image, label = self.data.images[index], self.data.labels[index]
+        original = label
         if self.paint_markings_p > 0 and self.rng.random() < self.paint_markings_p:
             image, label, _ = paint_road_markings(image, label, self.rng)
         if paint if paint is not None else self.rng.random() < self.paint_parking_p:
             image, label, _ = paint_parking(image, label, self.rng, cars=self.cars,
                                             kerb_p=self.kerb_p, car_p=self.car_p)
-        return image, label
+        if self.targets is None:
+            return image, label
+        target = self.targets[index]
+        if label is not original:
+            changed = label != original
+            target = target.copy()
+            target[changed] = self.primary[label[changed]]
+        return image, target
 
     def __getitem__(self, index: int):
         image, label = self.sample(index)

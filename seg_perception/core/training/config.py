@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
-from ..datasets import CAMVID_PARKING_CLASSES
+from ..datasets import CITYSCAPES_PARKING
 from ..model_info import ClassInfo, ModelInfo
 
 
@@ -16,6 +16,14 @@ class TrainConfig:
     run_dir: str
     layout: str = "camvid"
     architecture: str = "lraspp_mobilenet_v3_large"
+    # The model's classes: camvid_parking (CamVid's 11 and painted Parking) or cityscapes_parking
+    # (Cityscapes' 19 and painted Parking; CamVid's labels refined with ``teacher``).
+    classes: str = "camvid_parking"
+    # A pretrained Cityscapes model (project checkpoint) that splits CamVid's coarse labels into
+    # Cityscapes classes and labels what CamVid leaves unlabelled where it is sure enough
+    # (core/training/refine.py): what Cityscapes taught, kept where CamVid says nothing or too little.
+    teacher: Optional[str] = None
+    teacher_min_confidence: float = 0.7
     train_splits: Tuple[str, ...] = ("train",)
     val_split: Optional[str] = "val"
     test_split: Optional[str] = "test"
@@ -44,6 +52,10 @@ class TrainConfig:
     # running statistics then lag the fast-changing weights for thousands of steps and eval-mode
     # predictions collapse to one class. 0.1 (PyTorch's default) tracks them.
     bn_momentum: float = 0.1
+    # BatchNorm layers kept in eval mode (their pretrained statistics): fine-tuning a pretrained
+    # network with batches of a few crops, the batch statistics are too noisy to learn.
+    freeze_bn: bool = False
+    max_class_weight: float = 50.0
     threads: int = 1
     # "cpu" or a torch CUDA device ("cuda", "cuda:1"): on CUDA the steps run in bfloat16
     # autocast and ``workers`` processes prepare the augmented batches (the CPU is then the limit).
@@ -64,9 +76,22 @@ class TrainConfig:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
 
 
+TRAIN_CLASSES = ("camvid_parking", CITYSCAPES_PARKING)
+
+
 def camvid_parking_info(architecture: str, input_size: Tuple[int, int],
                         source: Optional[Dict[str, Any]] = None) -> ModelInfo:
+    return model_info(architecture, input_size, "camvid_parking", source)
+
+
+def model_info(architecture: str, input_size: Tuple[int, int], classes: str = "camvid_parking",
+               source: Optional[Dict[str, Any]] = None) -> ModelInfo:
+    """The metadata of a model trained for the class set ``classes`` (TRAIN_CLASSES)."""
+    from ..class_sets import CLASS_SETS
+
+    if classes not in TRAIN_CLASSES:
+        raise ValueError(f"unknown training classes {classes!r}; known: {list(TRAIN_CLASSES)}")
     return ModelInfo(
-        classes=tuple(ClassInfo(name, color) for name, color in CAMVID_PARKING_CLASSES),
+        classes=tuple(ClassInfo(name, color) for name, color in CLASS_SETS[classes]),
         input_height=int(input_size[0]), input_width=int(input_size[1]), fit="stretch",
         architecture=architecture, source=dict(source or {}))

@@ -18,24 +18,47 @@ from ..datasets import CAMVID_PARKING_CLASSES
 from ..export import export_onnx, save_checkpoint
 from ..torch_models import ClassMapModel, build_wrapped_model
 from .augment import SegmentationTrainSet, train_transforms
-from .config import TrainConfig, camvid_parking_info
+from .config import TrainConfig, model_info
 from .data import IGNORE, class_frequencies, has_split, load_split
 from .loss import class_weights
 from .parking import paint_parking
-from .scoring import evaluate_predictions, format_summary
+from .scoring import camvid_lut, evaluate_predictions, format_summary
 
 log = logging.getLogger("seg_perception.train")
 
 
 # ----------------------------------------------------------------------------- evaluation
 
-def torch_predictor(wrapped: nn.Module) -> Callable[[np.ndarray], np.ndarray]:
+def torch_predictor(wrapped: nn.Module, to_camvid: Optional[np.ndarray] = None
+                    ) -> Callable[[np.ndarray], np.ndarray]:
+    """uint8 frames -> class ids (``to_camvid``: mapped to CamVid-parking ids for scoring)."""
     def predict(images: np.ndarray) -> np.ndarray:
         wrapped.eval()
         device = next(wrapped.parameters()).device
         with torch.inference_mode():
-            return wrapped(torch.from_numpy(images).to(device)).cpu().numpy()
+            ids = wrapped(torch.from_numpy(images).to(device)).cpu().numpy()
+        return ids if to_camvid is None else to_camvid[ids]
     return predict
+
+
+def teacher_probabilities(path: str, target_names, threads: int = 1):
+    """The teacher (a project checkpoint) as a function of uint8 frames -> probabilities over
+    ``target_names`` [N, C, H, W]: its classes taken by name, a target class it lacks at 0."""
+    from ..export import load_checkpoint
+
+    wrapped, info = load_checkpoint(path)
+    wrapped.eval()
+    index = [info.class_names.index(n) if n in info.class_names else -1 for n in target_names]
+
+    def probs(images: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            p = torch.softmax(wrapped.logits(torch.from_numpy(images)), dim=1).numpy()
+        out = np.zeros((p.shape[0], len(index)) + p.shape[2:], np.float32)
+        for t, i in enumerate(index):
+            if i >= 0:
+                out[:, t] = p[:, i]
+        return out
+    return probs
 
 
 def _seed_worker(worker_id: int) -> None:
@@ -110,21 +133,60 @@ class Trainer:
         self.log(f"data: {len(self.train_data)} training frames ({'+'.join(c.train_splits)}), "
                  f"{len(self.val_data) if self.val_data else 0} validation frames "
                  f"({c.layout} layout, {size[1]}x{size[0]}) in {time.perf_counter() - t0:.1f} s")
+        self.targets = self._refined_targets() if c.classes != "camvid_parking" else None
+
+    def _refined_targets(self) -> List[np.ndarray]:
+        """The training labels in the model's classes, refined by the teacher (cached in the run
+        directory: one teacher pass over the frames)."""
+        from .refine import cache_key, cached_refined, refine_set
+
+        c = self.cfg
+        if not c.teacher:
+            raise ValueError(f"--classes {c.classes} needs --teacher: a pretrained Cityscapes model "
+                             "(project checkpoint) that refines CamVid's labels")
+        names = model_info(c.architecture, c.input_size, c.classes).class_names
+        key = cache_key(c.teacher, self.train_data, c.teacher_min_confidence)
+        path = os.path.join(c.run_dir, f"refined_{key}.npy")
+
+        def make() -> List[np.ndarray]:
+            t0 = time.perf_counter()
+            teacher = teacher_probabilities(c.teacher, names)
+            out = refine_set(self.train_data, teacher, names, c.teacher_min_confidence,
+                             progress=lambda d, n: d % 40 == 0 and self.log(f"refining labels: {d}/{n}"))
+            self.log(f"refined {len(out)} frames' labels with {os.path.basename(c.teacher)} in "
+                     f"{time.perf_counter() - t0:.0f} s")
+            return out
+        targets = cached_refined(path, self.train_data, make)
+        labelled = np.mean([np.mean(t != IGNORE) for t in targets])
+        before = np.mean([np.mean(lab != IGNORE) for lab in self.train_data.labels])
+        self.log(f"refined labels ({path}): {100 * labelled:.1f}% of pixels labelled "
+                 f"({100 * before:.1f}% in CamVid's)")
+        return targets
 
     def estimate_frequencies(self, sample: int = 40) -> np.ndarray:
-        """Class pixel shares of the training stream, Parking included: the painted share is
-        estimated by painting a sample of frames once."""
-        n = len(CAMVID_PARKING_CLASSES)
-        freq = class_frequencies(self.train_data.labels, n)
+        """Class pixel shares of the training stream in the model's classes, Parking included:
+        the painted share is estimated by painting a sample of frames once."""
+        n = self.info.num_classes
+        labels = self.targets if self.targets is not None else self.train_data.labels
+        freq = class_frequencies(labels, n)
         p = self.cfg.paint_parking
         if p > 0:
             rng = np.random.default_rng(self.cfg.seed + 7)
             idx = rng.choice(len(self.train_data), min(sample, len(self.train_data)), replace=False)
-            before = class_frequencies([self.train_data.labels[i] for i in idx], n)
+            camvid = len(CAMVID_PARKING_CLASSES)
+            before = class_frequencies([self.train_data.labels[i] for i in idx], camvid)
             after = class_frequencies([paint_parking(self.train_data.images[i],
                                                      self.train_data.labels[i], rng)[1]
-                                       for i in idx], n)
-            freq = np.clip(freq + p * (after - before), 0.0, None)
+                                       for i in idx], camvid)
+            change = p * (after - before)  # in CamVid-parking ids: into the model's classes
+            if self.targets is not None:
+                from .refine import primary_class
+
+                lut, moved = primary_class(self.info.class_names), np.zeros(n)
+                for camvid_id, delta in enumerate(change):
+                    moved[lut[camvid_id]] += delta
+                change = moved
+            freq = np.clip(freq + change, 0.0, None)
             freq = freq / freq.sum()
         return freq
 
@@ -194,6 +256,10 @@ class Trainer:
             dataset.set_epoch(epoch)
             order = np.random.default_rng([c.seed, epoch, 1]).permutation(len(dataset))
             self.wrapped.train()
+            if c.freeze_bn:  # pretrained statistics: a few crops a batch cannot estimate them
+                for module in self.wrapped.modules():
+                    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                        module.eval()
             t_epoch, losses, stop = time.perf_counter(), [], False
             for images, labels in self._batches(dataset, order[:steps_per_epoch * c.batch_size]):
                 t_step = time.perf_counter()
@@ -222,22 +288,27 @@ class Trainer:
         """Model (optionally from ``init_from``), optimizer and EMA on ``device``; returns the
         class-weighted loss."""
         c = self.cfg
-        self.info = camvid_parking_info(c.architecture, c.input_size)
+        self.info = model_info(c.architecture, c.input_size, c.classes)
+        self.to_camvid = camvid_lut(self.info.class_names)
         self.wrapped = build_wrapped_model(self.info)
         for module in self.wrapped.modules():
             if isinstance(module, nn.modules.batchnorm._BatchNorm):
                 module.momentum = c.bn_momentum
-        weights = class_weights(self.estimate_frequencies(), c.class_weighting)
-        names = [n for n, _ in CAMVID_PARKING_CLASSES]
+        weights = class_weights(self.estimate_frequencies(), c.class_weighting, c.max_class_weight)
         self.log("class weights (" + c.class_weighting + "): " +
-                 ", ".join(f"{n} {w:.2f}" for n, w in zip(names, weights)))
+                 ", ".join(f"{n} {w:.2f}" for n, w in zip(self.info.class_names, weights)))
         criterion = nn.CrossEntropyLoss(weight=torch.tensor(weights, dtype=torch.float32,
                                                             device=device),
                                         ignore_index=IGNORE)
         if c.init_from and not (self.resume and os.path.isfile(self.last_path)):
             init = torch.load(c.init_from, map_location="cpu", weights_only=True)
-            self.wrapped.model.load_state_dict(init["state_dict"])
-            self.log(f"initial weights from {c.init_from}")
+            own = self.wrapped.model.state_dict()
+            taken = {k: v for k, v in init["state_dict"].items() if k in own and own[k].shape == v.shape}
+            self.wrapped.model.load_state_dict(taken, strict=False)
+            left = sorted(set(own) - set(taken))
+            self.log(f"initial weights from {c.init_from}" + (
+                f" ({len(left)} tensors of another shape or absent left as initialised, e.g. "
+                f"{left[:3]}: another number of classes)" if left else ""))
         self.wrapped.to(device)
         self.optimizer = make_optimizer(c.optimizer, self.wrapped.model.parameters(), c.lr,
                                         c.weight_decay)
@@ -257,10 +328,16 @@ class Trainer:
             self.train_data, train_transforms(tuple(c.crop), c.input_size[0], tuple(c.scale),
                                               c.color_jitter),
             c.paint_parking, c.seed, paint_markings_p=c.paint_markings, kerb_p=c.kerb_parking,
-            car_p=c.parked_cars, photometric_strength=c.photometric, aspect=tuple(c.aspect))
+            car_p=c.parked_cars, photometric_strength=c.photometric, aspect=tuple(c.aspect),
+            targets=self.targets, primary=self._primary())
         if c.parked_cars > 0:
             self.log(f"parked cars: {len(dataset.cars)} car cutouts from the training frames")
         return dataset
+
+    def _primary(self) -> Optional[np.ndarray]:
+        from .refine import primary_class
+
+        return primary_class(self.info.class_names) if self.targets is not None else None
 
     def _start(self) -> Tuple[int, int]:
         """(first epoch, step): from ``last.pt`` when resuming, else from the beginning."""
@@ -307,7 +384,7 @@ class Trainer:
                 f"({seconds:.0f} s, {len(losses) * c.batch_size / seconds:.1f} img/s)")
         best = False
         if self.val_data is not None and ((epoch + 1) % c.val_every == 0 or last):
-            summary = evaluate_predictions(torch_predictor(self.eval_model()), self.val_data)
+            summary = evaluate_predictions(torch_predictor(self.eval_model(), self.to_camvid), self.val_data)
             entry["val"] = {k: summary[k] for k in ("miou", "road_iou", "pedestrian_iou")}
             line += f"; val {format_summary(summary)}"
             best = summary["miou"] > self.best_miou
@@ -361,7 +438,7 @@ class Trainer:
         if not c.test_split or not has_split(c.data_root, c.layout, c.test_split):
             return None
         data = load_split(c.data_root, c.layout, c.test_split, tuple(c.input_size), c.limit)
-        summary = evaluate_predictions(torch_predictor(self.wrapped), data)
+        summary = evaluate_predictions(torch_predictor(self.wrapped, self.to_camvid), data)
         self.log(f"test ({c.test_split}, {len(data)} frames): {format_summary(summary)}; per class: "
                  + ", ".join(f"{k} {100 * v:.1f}" for k, v in summary["per_class_iou"].items()
                              if v is not None))
@@ -386,6 +463,7 @@ class Trainer:
         info = self.info.with_source(
             dataset=f"{c.layout}: {os.path.basename(os.path.normpath(c.data_root))} "
                     f"({'+'.join(c.train_splits)}), parking bays painted"
+                    + (f", labels refined by {os.path.basename(c.teacher)}" if self.targets is not None else "")
                     + (", parked cars pasted" if c.parked_cars > 0 else "")
                     + (", road-marking negatives" if c.paint_markings > 0 else ""),
             recipe=recipe, epochs=result["epoch"], steps=result["steps"],

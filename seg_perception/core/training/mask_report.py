@@ -25,6 +25,7 @@ import numpy as np
 
 DEFAULT_THRESHOLDS = (0.0, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8)
 PARKING_ALARM_PIXELS = 1000       # at 360x480: a parking mask of this size is not noise
+PARKING_ALARM_SHARE = PARKING_ALARM_PIXELS / (360 * 480)  # the same share of a frame of any size
 # PandaSet class ids (street_frames/pandaset/classes.json)
 PANDASET_DRIVABLE = (7, 8, 9, 10, 12)   # Road, lane/road markings, Driveway
 PANDASET_PEDESTRIAN = (30, 31)          # Pedestrian, Pedestrian with object
@@ -57,6 +58,15 @@ def _levels(thresholds: Sequence[float]) -> List[int]:
     return [confidence_level(t) for t in thresholds]
 
 
+def _groups(class_names):
+    """The label groups of the packaged label file of the model's classes (as the node's
+    label_file "" takes them)."""
+    from ..class_sets import packaged_label_file
+    from ..labels import load_label_file
+
+    return load_label_file(packaged_label_file(class_names), class_names)
+
+
 def _predict(seg, images: np.ndarray):
     ids, conf = seg.backend.infer_with_confidence(images)
     if conf is None:  # a model without the confidence output: every pixel counts as sure
@@ -74,8 +84,7 @@ def camvid_masks(model_path: str, data_root: str, split: str = "test",
 
     with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
                                providers=["CPUExecutionProvider"]) as seg:
-        names = seg.info.class_names
-        model_id = {n: i for i, n in enumerate(names)}
+        groups = _groups(seg.info.class_names)  # the masks as the node makes them
         truth_id = {n: i for i, n in enumerate(CAMVID_NAMES)}
         data = load_split(data_root, "camvid", split, (seg.info.input_height, seg.info.input_width))
         levels = _levels(thresholds)
@@ -91,9 +100,11 @@ def camvid_masks(model_path: str, data_root: str, split: str = "test",
                 scored = truth < len(CAMVID_NAMES)  # void pixels are not scored
                 t_ped = truth == truth_id["Pedestrian"]
                 t_road = truth == truth_id["Road"]
-                p_ped = ids[k] == model_id["Pedestrian"]
-                p_road = ids[k] == model_id["Road"]
-                p_park = ids[k] == model_id["Parking"]
+                p_ped = groups.member("pedestrian")[ids[k]]
+                p_road = groups.member("road")[ids[k]]
+                p_park = groups.member("parking")[ids[k]]
+                p_drive = groups.member("drivable")[ids[k]]
+                alarm_pixels = PARKING_ALARM_SHARE * truth.size
                 conf_hist += np.bincount(conf[k].ravel(), minlength=256)
                 for n, tid in truth_id.items():
                     ped_pixels_on[n] += int(np.count_nonzero(p_ped & (truth == tid)))
@@ -101,8 +112,8 @@ def camvid_masks(model_path: str, data_root: str, split: str = "test",
                     sure = conf[k] >= level
                     ped[j].add(t_ped, p_ped & sure, scored)
                     road[j].add(t_road, p_road & sure, scored)
-                    drivable[j].add(t_road, (p_road | p_park) & sure, scored)
-                    alarms[j] += int(np.count_nonzero(p_park & sure) > PARKING_ALARM_PIXELS)
+                    drivable[j].add(t_road, p_drive & sure, scored)
+                    alarms[j] += int(np.count_nonzero(p_park & sure) > alarm_pixels)
     total_ped = sum(ped_pixels_on.values())
     return {
         "split": split, "frames": len(data),
@@ -126,14 +137,12 @@ def pandaset_masks(model_path: str, folder: str, thresholds: Sequence[float] = D
     import cv2
 
     from ..image import frame_from_rgb
-    from ..labels import load_label_file
     from ..pipeline import SegmentationPipeline
-    from ..resources import DEFAULT_LABEL_FILE
     from ..segmenter import Segmenter
 
     with Segmenter.from_file(model_path, backend="onnxruntime", num_threads=threads,
                                providers=["CPUExecutionProvider"]) as seg:
-        pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names))
+        pipe = SegmentationPipeline(seg, _groups(seg.info.class_names))
         images = sorted(glob.glob(os.path.join(folder, "front_camera_*.jpg")))
         drivable = [Tally() for _ in thresholds]
         ped = [Tally() for _ in thresholds]
@@ -148,7 +157,7 @@ def pandaset_masks(model_path: str, folder: str, thresholds: Sequence[float] = D
             for j, t in enumerate(thresholds):
                 pipe.set_min_confidence({"road": t, "parking": t, "pedestrian": t})
                 res = pipe.process(frame_from_rgb(rgb))
-                p_drive = (res.mask("road") > 0) | (res.mask("parking") > 0)
+                p_drive = (res.mask("road") > 0) | (res.mask("parking") > 0)  # drivable: road + parking
                 drivable[j].add(t_drive, p_drive, scored)
                 ped[j].add(t_ped, res.mask("pedestrian") > 0, scored)
                 if t == 0.0:
