@@ -7,9 +7,11 @@ import pytest
 from seg_perception.core import export as ex
 from seg_perception.core.backends import tensorrt as trtb
 from seg_perception.core.backends.onnxruntime import OnnxRuntimeBackend
-from seg_perception.core.segmenter import Segmenter, SegmenterError, choose_backend, create_backend
+from seg_perception.core.backends.base import SegmenterError
+from seg_perception.core.backends.registry import choose_backend, create_backend
+from seg_perception.core.segmenter import Segmenter
 from seg_perception.tools.bench_backends import bench_backends, format_table
-from seg_perception.tools.common import parse_size
+from seg_perception.tools.support.common import parse_size
 
 from models import reference_model_files
 

@@ -10,7 +10,7 @@ import torch
 from seg_perception.core import export as ex
 from seg_perception.core import quantize as q
 from seg_perception.tools import cli
-from seg_perception.core.segmenter import parse_model_spec as parse_spec
+from seg_perception.core.backends.registry import parse_model_spec as parse_spec
 from seg_perception.tools.compare import compare
 
 from models import reference_model_files, sample_scene_reference_model

@@ -13,7 +13,8 @@ from seg_perception.core import engine_cache as ec
 from seg_perception.core.backends import tensorrt as trtb
 from seg_perception.core.export import default_classes
 from seg_perception.core.model_info import ModelInfo
-from seg_perception.core.segmenter import BackendUnavailable, SegmenterError, create_backend
+from seg_perception.core.backends.base import BackendUnavailable, SegmenterError
+from seg_perception.core.backends.registry import create_backend
 
 SHA = "ab" * 32
 INFO = ModelInfo(classes=default_classes(), input_height=360, input_width=480,

@@ -6,7 +6,7 @@ import pytest
 
 from seg_perception.core.image import ImageError, frame_from_compressed, frame_from_raw
 from seg_perception.core.model_info import ModelInfo, ClassInfo
-from seg_perception.core.segmenter import Fit
+from seg_perception.core.fit import Fit
 
 
 def smooth_rgb(h=48, w=64):

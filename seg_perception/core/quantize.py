@@ -120,7 +120,7 @@ def sample_frames(count: int, height: int, width: int, first: int = 0, step: int
 
 def fit_to_model(images: Sequence[np.ndarray], info: ModelInfo) -> np.ndarray:
     """[N, H, W, 3] uint8 model inputs: each image fitted the way the node fits camera frames."""
-    from .segmenter import Fit
+    from .fit import Fit
 
     batch = np.empty((len(images), info.input_height, info.input_width, 3), np.uint8)
     for i, img in enumerate(images):

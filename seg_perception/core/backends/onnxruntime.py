@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..model_info import METADATA_KEY, ModelInfo, contract_problems, wrap_hint
-from ..segmenter import BATCH_ANY, Backend, SegmenterError
+from .base import BATCH_ANY, Backend, SegmenterError
 
 
 class OnnxRuntimeBackend(Backend):
@@ -34,6 +34,13 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
         self._binding = None
         self._outputs: Dict[int, Any] = {}
+
+    @classmethod
+    def options_for(cls, model, runs: int = 1, progress=None):
+        """Its CPU threads: ``num_threads``, or every core but one shared among ``runs``."""
+        from ..threads import inference_threads
+
+        return {"num_threads": inference_threads(model.num_threads, runs)}
 
     def load(self) -> None:
         so = ort.SessionOptions()

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..model_info import ModelInfo
-from ..segmenter import BATCH_ANY, Backend, SegmenterError
+from .base import BATCH_ANY, Backend, SegmenterError
 
 
 class TorchBackend(Backend):
@@ -30,6 +30,13 @@ class TorchBackend(Backend):
         self.requested_device = device
         self.channels_last = bool(channels_last)
         self.module = None
+
+    @classmethod
+    def options_for(cls, model, runs: int = 1, progress=None):
+        """Its CPU threads: ``num_threads``, or every core but one shared among ``runs``."""
+        from ..threads import inference_threads
+
+        return {"num_threads": inference_threads(model.num_threads, runs)}
 
     def load(self) -> None:
         from ..torch_models import build_wrapped_model  # torch-only module

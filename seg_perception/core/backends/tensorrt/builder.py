@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Mapping, Optional, Sequen
 
 from ... import engine_cache as ec
 from ...model_info import PRECISIONS, ModelInfo
-from ...segmenter import SegmenterError
+from ..base import SegmenterError
 from .loader import gpu_identity, require_tensorrt, trt_major
 
 if TYPE_CHECKING:

@@ -11,7 +11,7 @@ import importlib
 import importlib.util
 from typing import TYPE_CHECKING, Any, Protocol, Tuple
 
-from ...segmenter import BackendUnavailable, SegmenterError
+from ..base import BackendUnavailable, SegmenterError
 
 if TYPE_CHECKING:
     from cuda.bindings import runtime as _cudart

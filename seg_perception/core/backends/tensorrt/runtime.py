@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import engine_cache as ec
 from ...model_info import ModelInfo
-from ...segmenter import Backend, BackendUnavailable, SegmenterError
+from ..base import Backend, BackendUnavailable, SegmenterError
 from .builder import DEFAULT_WORKSPACE_MB, PRECISIONS, ProgressFn, _make_logger, ensure_engine
 from .loader import CudaError, CudaRuntime, cuda_call, cuda_runtime, gpu_identity, require_tensorrt, tensorrt_usable
 
@@ -152,6 +152,13 @@ class TensorRTBackend(Backend):
     num_threads (ignored: TensorRT runs on the GPU)."""
 
     name = "tensorrt"
+
+    @classmethod
+    def options_for(cls, model, runs: int = 1, progress=None):
+        """The engine cache and build settings, and an optimisation profile over batch 1..the
+        frames one run may take (model.max_batch)."""
+        return {"cache_dir": model.engine_cache_dir, "build_if_missing": model.engine_build_if_missing,
+                "precision": model.engine_precision, "progress": progress, "max_batch": model.max_batch}
 
     def __init__(self, model_path: str, cache_dir: str = "", build_if_missing: bool = True,
                  precision: str = "fp32", progress: ProgressFn = None, use_cuda_graph: bool = False,
