@@ -7,8 +7,8 @@ from std_msgs.msg import Header
 from seg_perception.core.resources import FASTDDS_PROFILE
 from seg_perception.ros.conversions import image_msg, image_to_array, occupancy_grid_msg
 from seg_perception.ros.dds_profile import profile_env
-from seg_perception.ros.parameters import SPECS, check, check_all
-from seg_perception.core.parameters import default_parameters, load_parameters_file
+from seg_perception.core.config import ConfigError, NodeConfig, check_all, read_params_file
+from seg_perception.core.parameters import SPECS, check, default_parameters
 
 
 @pytest.mark.parametrize("env,applied", [
@@ -60,40 +60,43 @@ def test_cross_parameter_checks_and_shipped_params_file():
     assert "too large" in check_all(values)  # the map's own limit (8000 x 8000 cells)
     values["map.resolution"] = 0.25
     assert check_all(values) is None
-    shipped = load_parameters_file("config/camera_seg.yaml")
+    shipped = read_params_file("config/camera_seg.yaml")
     # the params file documents every parameter with its default
     assert shipped == default_parameters()
     assert {s.name for s in SPECS} == set(shipped)
 
 
 def test_a_set_of_changes_is_applied_whole_or_not_at_all():
-    from seg_perception.core.parameters import check_update
-
-    current = default_parameters()
-    before = dict(current)
-    reason, after = check_update(current, {"grid.x_min": -5.0, "min_confidence.grid": 0.7})
-    assert reason is None and after["grid.x_min"] == -5.0 and after["min_confidence.grid"] == 0.7
-    assert current == before  # the caller's parameters untouched: it swaps them when accepted
-    refused = [({"grid.x_min": -5.0, "min_confidence.grid": 7.0}, "min_confidence.grid"),  # one bad value
-               ({"grid.x_min": 50.0}, "grid.x_min"),                                    # across parameters
-               ({"cameras": ["front"]}, "read-only")]
+    current = NodeConfig.from_values({})
+    before = dict(current.values)
+    after = current.changed({"overlay_alpha": 0.2, "min_confidence.grid": 0.7})
+    assert after.outputs.overlay_alpha == 0.2 and after.outputs.min_confidence["grid"] == 0.7
+    assert dict(current.values) == before  # the caller's configuration untouched: it swaps them when accepted
+    refused = [({"overlay_alpha": 0.2, "min_confidence.grid": 7.0}, "min_confidence.grid"),  # one bad value
+               ({"grid.x_min": 50.0}, "read-only"),                                        # a restart
+               ({"cameras": ["front"]}, "read-only"),
+               ({"no_such": 1}, "unknown parameter")]
     for changes, needle in refused:
-        reason, after = check_update(current, changes)
-        assert reason and needle in reason and after is current, changes
-    tf = dict(current, **{"camera_pose.source": "tf"})
-    reason, _ = check_update(tf, {"camera_pose.xyz": [0.0, 0.0, 1.5]})
-    assert reason and "camera_pose.source is tf" in reason
-    assert check_update(tf, {"grid.x_min": -5.0})[0] is None
+        with pytest.raises(ConfigError, match=needle):
+            current.changed(changes)
+    assert dict(current.values) == before
+    tf = NodeConfig.from_values({"camera_pose.source": "tf"})
+    with pytest.raises(ConfigError, match="camera_pose.source is tf"):
+        tf.changed({"camera_pose.xyz": [0.0, 0.0, 1.5]})
+    assert tf.changed({"overlay_alpha": 0.1}).outputs.overlay_alpha == 0.1
 
 
 def test_tools_refuse_a_bad_node_parameter_before_starting_the_node():
-    from seg_perception.tools.common import ParameterError, checked_overrides
+    from seg_perception.tools.support.common import ParameterError, checked_overrides
 
     good = ["grid.enabled:=false", "use_sim_time:=true", "front.camera_pose.xyz:=[1.0, 0.0, 1.5]"]
-    assert checked_overrides(good) == good
+    # a camera's own parameter with the params file that names the camera, as the node reads them
+    assert checked_overrides(good, "config/multi_camera.yaml") == good
+    assert checked_overrides(["cameras:=[front]"] + good) == ["cameras:=[front]"] + good
     for bad, needle in [("grid.resolution:=-1", "grid.resolution must be within"),
                         ("gird.enabled:=false", "unknown parameter 'gird.enabled'"),
                         ("front.camera_pose.xyz:=[1, 2]", "3 finite numbers"),
+                        ("front.camera_pose.xyz:=[1.0, 0.0, 1.5]", "not in cameras"),
                         ("grid.enabled", "name:=value")]:
         with pytest.raises(ParameterError, match=needle):  # the command prints it and exits 2
             checked_overrides([bad])
@@ -157,15 +160,17 @@ def test_the_pipeline_builds_the_grid_from_sure_pixels_only(tmp_path):
     rgb = np.empty((240, 320, 3), np.uint8)
     rgb[:120], rgb[120:] = COLOR["Sky"], blend
     free = {}
+    from seg_perception.core.finish import Finisher
+
     for level in (0.0, 0.7):
-        p = default_parameters()
-        p.update({"model": make_colour_model(str(tmp_path / "m.onnx")), "label_file": str(labels),
-                  "camera_pose.xyz": xyz, "camera_pose.rpy": rpy, "min_confidence.grid": level})
-        with build_pipeline(p) as pipeline:
+        cfg = NodeConfig.from_values({"model": make_colour_model(str(tmp_path / "m.onnx")), "label_file": str(labels),
+                                      "camera_pose.xyz": xyz, "camera_pose.rpy": rpy, "min_confidence.grid": level})
+        with build_pipeline(cfg) as pipeline:
             pipeline.grid.set_camera_info(camera_info_msg(cam))
             res = pipeline.process(frame_from_msg(frame_msg(rgb, 0)))
-            messages = OutputMessages().build(res, ["drivable_grid"])
-            assert res.grid().error is None, res.grid().error
+            outcome = Finisher([""], cfg.grid).finish("", res, ["drivable_grid"])
+            messages = OutputMessages().build(outcome, ["drivable_grid"])
+            assert outcome.grid.error is None, outcome.grid.error
             cells = np.asarray(messages["drivable_grid"].data, np.int8)
             free[level] = int((cells == 0).sum())
     assert free[0.0] > 1000 and free[0.7] == 0, free

@@ -1,19 +1,23 @@
 """The node's parameters, without ROS: one table with types, defaults, ranges, choices and
-whether a change needs a restart (read-only), the checks, and the ROS 2 params-file loader.
-A bad value is rejected with a reason and nothing of that update is applied. ros/parameters.py
-turns the table into parameter descriptors."""
+whether a change needs a restart (read-only), and the checks of values and of sets of them.
+core/config.py parses them into typed parts; ros/parameters.py declares them with descriptors."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
 import re
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 from .model_info import PRECISIONS
 
 NODE_NAME = "camera_seg"  # the node's name: its topics' namespace and its params-file section
-from .segmenter import BACKENDS
+
+
+def _backends() -> Sequence[str]:
+    from .backends.registry import known_backends  # a backend a test registers is a choice too
+
+    return known_backends()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,8 +27,12 @@ class Spec:
     description: str
     read_only: bool = True
     range: Optional[Tuple[float, float]] = None
-    choices: Optional[Sequence[str]] = None
+    choices: Union[None, Sequence[str], Callable[[], Sequence[str]]] = None
     length: Optional[int] = None  # for arrays
+
+    def allowed(self) -> Optional[Sequence[str]]:
+        """The values a choice parameter takes (None: not a choice)."""
+        return self.choices() if callable(self.choices) else self.choices
 
 
 SPECS = (
@@ -34,7 +42,7 @@ SPECS = (
          "pedestrian, parking, drivable, ground, obstacle. Empty: the packaged label file of the "
          "model's class set (camvid_parking, camvid, cityscapes)."),
     Spec("backend", "auto", "Inference backend; auto prefers TensorRT on a GPU, then ONNX Runtime, "
-         "then PyTorch.", choices=BACKENDS),
+         "then PyTorch.", choices=_backends),
     Spec("num_threads", 0, "CPU threads for inference (0: every core but one, which stays for "
          "decoding, outputs and DDS).", range=(0, 256)),
     Spec("output_niceness", 5, "Niceness (Linux) of the thread that builds and publishes the "
@@ -157,28 +165,32 @@ def camera_parameters(name: str, p: Dict[str, Any]) -> Dict[str, Any]:
             f"{name}.camera_pose.rpy": list(p["camera_pose.rpy"])}
 
 
-def camera_view(p: Dict[str, Any], name: str) -> Dict[str, Any]:
-    """The parameters as camera ``name`` sees them: its own C.* values in place of the node-wide
-    ones ("" = the single camera: ``p`` itself)."""
-    if not name:
-        return p
-    view = dict(p)
-    for key in PER_CAMERA:
-        view[key] = p.get(f"{name}.{key}", view.get(key))
-    return view
+ROS_PARAMETERS = ("use_sim_time",)  # every ROS 2 node's own
+
+
+def spec_of(name: str) -> Optional[Spec]:
+    """The table's entry of ``name``; a camera's own parameter (C.image, C.camera_pose.xyz, ...)
+    as its node-wide twin (C.image and C.camera_info: free topic names, read-only)."""
+    spec = SPEC_BY_NAME.get(name)
+    if spec is not None or "." not in name:
+        return spec
+    key = name.split(".", 1)[1]
+    if key not in PER_CAMERA:
+        return None
+    base = SPEC_BY_NAME.get(key)
+    if base is None:  # image, camera_info
+        return Spec(name, "", f"camera {name.split('.', 1)[0]}: its {key} topic")
+    return dataclasses.replace(base, name=name)
 
 
 def check(name: str, value: Any) -> Optional[str]:
     """The reason ``value`` is not valid for parameter ``name``, or None."""
-    spec = SPEC_BY_NAME.get(name)
-    if spec is None and "." in name and name.split(".", 1)[1] in PER_CAMERA:
-        spec = SPEC_BY_NAME.get(name.split(".", 1)[1])  # C.camera_pose.xyz: as camera_pose.xyz
-        if spec is not None:
-            spec = dataclasses.replace(spec, name=name)
+    spec = spec_of(name)
     if spec is None:
         return None
-    if spec.choices and value not in spec.choices:
-        return f"{name} must be one of {list(spec.choices)}, got {value!r}"
+    allowed = spec.allowed()
+    if allowed and value not in allowed:
+        return f"{name} must be one of {list(allowed)}, got {value!r}"
     if spec.length:
         vals = list(value) if value is not None else []
         if len(vals) != spec.length or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
@@ -190,62 +202,7 @@ def check(name: str, value: Any) -> Optional[str]:
     return None
 
 
-def check_all(values: Dict[str, Any]) -> Optional[str]:
-    """Checks between parameters (after each one passed check())."""
-    for name, value in values.items():
-        reason = check(name, value)
-        if reason:
-            return reason
-    cameras = list(values.get("cameras") or [])
-    bad = [c for c in cameras if not isinstance(c, str) or not CAMERA_NAME.match(c)]
-    if bad:
-        return f"cameras must be names of letters, digits and _ (a topic namespace each), got {bad}"
-    if len(set(cameras)) != len(cameras):
-        return f"cameras must be different names, got {cameras}"
-    if not str(values["grid.frame_id"]).strip():
-        return "grid.frame_id must name a frame"
-    if values.get("map.enabled") and not values["grid.enabled"]:
-        return "map.enabled needs grid.enabled: the map is made of the per-frame grids"
-    if values.get("map.enabled") and not str(values["map.frame_id"]).strip():
-        return "map.frame_id must name a frame"
-    if values.get("map.enabled"):
-        from .drivable_map import map_spec
-
-        try:  # the window's limits live with the map
-            map_spec(values).validate()
-        except ValueError as exc:
-            return str(exc)
-    from .grid import GridError, GridSpec
-
-    try:  # the extent and size limits live with the grid
-        GridSpec(**{k: float(values[f"grid.{k}"]) for k in
-                    ("resolution", "x_min", "x_max", "y_min", "y_max", "max_range")}).validate()
-    except GridError as exc:
-        return str(exc)
-    return None
-
-
 POSE_PARAMETERS = ("camera_pose.xyz", "camera_pose.rpy")  # also each camera's C.camera_pose.*
-
-
-def check_update(current: Dict[str, Any], changes: Dict[str, Any]) -> Tuple[Optional[str], Dict[str, Any]]:
-    """(the reason a set of changes is refused or None, the parameters after it): all of it is
-    applied or none, never half."""
-    for name, value in changes.items():
-        if name == "cameras":
-            return "cameras is read-only", current
-        reason = check(name, value)
-        if reason:
-            return reason, current
-    merged = dict(current)
-    merged.update(changes)
-    reason = check_all(merged)
-    if reason:
-        return reason, current
-    if merged["camera_pose.source"] == "tf" and any(n.endswith(POSE_PARAMETERS) for n in changes):
-        return ("camera_pose.xyz/rpy are not used: camera_pose.source is tf (the pose comes from TF)",
-                current)
-    return None, merged
 
 
 def default_parameters() -> Dict[str, object]:
@@ -254,36 +211,3 @@ def default_parameters() -> Dict[str, object]:
             for spec in SPECS}
 
 
-def load_parameters_file(path: str, node_name: str = NODE_NAME) -> Dict[str, object]:
-    """Node parameters from a ROS 2 params file (``/**`` or the node's name), flattened with dots,
-    over the defaults; validated like the node validates them."""
-    import yaml
-
-    with open(path, "r", encoding="utf-8") as f:
-        doc = yaml.safe_load(f) or {}
-    values = default_parameters()
-    for key in ("/**", node_name, "/" + node_name):
-        section = (doc.get(key) or {}).get("ros__parameters")
-        if section:
-            values.update(_flatten(section))
-    reason = check_all(values)
-    if reason:
-        raise ValueError(f"invalid parameter in {path}: {reason}")
-    return values
-
-
-def _flatten(d: Dict[str, object], prefix: str = "") -> Dict[str, object]:
-    out: Dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-def min_confidence_of(p: Dict[str, object]) -> Dict[str, float]:
-    """The pipeline's per-use thresholds from the min_confidence.* parameters."""
-    from .pipeline import CONFIDENCE_USES
-
-    return {use: float(p[f"min_confidence.{use}"]) for use in CONFIDENCE_USES}

@@ -1,5 +1,6 @@
-"""The node's parameters as ROS parameter descriptors. The table itself (names, defaults,
-ranges, read-only, checks) and the params-file loader are ROS-free: core/parameters.py."""
+"""The node's parameters declared with ROS parameter descriptors. The table (names, defaults,
+ranges, read-only, checks) is ROS-free, core/parameters.py; the typed configuration the
+declared values are parsed into, core/config.py."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from typing import Any, Dict, List
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 
-from ..core.parameters import (SPEC_BY_NAME, SPECS, Spec, camera_parameters, check,  # noqa: F401
-                               check_all)
+from ..core.config import NodeConfig
+from ..core.parameters import SPECS, Spec, camera_parameters, spec_of
 
 
 def descriptor(spec: Spec) -> ParameterDescriptor:
     d = ParameterDescriptor(description=spec.description, read_only=spec.read_only)
-    if spec.choices:
-        d.additional_constraints = "one of: " + ", ".join(spec.choices)
+    if spec.allowed():
+        d.additional_constraints = "one of: " + ", ".join(spec.allowed())
     if spec.length:
         d.additional_constraints = f"{spec.length} finite numbers"
     if spec.range is not None:
@@ -58,10 +59,10 @@ def _declare_cameras(node, spec: Spec) -> List[str]:
     return names
 
 
-def declare_node_parameters(node) -> Dict[str, object]:
+def declare_node_parameters(node) -> NodeConfig:
     """Declare the table's parameters on ``node`` (and each camera's own, defaulting to the
-    node-wide ones) with their descriptors; returns the values, checked together. Raises
-    ValueError with the reason for an invalid set."""
+    node-wide ones) with their descriptors; returns them parsed (core/config.NodeConfig). Raises
+    ValueError (ConfigError) with the reason for an invalid set."""
     values: Dict[str, object] = {}
     for spec in SPECS:
         if spec.name == "cameras":
@@ -70,12 +71,5 @@ def declare_node_parameters(node) -> Dict[str, object]:
         values[spec.name] = plain_value(node.declare_parameter(spec.name, spec.default, descriptor(spec)).value)
     for name in values["cameras"]:
         for key, default in camera_parameters(name, values).items():
-            base = SPEC_BY_NAME.get(key.split(".", 1)[1])  # image, camera_info: none
-            spec = Spec(key, default, f"camera {name}: its {key.split('.', 1)[1]}",
-                        read_only=not key.endswith(("xyz", "rpy")),
-                        choices=base.choices if base else None, length=base.length if base else None)
-            values[key] = plain_value(node.declare_parameter(key, default, descriptor(spec)).value)
-    reason = check_all(values)
-    if reason:
-        raise ValueError(f"invalid parameter: {reason}")
-    return values
+            values[key] = plain_value(node.declare_parameter(key, default, descriptor(spec_of(key))).value)
+    return NodeConfig.from_values(values)
