@@ -13,10 +13,18 @@ import pytest
 from models import TEST_LABEL_YAML, make_colour_model
 from test_node import sample_scene_in_test_colours
 
+from seg_perception.core.config import NodeConfig
 from seg_perception.core.image import frame_from_rgb
-from seg_perception.core.latest import LatestPerKey
-from seg_perception.core.parameters import default_parameters
-from seg_perception.core.pipeline import batch_limit, batch_note, build_camera_pipelines, run_batch
+from seg_perception.core.pipeline import build_camera_pipelines, run_batch
+from seg_perception.core.runtime.plan import batch_limit, batch_note, runs_asked
+from seg_perception.core.runtime.slots import LatestPerKey
+
+
+def dict_cfg(base: NodeConfig, **changes) -> NodeConfig:
+    """The configuration with these parameters changed (the per-camera ones of dropped cameras go)."""
+    values = {k: v for k, v in base.values.items() if "." not in k or k.split(".", 1)[0] not in base.values["cameras"]}
+    values.update(changes)
+    return NodeConfig.from_values(values)
 
 
 @pytest.fixture
@@ -24,8 +32,8 @@ def two_camera_pipelines(tmp_path):
     model = make_colour_model(str(tmp_path / "colour.onnx"))
     labels = tmp_path / "labels.yaml"
     labels.write_text(TEST_LABEL_YAML)
-    p = default_parameters()
-    p.update(model=model, label_file=str(labels), cameras=["front", "rear"], **{"grid.enabled": False})
+    p = NodeConfig.from_values({"model": model, "label_file": str(labels), "cameras": ["front", "rear"],
+                                "grid.enabled": False})
     pipelines = build_camera_pipelines(p, {"front": "/front/camera_info", "rear": "/rear/camera_info"})
     yield p, pipelines
     pipelines["front"].release()
@@ -49,15 +57,15 @@ def test_one_batch_gives_each_camera_what_its_own_run_gives(two_camera_pipelines
     assert all(pr.model_input is None for _, pr in prepared)
 
 
-def test_a_failing_batch_gives_every_buffer_back(two_camera_pipelines):
+def test_a_failing_batch_gives_every_buffer_back(two_camera_pipelines, monkeypatch):
     _, pls = two_camera_pipelines
     _, rgb = sample_scene_in_test_colours(160, 120)
     prepared = [(pls[c], pls[c].prepare(frame_from_rgb(rgb), pooled=True)) for c in ("front", "rear")]
 
-    def fail(frame):
+    def fail(images):  # the backend failing, as a runtime error would
         raise RuntimeError("injected")
 
-    pls["rear"].fault_hook = fail
+    monkeypatch.setattr(pls["rear"].segmenter.backend, "_infer", fail)
     with pytest.raises(RuntimeError, match="injected"):
         run_batch(prepared)
     assert all(pr.model_input is None for _, pr in prepared)
@@ -69,22 +77,22 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
     assert seg.backend.max_batch > 4  # dynamic batch dimension
     # one run at a time: every camera's frame (max_batch 0), at most max_batch
     assert seg.backend.device == "cpu" and batch_limit(p, seg) == 2
-    assert batch_limit(dict(p, max_batch=1), seg) == 1
-    assert batch_limit(dict(p, cameras=["a", "b", "c", "d"], max_batch=3), seg) == 3
-    assert batch_limit(dict(p, cameras=[]), seg) == 1
+    assert batch_limit(dict_cfg(p, max_batch=1), seg) == 1
+    assert batch_limit(dict_cfg(p, cameras=["a", "b", "c", "d"], max_batch=3), seg) == 3
+    assert batch_limit(dict_cfg(p, cameras=[]), seg) == 1
     # several runs at once on the CPU: one frame a run (a batch there costs what its frames cost
     # one by one), unless max_batch asks for more, shared among the runs
-    four = dict(p, cameras=["a", "b", "c", "d"])
+    four = dict_cfg(p, cameras=["a", "b", "c", "d"])
     assert batch_limit(four, seg, workers=2) == 1
-    assert batch_limit(dict(four, max_batch=4), seg, workers=2) == 2
-    assert "one frame a run" in batch_note(four, seg, 2) and batch_note(dict(four, max_batch=4), seg, 2) == ""
+    assert batch_limit(dict_cfg(four, max_batch=4), seg, workers=2) == 2
+    assert "one frame a run" in batch_note(four, seg, 2) and batch_note(dict_cfg(four, max_batch=4), seg, 2) == ""
     # on a GPU every camera's frame in one run (no GPU backend runs here: its device and batch
     # dimension are all batch_limit reads)
     gpu = SimpleNamespace(backend=SimpleNamespace(device="cuda:0", max_batch=8))
     assert batch_limit(four, gpu) == 4 and batch_limit(four, gpu, workers=2) == 2
-    assert batch_limit(dict(four, max_batch=1), gpu) == 1 and batch_note(four, gpu, 1) == ""
+    assert batch_limit(dict_cfg(four, max_batch=1), gpu) == 1 and batch_note(four, gpu, 1) == ""
     # a model whose batch dimension is fixed at 1: one frame per run, whatever max_batch says
-    m = onnx.load(p["model"])
+    m = onnx.load(p.model.path)
     for v in list(m.graph.input) + list(m.graph.output):
         v.type.tensor_type.shape.dim[0].dim_value = 1
     fixed = str(tmp_path / "fixed_batch.onnx")
@@ -93,10 +101,10 @@ def test_batch_size_follows_cameras_max_batch_and_the_model(two_camera_pipelines
 
     with Segmenter.from_file(fixed, "onnxruntime") as seg1:
         assert seg1.backend.max_batch == 1
-        assert batch_limit(dict(p, cameras=["a", "b", "c", "d"]), seg1) == 1
+        assert batch_limit(dict_cfg(p, cameras=["a", "b", "c", "d"]), seg1) == 1
         # the start-up log says why, only where more was asked for
-        assert "the model takes at most 1 frame a run" in batch_note(dict(p, cameras=["a", "b", "c", "d"]), seg1, 1)
-        assert batch_note(dict(p, cameras=["a", "b", "c", "d"], max_batch=1), seg1, 1) == ""
+        assert "the model takes at most 1 frame a run" in batch_note(dict_cfg(p, cameras=["a", "b", "c", "d"]), seg1, 1)
+        assert batch_note(dict_cfg(p, cameras=["a", "b", "c", "d"], max_batch=1), seg1, 1) == ""
 
 
 def test_latest_per_key_keeps_every_cameras_newest():
@@ -166,29 +174,29 @@ def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores
                                                                                   monkeypatch):
     """Four cameras, two runs at once: batching, two frames a run; ONNX Runtime without IOBinding
     runs several at once, with IOBinding (one binding and its output buffers) it does not."""
-    from seg_perception.core.pipeline import build_pipeline, runs_asked
+    from seg_perception.core.pipeline import build_pipeline
 
     p, pls = two_camera_pipelines
     seg = pls["front"].segmenter
-    four = dict(p, cameras=["a", "b", "c", "d"])
-    batching = dict(four, max_batch=4)
+    four = dict_cfg(p, cameras=["a", "b", "c", "d"])
+    batching = dict_cfg(four, max_batch=4)
     assert batch_limit(batching, seg, workers=2) == 2 and batch_limit(batching, seg, workers=3) == 2
-    assert batch_limit(dict(four, max_batch=1), seg, workers=2) == 1
+    assert batch_limit(dict_cfg(four, max_batch=1), seg, workers=2) == 1
     assert batch_limit(four, seg, workers=2) == 1  # max_batch 0 on the CPU
-    assert runs_asked(dict(four, inference_workers=3)) == 3 and runs_asked(dict(p, cameras=[])) == 1
+    assert runs_asked(dict_cfg(four, inference_workers=3)) == 3 and runs_asked(dict_cfg(p, cameras=[])) == 1
     assert seg.backend.concurrent_runs is True
-    from seg_perception.core.segmenter import create_backend
+    from seg_perception.core.backends.registry import create_backend
 
-    with create_backend(p["model"], "onnxruntime", io_binding=True) as bound:
+    with create_backend(p.model.path, "onnxruntime", io_binding=True) as bound:
         assert bound.concurrent_runs is False
     # the session's threads: a core left to each further run on the CPU, none by default (the
     # tools run one frame at a time); counted as on an 8-core machine, where the two differ
     from seg_perception.core import threads
 
     monkeypatch.setattr(threads, "_cores", lambda cores=None: int(cores) if cores else 8)
-    with build_pipeline(p, runs=2) as pl:
+    with build_pipeline(p, "front", runs=2) as pl:
         assert pl.segmenter.backend.num_threads == 6
-    with build_pipeline(p) as pl:
+    with build_pipeline(p, "front") as pl:
         assert pl.segmenter.backend.num_threads == 7
     # a PyTorch checkpoint never runs several at once: its threads are not cut
     import os
@@ -200,7 +208,7 @@ def test_batches_share_the_runs_at_once_and_the_session_threads_leave_them_cores
     checkpoint = os.path.splitext(resources.DEFAULT_MODEL)[0] + ".pt"
     before = torch.get_num_threads()  # the backend sets torch's threads for the whole process
     try:
-        with build_pipeline(dict(p, model=checkpoint, label_file=""), runs=2) as pl:
+        with build_pipeline(dict_cfg(p, model=checkpoint, label_file=""), "front", runs=2) as pl:
             assert pl.segmenter.backend.name == "torch"
             assert pl.segmenter.backend.num_threads == 7
     finally:
@@ -238,28 +246,25 @@ def test_two_runs_at_once_on_one_model_give_each_camera_its_own_result(two_camer
 def test_a_batch_the_network_never_took_counts_a_drop_for_each_of_its_cameras(two_camera_pipelines):
     """The prepare thread hands batches over in a one-slot mailbox: a newer batch replaces one the
     network has not taken. Each camera in the replaced batch counts one dropped frame (per-camera
-    diagnostics) and every input buffer goes back to its pool; so does a batch left at close."""
-    from seg_perception.ros import diagnostics as diag
-    from seg_perception.ros.camera import Camera
-    from seg_perception.ros.frame_path import FramePath
+    diagnostics) and the batch's input goes back to the pool; so does a batch left at close."""
+    from seg_perception.core.runtime.plan import RunPlan
+    from seg_perception.core.runtime.runtime import FrameRuntime
 
-    from seg_perception.core.latest import LatestSlot
-
-    p, pls = two_camera_pipelines
-    cams = {n: Camera(n, diag.NodeStats()) for n in ("front", "rear")}
+    _, pls = two_camera_pipelines
+    rt = FrameRuntime(["front", "rear"], 1, decode=lambda cam, msg, timer: frame_from_rgb(msg),
+                      wanted=lambda cam: ["labels"], deliver=lambda *a: None, log=lambda *a: None)
+    rt.attach(pls, RunPlan(workers=1, batch_limit=2))
     _, rgb = sample_scene_in_test_colours(320, 180)
 
     def batch():
-        return [(cams[n], pls[n].prepare(frame_from_rgb(rgb), pooled=True), 0.0) for n in cams]
+        return rt._prepare_batch([(rt.lanes[n], (rgb, 0.0)) for n in ("front", "rear")])
 
-    slot = LatestSlot(on_drop=lambda b: FramePath._drop_batch(None, b))
     first = batch()
-    buffers = [(prepared.fit, prepared.model_input) for _, prepared, _ in first]
-    slot.put(first)
-    slot.put(batch())  # the network was busy: the first batch is replaced
-    assert [c.stats.dropped for c in cams.values()] == [1, 1]
-    fit = buffers[0][0]  # one frame size, one fit: both cameras' buffers are back in its pool
-    assert all(f is fit for f, _ in buffers)
-    assert {id(fit.take_buffer()) for _ in buffers} == {id(b) for _, b in buffers}
-    slot.close()  # the second one, never taken, at shutdown
-    assert [c.stats.dropped for c in cams.values()] == [2, 2]
+    assert first[1].shape[0] == 2 and first[1].base is not None  # both frames in the rows of one input
+    rt.ready.put(first)
+    rt.ready.put(batch())  # the network was busy: the first batch is replaced
+    assert [lane.stats.dropped for lane in rt.lanes.values()] == [1, 1]
+    assert rt.inputs.take(2, *first[1].shape[1:3]) is first[1].base  # its input back in the pool
+    rt.ready.close()  # the second one, never taken, at shutdown
+    assert [lane.stats.dropped for lane in rt.lanes.values()] == [2, 2]
+    rt.release()

@@ -14,10 +14,15 @@ from models import COLOR, CLASS_ID, colour_confidence, TEST_CLASSES, TEST_LABEL_
 from seg_perception.core import resources
 from seg_perception.core.image import frame_from_rgb
 from seg_perception.core.labels import UNKNOWN_ID, LabelFileError, load_label_file, parse_label_groups
-from seg_perception.core.latest import BusyClock, LatestSlot, newest_when_needed, smooth
+from seg_perception.core.runtime.clocks import BusyClock, newest_when_needed, smooth
+from seg_perception.core.runtime.slots import LatestSlot
 from seg_perception.core.model_info import ModelInfo, ModelInfoError, read_onnx_metadata
+from seg_perception.core.config import ConfigError, NodeConfig, OutputConfig
 from seg_perception.core.pipeline import SegmentationPipeline
-from seg_perception.core.segmenter import Fit, Segmenter, SegmenterError, choose_backend
+from seg_perception.core.backends.base import SegmenterError
+from seg_perception.core.backends.registry import choose_backend
+from seg_perception.core.fit import Fit
+from seg_perception.core.segmenter import Segmenter
 
 NAMES = [n for n, _ in TEST_CLASSES]
 
@@ -118,12 +123,12 @@ def test_frames_larger_than_max_image_pixels_are_refused_before_any_work(tmp_pat
 
     seg = Segmenter.from_file(make_colour_model(str(tmp_path / "m.onnx")), backend="onnxruntime")
     groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
-    pipe = SegmentationPipeline(seg, groups, max_image_pixels=480 * 180)
+    pipe = SegmentationPipeline(seg, groups, OutputConfig.plain(max_image_pixels=480 * 180))
     rgb = paint_blocks([["Road", "Car"]], 180, 240)  # 180 x 480: exactly the limit
     assert pipe.process(frame_from_rgb(rgb)).labels().shape == (180, 480)
     with pytest.raises(ImageError, match=r"482x180 is 0.1 MP, more than max_image_pixels = 86400"):
         pipe.prepare(frame_from_rgb(np.zeros((180, 482, 3), np.uint8)))
-    pipe.max_image_pixels = 0  # no limit
+    pipe.apply(OutputConfig.plain(max_image_pixels=0))  # no limit
     assert pipe.process(frame_from_rgb(np.zeros((180, 482, 3), np.uint8))).labels().shape == (180, 482)
 
 
@@ -131,7 +136,7 @@ def test_pipeline_outputs_agree_with_each_other_and_the_painting(tmp_path):
     model = make_colour_model(str(tmp_path / "m.onnx"))
     seg = Segmenter.from_file(model, backend="onnxruntime")
     groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
-    pipe = SegmentationPipeline(seg, groups, overlay_alpha=1.0)
+    pipe = SegmentationPipeline(seg, groups, OutputConfig.plain(overlay_alpha=1.0))
     layout = [["Sky", "Car", "Sky", "Person"], ["Road", "Road", "Parking", "Sidewalk"]]
     rgb = paint_blocks(layout, 90, 120)  # 180 x 480 -> model 60 x 80 (3x, 6x)
     res = pipe.process(frame_from_rgb(rgb))
@@ -177,20 +182,22 @@ def test_min_confidence_leaves_unsure_pixels_out_of_each_mask_by_its_own_thresho
     # between the blends' confidences: unsure road and parking go, the probable person stays
     level = (max(block_conf[1], block_conf[3]) + 1) / 255.0
     assert level * 255 <= block_conf[0]
-    pipe.set_min_confidence({"road": level, "parking": level, "pedestrian": 0.2})
+    pipe.apply(OutputConfig.plain(min_confidence={"road": level, "parking": level, "pedestrian": 0.2}))
     res = pipe.process(frame_from_rgb(rgb))
     assert blocks(res.mask("road")) == [True, False, False, False]
     assert blocks(res.mask("parking")) == [False, False, False, False]
     assert blocks(res.mask("pedestrian")) == [False, False, True, False]
     # the class map itself stays as the network made it; the grid's copy marks unsure unknown
     assert (res.labels()[:, 120:240] == CLASS_ID["Road"]).all()
-    pipe.set_min_confidence({"grid": level})
+    pipe.apply(OutputConfig.plain(min_confidence={"road": level, "parking": level, "pedestrian": 0.2,
+                                                  "grid": level}))
     grid_ids = pipe.process(frame_from_rgb(rgb)).grid_labels()
     assert (grid_ids[:, :grid_ids.shape[1] // 4] == CLASS_ID["Road"]).all()
     assert (grid_ids[:, grid_ids.shape[1] // 4:] == UNKNOWN_ID).all()
-    with pytest.raises(ValueError, match="min_confidence"):
-        pipe.set_min_confidence({"road": 0.5, "parking": 1.5})
-    assert pipe.min_confidence["road"] == level  # a rejected set changes nothing
+    # a threshold outside [0, 1] is refused, the whole set with it (core/config)
+    with pytest.raises(ConfigError, match="min_confidence.parking"):
+        NodeConfig.from_values({}).changed({"min_confidence.road": 0.5, "min_confidence.parking": 1.5})
+    assert pipe.outputs.min_confidence["road"] == level
 
 
 def test_a_model_without_confidence_output_still_works_and_thresholds_do_nothing(tmp_path):
@@ -198,7 +205,7 @@ def test_a_model_without_confidence_output_still_works_and_thresholds_do_nothing
                               backend="onnxruntime")
     assert not seg.has_confidence and seg.info.confidence_name == ""
     groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
-    pipe = SegmentationPipeline(seg, groups, min_confidence={"road": 0.99, "grid": 0.99})
+    pipe = SegmentationPipeline(seg, groups, OutputConfig.plain(min_confidence={"road": 0.99, "grid": 0.99}))
     rgb = paint_blocks([["Road", "Person"]], 180, 240)
     res = pipe.process(frame_from_rgb(rgb))
     assert res.confidence() is None
@@ -263,7 +270,7 @@ def test_overlay_is_shrunk_to_its_max_width_with_the_same_aspect(tmp_path):
     model = make_colour_model(str(tmp_path / "m.onnx"))
     seg = Segmenter.from_file(model, backend="onnxruntime")
     groups = parse_label_groups(yaml.safe_load(TEST_LABEL_YAML), seg.info.class_names)
-    pipe = SegmentationPipeline(seg, groups, overlay_alpha=0.0, overlay_max_width=240)
+    pipe = SegmentationPipeline(seg, groups, OutputConfig.plain(overlay_alpha=0.0, overlay_max_width=240))
     layout = [["Sky", "Car", "Sky", "Person"], ["Road", "Road", "Parking", "Sidewalk"]]
     rgb = paint_blocks(layout, 90, 120)  # 180 x 480
     res = pipe.process(frame_from_rgb(rgb))
@@ -271,16 +278,16 @@ def test_overlay_is_shrunk_to_its_max_width_with_the_same_aspect(tmp_path):
     # alpha 0: the overlay is the frame itself, shrunk; the masks keep the frame's size
     np.testing.assert_array_equal(res.overlay(), rgb[::2, ::2])
     assert res.labels().shape == (180, 480)
-    pipe.overlay_max_width = 0
+    pipe.apply(OutputConfig.plain(overlay_alpha=0.0, overlay_max_width=0))
     assert pipe.process(frame_from_rgb(rgb)).overlay().shape == (180, 480, 3)
-    pipe.overlay_max_width = 960  # wider than the frame: no change
+    pipe.apply(OutputConfig.plain(overlay_alpha=0.0, overlay_max_width=960))  # wider than the frame: no change
     assert pipe.process(frame_from_rgb(rgb)).overlay_size == (180, 480)
-    # a buffer sized before the width changed (at runtime, from another thread) is filled whole
-    pipe.overlay_max_width = 240
+    # a change at runtime (from another thread) applies from the next frame: a frame keeps its size
+    pipe.apply(OutputConfig.plain(overlay_alpha=0.0, overlay_max_width=240))
     res = pipe.process(frame_from_rgb(rgb))
     out = np.zeros(res.overlay_size + (3,), np.uint8)
-    pipe.overlay_max_width = 0
-    assert res.overlay(out) is out
+    pipe.apply(OutputConfig.plain(overlay_alpha=0.0, overlay_max_width=0))
+    assert res.overlay_size == (90, 240) and res.overlay(out) is out
     np.testing.assert_array_equal(out, rgb[::2, ::2])
 
 

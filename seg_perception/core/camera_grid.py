@@ -67,6 +67,13 @@ class CameraGrid:
         except Exception as exc:  # GridError, or a message too broken to read
             self._camera = (None, f"invalid CameraInfo: {exc}")
 
+    def apply(self, grid, pose) -> None:
+        """The grid's runtime parameters (core/config GridConfig and the camera's PoseConfig):
+        CameraInfo's timeout, and the pose where it comes from the parameters (not TF)."""
+        self.watch.timeout_s = float(grid.camera_info_timeout)
+        if pose.source == "parameters":
+            self.set_pose(pose.xyz, pose.rpy)
+
     def set_pose(self, xyz: Sequence[float], rpy: Sequence[float]) -> None:
         self._T_grid_body = camera_pose(xyz, rpy)
 

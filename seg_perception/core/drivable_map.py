@@ -310,17 +310,10 @@ class MapBuilder:
         return self.outcome
 
 
-def map_spec(p: Dict[str, Any]) -> MapSpec:
-    """The map window and update rule of the node's map.* parameters."""
-    return MapSpec(resolution=float(p["map.resolution"]), size_x=float(p["map.size"]), size_y=float(p["map.size"]),
-                   hit=float(p["map.hit"]), miss=float(p["map.miss"]), decay_time=float(p["map.decay_time"]),
-                   trinary=bool(p["map.trinary"]))
-
-
-def map_builder(p: Dict[str, Any], odom_source: str) -> MapBuilder:
-    """The MapBuilder of the node's parameters: the node's and process-bag's, alike."""
-    return MapBuilder(map_spec(p), PoseHistory(jump_distance=float(p["map.jump_distance"])),
-                      float(p["map.odom_timeout"]), odom_source)
+def map_spec(cfg) -> MapSpec:
+    """The map window and update rule of the node's map configuration (core/config.MapConfig)."""
+    return MapSpec(resolution=cfg.resolution, size_x=cfg.size, size_y=cfg.size, hit=cfg.hit, miss=cfg.miss,
+                   decay_time=cfg.decay_time, trinary=cfg.trinary)
 
 
 def odometry_frames_problem(frame: str, child: str, map_frame: str, grid_frame: str) -> str:

@@ -102,13 +102,27 @@ class Frame:
         if ENCODINGS[self.encoding].convert_first or self._rgb is not None:
             return fit.to_model(self.rgb(), out)
         w, h = fit.model_size_of_inner()
+        return fit.to_model(self._small_rgb(h, w), out)
+
+    def rgb_at(self, height: int, width: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """HxWx3 RGB at (height, width) (e.g. the overlay's size): resized first and the small
+        image converted where the encoding allows, so a bgr8, YUV or JPEG frame is not converted
+        at full resolution only to be shrunk. ``out``: where to write it when a resize is needed."""
+        if (height, width) == (self.height, self.width):
+            return self.rgb()
+        if ENCODINGS[self.encoding].convert_first or self._rgb is not None:
+            interp = cv2.INTER_AREA if (width < self.width or height < self.height) else cv2.INTER_LINEAR
+            return cv2.resize(self.rgb(), (width, height), dst=out, interpolation=interp)
+        return self._small_rgb(height, width)
+
+    def _small_rgb(self, h: int, w: int) -> np.ndarray:
         src = self._native_2d_or_3d()
         if not src.dtype.isnative:  # big-endian 16-bit: OpenCV takes native byte order only
             src = src.astype(src.dtype.newbyteorder("="))
         if (h, w) != src.shape[:2]:
             interp = cv2.INTER_AREA if (w < self.width or h < self.height) else cv2.INTER_LINEAR
             src = cv2.resize(src, (w, h), interpolation=interp)
-        return fit.to_model(self._convert(src), out)
+        return self._convert(src)
 
 
 def frame_from_raw(data, height: int, width: int, step: int, encoding: str, is_bigendian: bool = False) -> Frame:

@@ -26,12 +26,10 @@ def palette_lut(colors: Sequence[Tuple[int, int, int]]) -> np.ndarray:
 
 
 class Postprocessor:
-    def __init__(self, groups: LabelGroups, colors: Sequence[Tuple[int, int, int]],
-                 overlay_alpha: float = 0.5) -> None:
+    def __init__(self, groups: LabelGroups, colors: Sequence[Tuple[int, int, int]]) -> None:
         self.groups = groups
         self.mask_luts: Dict[str, np.ndarray] = {g: groups.lut(g) for g in groups.groups}
         self.colors = palette_lut(colors)
-        self.overlay_alpha = float(overlay_alpha)
         self._scratch = threading.local()
 
     @staticmethod
@@ -60,17 +58,17 @@ class Postprocessor:
         # cv2.LUT wants as many channels in the source as in the table
         return cv2.LUT(cv2.merge([labels_small] * 3), self.colors.reshape(256, 1, 3))
 
-    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray, out: Optional[np.ndarray] = None,
-                size: Optional[Tuple[int, int]] = None) -> np.ndarray:
-        """rgb8 image: the frame blended with its class colours (alpha = overlay_alpha), at
-        ``size`` (height, width; default ``out``'s or the frame's). The colour image is upsampled
-        into ``out`` and blended there in place; a smaller size shrinks the frame first."""
-        h, w = size or (out.shape[:2] if out is not None else rgb.shape[:2])
-        if (h, w) != rgb.shape[:2]:
-            rgb = cv2.resize(rgb, (w, h), dst=self._shrink_buffer(h, w), interpolation=cv2.INTER_AREA)
+    def overlay(self, rgb: np.ndarray, labels_small: np.ndarray, alpha: float,
+                out: Optional[np.ndarray] = None) -> np.ndarray:
+        """rgb8 image: ``rgb`` (the frame at the overlay's size) blended with its class colours,
+        weight ``alpha``; the colour image is upsampled into ``out`` and blended there in place."""
+        h, w = rgb.shape[:2]
         color = self.upsample(self.color_small(labels_small), h, w, out)
-        a = self.overlay_alpha
-        return cv2.addWeighted(rgb, 1.0 - a, color, a, 0.0, dst=color)
+        return cv2.addWeighted(rgb, 1.0 - alpha, color, alpha, 0.0, dst=color)
+
+    def shrink_buffer(self, h: int, w: int) -> np.ndarray:
+        """A buffer for the frame at the overlay's size, reused from frame to frame (one per thread)."""
+        return self._shrink_buffer(h, w)
 
 
 def overlay_size(height: int, width: int, max_width: int) -> Tuple[int, int]:
