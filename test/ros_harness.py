@@ -16,7 +16,7 @@ from typing import Callable, Dict, List, Optional
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from seg_perception.ros.participant import Participant
-from seg_perception.tools import node_process
+from seg_perception.tools.support import node_process
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PARAMS_FILE = os.path.join(REPO, "config", "camera_seg.yaml")

@@ -11,6 +11,10 @@ from nav_msgs.msg import OccupancyGrid
 from sensor_msgs.msg import CameraInfo, Image
 
 from ros_harness import RELIABLE, Camera, NodeProcess, still_there
+
+# the node with faults the tests switch from outside (test/fault_node.py): a registered backend
+# that fails on demand, worker steps that crash on demand
+FAULT_NODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fault_node.py")
 from test_node import (DiagnosticStatus_ERROR, DiagnosticStatus_OK, DiagnosticStatus_WARN, feed_until, grid_test_topics,
                        image_msg, latest_status, sample_scene_in_test_colours, stamp_of, status_values,
                        subscribe_outputs, wait_status)
@@ -20,8 +24,8 @@ def test_backend_failure_mid_stream_is_reported_and_recovers(ros_domain, peer, c
     fault_file = tmp_path / "fault"
     model, labels = colour_model
     node = NodeProcess(ros_domain[0], ros_domain[1],
-                       params={"model": model, "label_file": labels, "grid.enabled": False},
-                       env={"SEG_PERCEPTION_FAULT_FILE": str(fault_file)})
+                       params={"model": model, "label_file": labels, "grid.enabled": False, "backend": "faulty"},
+                       env={"SEG_TEST_FAULT_FILE": str(fault_file)}, executable=FAULT_NODE)
     cam = None
     try:
         outs = subscribe_outputs(peer, ("labels", "road_mask"))
@@ -204,7 +208,7 @@ def test_a_worker_thread_that_fails_is_reported_and_restarted(ros_domain, peer, 
     node = NodeProcess(ros_domain[0], ros_domain[1],
                        params={"model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False,
                                "diagnostics_period": 0.25},
-                       env={"SEG_PERCEPTION_FAULT_FILE": str(fault_file)})
+                       env={"SEG_TEST_FAULT_FILE": str(fault_file)}, executable=FAULT_NODE)
     cam = None
     try:
         outs = subscribe_outputs(peer, ("labels",))
@@ -245,7 +249,7 @@ def test_a_worker_thread_that_keeps_failing_ends_the_node_non_zero(ros_domain, p
     fault_file.write_text("crash outputs")
     node = NodeProcess(ros_domain[0], ros_domain[1],
                        params={"model": colour_model[0], "label_file": colour_model[1], "grid.enabled": False},
-                       env={"SEG_PERCEPTION_FAULT_FILE": str(fault_file)})
+                       env={"SEG_TEST_FAULT_FILE": str(fault_file)}, executable=FAULT_NODE)
     cam = None
     try:
         outs = subscribe_outputs(peer, ("labels",))

@@ -21,7 +21,8 @@ from models import (CLASS_ID, colour_confidence, COLOR, STREET_LAYOUT, TEST_LABE
                     paint_blocks)
 from ros_harness import BEST_EFFORT, RELIABLE, Camera, NodeProcess
 
-from seg_perception.core.pipeline import IMAGE_OUTPUTS as OUTPUTS, WAITS
+from seg_perception.core.outputs import IMAGE_OUTPUTS as OUTPUTS
+from seg_perception.core.pipeline import WAITS
 LAYOUT = STREET_LAYOUT
 GROUPS = {"road_mask": ["Road"], "pedestrian_mask": ["Person"], "parking_mask": ["Parking"]}
 

@@ -1,6 +1,7 @@
-"""One camera of the camera_seg node: its topics (image_transport's naming), its input
-subscriptions with the reliability they match, its newest-frame slot, its publishers and
-counters. Glue only: what a frame becomes is the camera's core pipeline's business."""
+"""One camera of the camera_seg node on the ROS side: its topics (image_transport's naming), its
+input subscriptions with the reliability they match, its publishers and message buffers. Its
+frames' slot, turn and counters are the frame runtime's (core/runtime); what a frame becomes,
+its pipeline's."""
 
 from __future__ import annotations
 
@@ -11,9 +12,6 @@ from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..core.latest import LatestSlot
-from ..core.pipeline import SegmentationPipeline
-from . import diagnostics as diag
 from .outputs import OutputMessages
 
 RETIRE_S = 2.0  # s a replaced input subscription overlaps the new one (discovery and matching)
@@ -23,14 +21,9 @@ class Camera:
     """The single-camera node has one, named "" (topics image / camera_info, outputs under ~/);
     with `cameras`, one per name (topics of its C.image / C.camera_info, outputs under ~/C/)."""
 
-    def __init__(self, name: str, stats: diag.NodeStats) -> None:
+    def __init__(self, name: str) -> None:
         self.name = name
         self.ns = f"{name}/" if name else ""          # its outputs: ~/<ns><output>
-        self.stats = stats
-        self.slot = LatestSlot()
-        self.waiting_since = 0.0                     # receive time of the frame in the slot
-        self.last_served: Optional[float] = None     # when the network last took its frame
-        self.pipeline: Optional[SegmentationPipeline] = None
         # the output thread publishes each message before it builds the next: buffers are reused
         self.messages = OutputMessages(reuse_buffers=True)
         self.pubs: Dict[str, object] = {}
@@ -43,22 +36,21 @@ class Camera:
         self.retiring: List[tuple] = []  # (replaced subscription, since): destroyed after RETIRE_S
         self.told_waiting = False
         self.last_image_key = None  # (stamp, frame_id) of the last frame, to drop a duplicate
-        self.idle = False
 
     def label(self, text: str) -> str:
         """'text' for the single camera, 'C: text' for camera C (log lines, status texts)."""
         return f"{self.name}: {text}" if self.name else text
 
-    def resolve_topics(self, node: Node, view: Dict[str, object]) -> None:
-        """Its input topics from its view of the parameters (core/parameters.camera_view)."""
-        self.transport = str(view["image_transport"])
-        image = resolve(node, str(view["image"]) if self.name else "image")
+    def resolve_topics(self, node: Node, cfg) -> None:
+        """Its input topics from its configuration (core/config.CameraConfig)."""
+        self.transport = cfg.transport
+        image = resolve(node, cfg.image)
         if self.transport == "compressed":
             # as image_transport does: remapping 'image' moves the compressed topic with it
             self.image_topic, self.image_type = image + "/compressed", CompressedImage
         else:
             self.image_topic, self.image_type = image, Image
-        self.info_topic = (resolve(node, str(view["camera_info"])) if self.name else camera_info_topic(node))
+        self.info_topic = resolve(node, cfg.camera_info) if self.name else camera_info_topic(node)
 
     def subscribe(self, node: Node, wanted: str, depth: int, on_image: Callable, on_info: Callable) -> None:
         """(Re)create its input subscriptions with the reliability ``wanted`` asks for.
@@ -67,10 +59,9 @@ class Camera:
         no publisher yet there is nothing to match, so the subscription waits for one (made
         best-effort now and reliable a second later, the swap lost frames in flight). A later
         change (another camera joins) makes the new subscription first and retires the old one
-        only after RETIRE_S, so no frame falls between them.
-        Measured here: a reliable publisher's 1920x1080 frames reach a reliable reader intact,
-        but a best-effort reader loses most of them (the loss is on the sending side, which the
-        node's profile cannot change); best-effort is the only choice that matches a best-effort
+        only after RETIRE_S, so no frame falls between them. Reliable where the camera offers
+        it: a reliable camera's full-HD frames reach a reliable reader whole, a best-effort reader
+        loses many (README, Transport); best-effort is the only choice that matches a best-effort
         camera. Depth stays 1 either way: the newest frame wins, never a backlog."""
         now = time.monotonic()
         for old, since in list(self.retiring):

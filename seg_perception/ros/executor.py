@@ -1,9 +1,9 @@
 """The rclpy executor that runs the node's callbacks (the ``executor`` parameter).
 
-events: rclpy's EventsExecutor (rclpy.experimental, Jazzy 7.1.4 and newer), a C++ loop. Measured
-here (one node, four 1280x720 cameras at twice its capacity) its thread took 11% of a core where
-SingleThreadedExecutor's Python wait-set loop took 27%. single_threaded: SingleThreadedExecutor,
-on every distro (Humble has no EventsExecutor)."""
+events: rclpy's EventsExecutor (rclpy.experimental, Jazzy 7.1.4 and newer), a C++ loop that costs
+a fraction of the CPU per callback of SingleThreadedExecutor's Python wait-set loop (figures:
+docs/measurements.md). single_threaded: SingleThreadedExecutor, on every distro (Humble has no
+EventsExecutor)."""
 
 from __future__ import annotations
 

@@ -38,9 +38,9 @@ class ManagedCameraSegNode(LifecycleNodeMixin, CameraSegBase):
         CameraSegBase.__init__(self, **kwargs)
         LifecycleNodeMixin.__init__(self, enable_communication_interface=True)
         self.lifecycle_state = "unconfigured"
-        for spec in MANAGED_SPECS:
-            self.p[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
-        self._autostart_timer = self.create_timer(0.0, self._autostart) if self.p["autostart"] else None
+        own = {spec.name: self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+               for spec in MANAGED_SPECS}
+        self._autostart_timer = self.create_timer(0.0, self._autostart) if own["autostart"] else None
 
     def _autostart(self) -> None:
         """configure, then activate, once the executor runs (the launch file's managed:=true

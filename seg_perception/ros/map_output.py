@@ -1,22 +1,18 @@
-"""~/drivable_map on the node: feeds core/drivable_map.MapBuilder with the odometry topic and
-every camera's per-frame grid, publishes the map at map.rate and reports its state. Glue only:
-the update rule and the fault policy are the core's."""
+"""~/drivable_map on the node: the odometry topic into core/finish.MapFeed (the after-inference
+step feeds it every camera's grid), the map published at map.rate, its state for diagnostics.
+Glue only: the update rule, the stamp and the fault policy are the core's."""
 
 from __future__ import annotations
 
-import dataclasses
-import threading
-from typing import Dict, Optional, Tuple
+from typing import Tuple
 
-import numpy as np
 from builtin_interfaces.msg import Time
 from nav_msgs.msg import OccupancyGrid, Odometry
 from rclpy.clock import Clock, ClockType
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Header
 
-from ..core.drivable_map import map_builder, odometry_frames_problem
-from ..core.grid import GridSpec
+from ..core.finish import MapFeed
 from ..core.odometry import yaw_of_quaternion
 from . import diagnostics as diag
 from .camera import resolve
@@ -35,29 +31,29 @@ def odometry_pose(msg) -> Tuple[float, Tuple[float, float, float]]:
 
 
 class MapOutput:
-    """Created by the node when map.enabled; ``publisher`` is the node's publisher factory (a
-    lifecycle publisher on the managed node)."""
+    """Created by the node when map.enabled: ``feed`` (core/finish.MapFeed) is fed the odometry
+    here and every frame's grid by the after-inference step; ``publisher`` is the node's
+    publisher factory (a lifecycle publisher on the managed node)."""
 
-    def __init__(self, node, p: Dict[str, object], publisher, log) -> None:
+    def __init__(self, node, cfg, publisher, log) -> None:
         self.node = node
-        self.p = p
         self._log = log  # the node's throttled log(kind, level, text)
-        self.lock = threading.Lock()
-        self.builder = map_builder(p, resolve(node, ODOM_TOPIC))
-        self.frame_id = str(p["map.frame_id"])
-        self.odom_frames = ("", "")  # (frame_id, child_frame_id) of the odometry
+        self.frame_id = cfg.map.frame_id
+        self.tf = TfMapPose(node, self.frame_id, cfg.grid.frame_id) if cfg.map.pose_source == "tf" else None
+        source = f"TF {self.frame_id} <- {cfg.grid.frame_id}" if self.tf is not None else resolve(node, ODOM_TOPIC)
+        self.feed = MapFeed(cfg.map, cfg.grid.frame_id, source)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
                          durability=DurabilityPolicy.VOLATILE)
         self.pub = publisher(OccupancyGrid, f"~/{MAP_OUTPUT}", qos)
         self.sub = None
-        self.tf = TfMapPose(node, self.frame_id, str(p["grid.frame_id"])) if p["map.pose_source"] == "tf" else None
-        if self.tf is not None:
-            self.builder.odom_source = f"TF {self.frame_id} <- {p['grid.frame_id']}"
-        self.published_stamp: Optional[float] = None
-        self.stamp = Time()  # the header stamp of the newest frame in the map
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         # guarded: an error is logged, never the end of the executor
-        self.timer = node.create_timer(1.0 / float(p["map.rate"]), node._guarded(self.publish), clock=steady)
+        self.timer = node.create_timer(1.0 / cfg.map.rate, node._guarded(self.publish), clock=steady)
+
+    @property
+    def pose_at(self):
+        """The map's pose source for the after-inference step: TF, or None (odometry)."""
+        return self.tf.at if self.tf is not None else None
 
     def subscribe(self) -> None:
         # best effort matches every publisher (a reliable one too); the history keeps what arrives
@@ -78,64 +74,40 @@ class MapOutput:
         self.node.destroy_timer(self.timer)
         drop_publisher(self.pub)
 
-    def apply_parameters(self, p: Dict[str, object]) -> None:
-        with self.lock:
-            m = self.builder.map
-            m.spec = dataclasses.replace(m.spec, decay_time=float(p["map.decay_time"]), trinary=bool(p["map.trinary"]))
-            self.builder.odom_timeout = float(p["map.odom_timeout"])
-
     def on_odometry(self, msg: Odometry) -> None:
-        t, pose = odometry_pose(msg)
-        self.odom_frames = (msg.header.frame_id, msg.child_frame_id)
-        with self.lock:
-            reason = self.builder.on_odometry(t, pose)
+        reason = self.feed.on_odometry(*odometry_pose(msg), msg.header.frame_id, msg.child_frame_id)
         if reason:
             self._log("map_clear", "warn", f"drivable map cleared: {reason}")
 
-    def on_grid(self, cells: np.ndarray, spec: GridSpec, header: Header,
-                weight: Optional[np.ndarray] = None) -> None:
-        """A camera's per-frame grid (in grid.frame_id) at its frame's stamp; ``weight``: the
-        model's confidence behind each cell, where the model gives it."""
-        t = stamp_seconds(header)
-        pose = None
-        if self.tf is not None:  # the pose at this very stamp, from TF (cameras come in any stamp order)
-            pose, error = self.tf.at(header)
-            if pose is None:
-                with self.lock:
-                    outcome = self.builder.skip(error)
-                self._log("map", "warn", outcome.status)
-                return
-        with self.lock:
-            before = self.builder.map.updates
-            outcome = self.builder.on_grid(cells, spec, t, weight, pose)
-            if self.builder.map.updates > before and self.builder.map.stamp == t:
-                self.stamp = Time(sec=header.stamp.sec, nanosec=header.stamp.nanosec)  # exact, not t
-        if outcome.state != "ok":
+    def on_outcome(self, outcome) -> None:
+        """What the after-inference step made of a frame's grid, for the log."""
+        if outcome is not None and outcome.state != "ok":
             self._log("map", "warn", outcome.status)
 
     def publish(self) -> None:
-        with self.lock:
-            m = self.builder.map
-            if m.stamp is None or m.origin is None or self.pub.get_subscription_count() == 0:
-                return
-            cells, origin, stamp = m.occupancy(), m.origin, m.stamp
-            header = Header(frame_id=self.frame_id, stamp=self.stamp)  # the newest frame in it
-        self.pub.publish(occupancy_grid_msg(cells, m.spec.resolution, origin, header))
-        self.published_stamp = stamp
+        if self.pub.get_subscription_count() == 0:
+            return
+        occupancy = self.feed.occupancy()
+        if occupancy is None:
+            return
+        cells, origin, resolution, stamp = occupancy
+        header = Header(frame_id=self.frame_id, stamp=Time(sec=stamp.sec, nanosec=stamp.nanosec))
+        self.pub.publish(occupancy_grid_msg(cells, resolution, origin, header))
 
     def status(self, prefix: str):
-        with self.lock:
-            b, m = self.builder, self.builder.map
+        feed = self.feed
+        with feed.lock:
+            b, m = feed.builder, feed.builder.map
             outcome = b.outcome
             values = {"frame": self.frame_id, "odometry topic": b.odom_source,
-                      "odometry frames": " -> ".join(f or "?" for f in self.odom_frames),
+                      "odometry frames": " -> ".join(f or "?" for f in feed.odom_frames),
                       "window (m)": f"{m.spec.size_x:g} x {m.spec.size_y:g} at {m.spec.resolution:g}",
                       "decay time (s)": m.spec.decay_time, "updates": m.updates,
                       "frames skipped (no pose at their stamp)": b.skipped,
                       "frames not used (odometry missing or stale)": b.not_updated,
                       "clears": m.clears, "last clear": m.last_clear or "none"}
+            problem = feed.odom_problem
         level, message = (diag.OK, outcome.status) if outcome.state == "ok" else (diag.WARN, outcome.status)
-        problem = odometry_frames_problem(*self.odom_frames, self.frame_id, str(self.p["grid.frame_id"]))
         if problem:
             level, message = diag.WARN, f"{problem}; {message}"
         return diag.make_status(f"{prefix}: drivable map", self.frame_id, level, message, values)

@@ -1,22 +1,12 @@
-"""The camera_seg node: thin glue between ROS 2 topics and the core pipeline. This file holds
-the node's phases (parameters, configure/activate/deactivate/cleanup, inputs, model, logs);
-ros/frame_path.py the worker threads a frame travels through; ros/process.py the process.
-
-Threads, each handing the newest item to the next through a one-slot mailbox (a waiting item
-that a newer one replaces is dropped and counted, so there is never a backlog of stale frames):
-  executor     subscription callbacks (they only keep the newest frame), timers, diagnostics
-  prepare      decode and resize the newest frame to the model's input just before the network
-               is free (while it runs the previous one), so it never waits for preprocessing
-  inference    loads the model, then runs the network on the newest prepared frame (several
-               cameras on a CPU: several inference threads on the one model, inference_workers)
-  outputs      builds and publishes the outputs of the newest inferred frame (at a lower CPU
-               priority, output_niceness, so on few cores it fills the network's gaps, where
-               the network leaves a core: core/threads.output_niceness)
+"""The camera_seg node: thin glue between ROS 2 and the frame runtime. The node keeps the
+subscriptions, the publishers, the parameters and the diagnostics; what happens to a frame
+between its callback and its messages is core/runtime's (threads, slots, batching, supervision)
+and core/finish's (grid, surround grid, map). ros/process.py runs it as a process; the managed
+variant is ros/lifecycle_node.py. The threads: docs/architecture.md.
 """
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any, Dict, List, Optional
 
@@ -30,67 +20,67 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from sensor_msgs.msg import CameraInfo, Image
 
 from ..core import resources
-from ..core.faults import worker_fault_from_env
+from ..core.camera_info_watch import OK as GRID_OK
+from ..core.config import ConfigError, NodeConfig
+from ..core.finish import Finisher, apply_config
 from ..core.labels import MASK_GROUPS
-from ..core.latest import BusyClocks, LatestPerKey, LatestSlot
-from ..core.parameters import POSE_PARAMETERS, camera_view, check_update
-from ..core.pipeline import (IMAGE_OUTPUTS, GRID_OUTPUT, SegmentationPipeline, batch_limit, batch_note,
-                             build_camera_pipelines, runs_asked)
-from ..core.surround import SurroundGrid
-from ..core.threads import opencv_threads, output_niceness, runs_at_once
+from ..core.outputs import GRID_OUTPUT, IMAGE_OUTPUTS
+from ..core.parameters import NODE_NAME, spec_of
+from ..core.pipeline import build_camera_pipelines
+from ..core.runtime.plan import plan_runs, runs_asked
+from ..core.runtime.runtime import FrameRuntime
+from ..core.runtime.stats import ERROR, WARN, Throttle
 from . import diagnostics as diag
 from .camera import Camera
+from .conversions import frame_from_msg
 from .executor import executor_problem
-from .frame_path import FramePath
 from .map_output import MapOutput
 from .node_status import node_statuses
+from .outputs import surround_grid_msg
 from .parameters import declare_node_parameters, plain_value
-from ..core.parameters import NODE_NAME
 from .process import run_node
 
 
-class CameraSegBase(FramePath, Node):
+class CameraSegBase(Node):
     """The node's parts in lifecycle phases: declared (parameters, diagnostics), configured
-    (cameras, publishers, workers, the model), active (input subscriptions). The plain node
-    (CameraSegNode) runs all of them at once; the managed one (ros/lifecycle_node.py) on
+    (cameras, publishers, the frame runtime, the model), active (input subscriptions). The plain
+    node (CameraSegNode) runs all of them at once; the managed one (ros/lifecycle_node.py) on
     lifecycle transitions."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(NODE_NAME, **kwargs)
-        self.p = declare_node_parameters(self)
-        problem = executor_problem(self.p["executor"])
+        self.cfg: NodeConfig = declare_node_parameters(self)
+        problem = executor_problem(self.cfg.runtime.executor)
         if problem:  # refused before any thread starts
             raise ValueError(problem)
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.multi = bool(self.p["cameras"])
         self.configured = self.active = False
         self.lifecycle_state = ""  # a managed node's state ("" for the plain node)
         self.finished = False  # a managed node was shut down: main() ends the process
         self.configure_error = ""  # why a managed node's last configure failed
-        self.stats = diag.NodeStats()  # the node's (and the single camera's) counters and problems
         self.cameras: Dict[str, Camera] = {}
-        self.surround: Optional[SurroundGrid] = None
+        self.runtime: Optional[FrameRuntime] = None
+        self.finisher: Optional[Finisher] = None
         self.map: Optional[MapOutput] = None  # ~/drivable_map (map.enabled)
-        self.pipeline: Optional[SegmentationPipeline] = None  # the first camera's (model, info)
-        self.model_path = self.p["model"] or resources.DEFAULT_MODEL
-        self.label_path = self.p["label_file"] or "the packaged label file of the model's classes"
-        self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
-        self._last_log: Dict[str, float] = {}
-        self._idle = False
-        self._tf_pose = None
-        self._threads: List[threading.Thread] = []
-        # made by _configure, declared here so that no phase meets a member that is not there
-        self._frame_arrived = threading.Event()  # any camera's slot got a frame
-        self.pubs: Dict[str, Any] = {}  # the single camera's publishers
         self.surround_pub: Optional[Any] = None  # ~/drivable_grid of several cameras
+        self.model_path = self.cfg.model.path or resources.DEFAULT_MODEL
+        self.label_path = self.cfg.model.label_file or "the packaged label file of the model's classes"
         self.backend_text, self.backend_reason = "not loaded", ""
         self.empty_masks = "n/a: no model loaded"
+        self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
+        self._throttle = Throttle(self.cfg.runtime.log_throttle_sec)
+        self._tf_pose = None
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
         steady = Clock(clock_type=ClockType.STEADY_TIME)
-        if self.p["input_qos.reliability"] == "auto":
+        if self.cfg.runtime.input_reliability == "auto":
             self.create_timer(1.0, self._guarded(self._subscribe_inputs), clock=steady)
-        self.create_timer(self.p["diagnostics_period"], self._guarded(self._publish_diagnostics), clock=steady)
+        self.create_timer(self.cfg.runtime.diagnostics_period, self._guarded(self._publish_diagnostics),
+                          clock=steady)
+
+    @property
+    def multi(self) -> bool:
+        return self.cfg.multi
 
     def _make_publisher(self, msg_type, topic: str, qos):
         return self.create_publisher(msg_type, topic, qos)
@@ -100,27 +90,31 @@ class CameraSegBase(FramePath, Node):
 
     # ---------------------------------------------------------------- lifecycle phases
     def _configure(self, load_now: bool) -> Optional[str]:
-        """Cameras, publishers, input topics and workers; the model loaded now (``load_now``:
-        the error text when it cannot) or by the inference thread."""
-        names = list(self.p["cameras"]) or [""]
-        self.stats = diag.NodeStats()
-        self.cameras = {n: Camera(n, self.stats if n == "" else diag.NodeStats()) for n in names}
-        self._frame_arrived = threading.Event()  # any camera's slot got a frame
+        """Cameras, publishers, input topics and the frame runtime; the model loaded now
+        (``load_now``: the error text when it cannot) or by the runtime's first inference thread."""
+        names = [c.name for c in self.cfg.cameras]
+        self.cameras = {n: Camera(n) for n in names}
         self.backend_text, self.backend_reason = "not loaded", ""
         self.empty_masks = "n/a: no model loaded"
-        self._create_workers()  # first: from here on _cleanup can undo whatever follows
-        self.configured = True
+        self.runtime = FrameRuntime(names, runs_asked(self.cfg), decode=self._decode, wanted=self._wanted,
+                                    deliver=self._deliver, log=self._log)
+        self.runtime.on_fatal = self._fail
+        self.runtime.stats.report("model", WARN, f"loading model {self.model_path}")
+        self.configured = True  # from here on _cleanup can undo whatever follows
         self._create_publishers()
-        if self.p["map.enabled"]:
-            self.map = MapOutput(self, self.p, self._make_publisher, self._log)
+        if self.cfg.map.enabled:
+            self.map = MapOutput(self, self.cfg, self._make_publisher, self._log)
         self._create_inputs()
-        if load_now:
-            self._load_model()
-            if self.pipeline is None:
-                pr = self.stats.problem("model")
-                return pr.message if pr else "model not loaded"
-        for thread in self._threads:
-            thread.start()
+        self.finisher = Finisher(names, self.cfg.grid, self.map.feed if self.map else None,
+                                 self.map.pose_at if self.map else None)
+        if not load_now:
+            self.runtime.start(load=self._load)
+            return None
+        try:
+            loaded = self._load()
+        except Exception as exc:
+            return f"model not loaded: {exc}"
+        self.runtime.start(loaded=loaded)
         return None
 
     def _activate(self) -> None:
@@ -132,7 +126,7 @@ class CameraSegBase(FramePath, Node):
             self.get_logger().info(
                 f"subscribing {cam.image_topic} ({cam.transport}) and {cam.info_topic}; publishing "
                 f"under {self.get_fully_qualified_name()}/{cam.ns}")
-        if self.surround is not None:
+        if self.surround_pub is not None:
             self.get_logger().info(f"surround grid of {len(self.cameras)} cameras on "
                                    f"{self.get_fully_qualified_name()}/{GRID_OUTPUT}")
 
@@ -141,12 +135,13 @@ class CameraSegBase(FramePath, Node):
         self.active = False
         for cam in self.cameras.values():
             cam.unsubscribe(self)
-            cam.slot.get(timeout=0)  # no stale frame published (or mapped) after the next activate
+            if self.runtime is not None:
+                self.runtime.discard_waiting(cam.name)  # no stale frame published after the next activate
         if self.map is not None:
             self.map.unsubscribe()
 
     def _cleanup(self) -> bool:
-        """Workers stopped, the model released, publishers gone; False when a worker did not stop."""
+        """The runtime stopped, the model released, publishers gone; False when a worker did not stop."""
         if not self.configured:
             return True
         if not self.shutdown(timeout=5.0):
@@ -161,7 +156,7 @@ class CameraSegBase(FramePath, Node):
             self.surround_pub = None
         if self.map is not None:
             self.map.destroy(self._drop_publisher)
-        self.cameras, self.surround, self.pipeline, self._threads, self.map = {}, None, None, [], None
+        self.cameras, self.runtime, self.finisher, self.map = {}, None, None, None
         self.configured = False
         return True
 
@@ -172,56 +167,23 @@ class CameraSegBase(FramePath, Node):
                              durability=DurabilityPolicy.VOLATILE)
         for cam in self.cameras.values():
             cam.pubs = {name: self._make_publisher(Image, f"~/{cam.ns}{name}", out_qos) for name in IMAGE_OUTPUTS}
-            if self.p["grid.enabled"]:
+            if self.cfg.grid.enabled:
                 cam.pubs[GRID_OUTPUT] = self._make_publisher(OccupancyGrid, f"~/{cam.ns}{GRID_OUTPUT}", out_qos)
-        self.pubs = self.cameras[next(iter(self.cameras))].pubs  # the single camera's
-        self.surround, self.surround_pub = None, None
-        if self.multi and self.p["grid.enabled"]:  # every camera's grid fused
-            self.surround = SurroundGrid(list(self.cameras), self.p["grid.max_spread"])
+        self.surround_pub = None
+        if self.multi and self.cfg.grid.enabled:  # every camera's grid fused
             self.surround_pub = self._make_publisher(OccupancyGrid, f"~/{GRID_OUTPUT}", out_qos)
 
     def _create_inputs(self) -> None:
         """Each camera's topics (image_transport's naming) and the TF pose source."""
         for cam in self.cameras.values():
-            cam.resolve_topics(self, camera_view(self.p, cam.name))
-        first = self.cameras[next(iter(self.cameras))]
-        self.image_topic, self.info_topic = first.image_topic, first.info_topic  # the single camera's
-        if self._tf_pose is None and self.p["grid.enabled"] and self.p["camera_pose.source"] == "tf":
+            cam.resolve_topics(self, self.cfg.camera(cam.name))
+            self.runtime.lanes[cam.name].source = cam.image_topic  # named in bad-image errors
+        if self._tf_pose is None and self.cfg.grid.enabled and self.cfg.camera("").pose.source == "tf":
             from .tf_pose import TfPose
 
-            self._tf_pose = TfPose(self, self.p["grid.frame_id"])
+            self._tf_pose = TfPose(self, self.cfg.grid.frame_id)
             if self._tf_pose.error:
                 self.get_logger().error(self._tf_pose.error)
-
-    def _create_workers(self) -> None:
-        """newest camera frame -> prepare -> newest prepared frame -> inference -> newest
-        inferred frame -> outputs, each hand-over a one-slot mailbox."""
-        self.slot = self.cameras[next(iter(self.cameras))].slot  # the single camera's
-        # a batch: [(camera, prepared frame, receive time)], one frame per camera; a dropped
-        # batch gives its input buffers back
-        self.ready_slot = LatestSlot(on_drop=self._drop_batch)
-        self.out_slot = LatestPerKey()  # each camera's newest result: one camera never drops another's
-        self.batch_limit = 1  # frames per network run (core/pipeline.batch_limit), set at load
-        # network runs at once: as many inference threads as the parameters ask for are made
-        # here; those beyond what the backend allows (set at load) end once it has loaded
-        self._workers_asked = runs_asked(self.p)
-        self.inference_workers = 1
-        self.output_niceness = 0  # of the output thread (core/threads.output_niceness), set at load
-        self.network_runs = self.network_frames = 0  # batches run, frames in them
-        self._count_lock = threading.Lock()  # for those two: several inference threads count
-        self._model_done = threading.Event()  # the model loaded, or failed to
-        self._network = BusyClocks(1)  # when the network will want its next frame (set at load)
-        self._busy_mark = (time.monotonic(), 0.0)  # (when, network busy seconds) at the last diagnostics
-        self._prepare_s: Optional[float] = None  # smoothed seconds to prepare one batch
-        self.stats.report("model", diag.WARN, f"loading model {self.model_path}")
-        self._worker_restarts = 0
-        self._worker_fault = worker_fault_from_env()  # tests only: None unless the env var is set
-        workers = [("inference", self._work)] + [
-            (f"inference_{i + 1}", lambda i=i: self._work(i)) for i in range(1, self._workers_asked)]
-        self._threads = [threading.Thread(target=self._supervised(name, fn), name=f"camera_seg_{name}",
-                                          daemon=True)
-                         for name, fn in workers + [("prepare", self._prepare_frames),
-                                                    ("outputs", self._publish_outputs)]]
 
     def _guarded(self, fn):
         """A timer or subscription callback that reports its errors instead of ending rclpy.spin
@@ -240,136 +202,143 @@ class CameraSegBase(FramePath, Node):
         if not self.active:
             return
         for cam in self.cameras.values():
-            cam.subscribe(self, self.p["input_qos.reliability"], self.p["input_qos.depth"],
+            cam.subscribe(self, self.cfg.runtime.input_reliability, self.cfg.runtime.input_depth,
                           lambda msg, c=cam: self._on_image(c, msg), lambda msg, c=cam: self._on_camera_info(c, msg))
+
+    def _on_image(self, cam: Camera, msg) -> None:
+        key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
+        if cam.retiring and key == cam.last_image_key:
+            return  # the same frame through the old and the new subscription while they overlap
+        cam.last_image_key = key
+        self.runtime.offer(cam.name, msg)
+
+    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
+        cam.latest_info = (msg, time.monotonic())  # applied once the model has loaded
+        pipeline = self.runtime.lanes[cam.name].pipeline
+        if pipeline is not None and pipeline.grid is not None:
+            pipeline.grid.set_camera_info(*cam.latest_info)  # never raises: a bad one is the grid's error
 
     # ---------------------------------------------------------------- parameters
     def _on_set_parameters(self, params) -> SetParametersResult:
-        changes = {prm.name: plain_value(prm.value) for prm in params}
-        reason, merged = check_update(self.p, changes)
-        if reason:
-            return SetParametersResult(successful=False, reason=reason)
-        self.p = merged
-        self._apply_runtime_parameters(merged, any(n.endswith(POSE_PARAMETERS) for n in changes))
+        # the table's parameters; rclpy's own (use_sim_time) and the managed node's are not ours
+        changes = {prm.name: plain_value(prm.value) for prm in params if spec_of(prm.name) is not None}
+        if not changes:
+            return SetParametersResult(successful=True)
+        try:
+            cfg = self.cfg.changed(changes)
+        except ConfigError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.cfg = cfg
+        self._apply(cfg)
         return SetParametersResult(successful=True)
 
-    def _apply_runtime_parameters(self, p: Dict[str, object], pose_changed: bool) -> None:
-        for cam in self.cameras.values():  # before the model loaded: the worker applies self.p then
-            if cam.pipeline is not None:
-                cam.pipeline.apply_parameters(camera_view(p, cam.name), pose_changed)
-        if self.surround is not None:
-            self.surround.max_spread_s = float(p["grid.max_spread"])
-        if self.map is not None:
-            self.map.apply_parameters(p)
+    def _apply(self, cfg: NodeConfig) -> None:
+        """Every component from its part of the configuration (core/finish.apply_config; before
+        the model loaded, the load applies the configuration of then)."""
+        pipelines = dict(self.runtime.pipelines) if self.runtime is not None else {}
+        apply_config(cfg, pipelines, self.finisher, self._throttle)
 
     # ---------------------------------------------------------------- model
-    def _load(self) -> None:
+    def _load(self):
+        """The model and every camera's pipeline on it, and how it is run (core/runtime/plan.py);
+        raises with the reason when it cannot load."""
         t0 = time.monotonic()
-        pipelines = build_camera_pipelines(self.p, {c.name: c.info_topic for c in self.cameras.values()},
-                                           progress=self._engine_progress)
-        for pl in pipelines.values():
-            if pl.grid is not None:
-                pl.grid.pose_source = self._tf_pose  # None: the pose of the parameters
-        pipeline = pipelines[next(iter(pipelines))]
-        segmenter = pipeline.segmenter
-        backend = segmenter.backend
-        workers, warning = runs_at_once(self._workers_asked, self.p["inference_workers"] > 0,
-                                        backend.concurrent_runs, backend.device)
-        if warning:
+        try:
+            pipelines = build_camera_pipelines(self.cfg, {c.name: c.info_topic for c in self.cameras.values()},
+                                               progress=self._engine_progress, runs=runs_asked(self.cfg))
+        except Exception as exc:
+            self.runtime.stats.report("model", ERROR, f"model not loaded: {exc}")
+            raise
+        first = next(iter(pipelines.values()))
+        segmenter = first.segmenter
+        plan = plan_runs(self.cfg, segmenter, runs_asked(self.cfg))
+        for warning in plan.warnings:
             self.get_logger().warning(warning)
-        cv_threads = opencv_threads(backend.device, self.p["num_threads"], workers)
-        cv2.setNumThreads(cv_threads)
-        self.output_niceness = output_niceness(self.p["output_niceness"], backend.device,
-                                               self.p["num_threads"], workers)
-        if self.output_niceness != self.p["output_niceness"]:
-            self.get_logger().info(
-                f"output thread at niceness 0, not output_niceness {self.p['output_niceness']}: the "
-                f"network's threads ({workers} run{'s' if workers > 1 else ''} at once) take every "
-                "core, there are no gaps for the outputs to fill")
-        self.backend_text = backend.describe()
-        self.backend_reason = backend.selection_reason
-        self.batch_limit = batch_limit(self.p, segmenter, workers)
-        self.inference_workers, self._network = workers, BusyClocks(workers)
-        if self.multi:
-            self.get_logger().info(
-                f"{len(self.cameras)} cameras on one network, up to {self.batch_limit} "
-                f"frame{'s' if self.batch_limit > 1 else ''} per run, "
-                f"{workers} run{'s' if workers > 1 else ''} at once"
-                + batch_note(self.p, segmenter, workers))
-        info = segmenter.info
-        self.label_path = pipeline.label_path
-        empty = [g for g in MASK_GROUPS if not pipeline.groups.groups[g]]
+        cv2.setNumThreads(plan.opencv_threads)
+        for note in plan.notes:
+            self.get_logger().info(note)
+        backend = segmenter.backend
+        self.backend_text, self.backend_reason = backend.describe(), backend.selection_reason
+        self.label_path = first.label_path
+        empty = [g for g in MASK_GROUPS if not first.groups.groups[g]]
         self.empty_masks = (f"{', '.join(empty)} (the label file names no class for the group)"
                             if empty else "none")
         if empty:
             self.get_logger().warning(f"always empty masks: {self.empty_masks} in {self.label_path} "
                                       "(Cityscapes' 19 train ids, for one, have no parking class)")
-        grouped = {n for names in pipeline.groups.groups.values() for n in names}
+        info = segmenter.info
+        grouped = {n for names in first.groups.groups.values() for n in names}
         ungrouped = [n for n in info.class_names if n not in grouped]
         self.get_logger().info(
             f"model {self.model_path}: {info.architecture or 'model'} {info.num_classes} classes, input "
             f"{info.input_width}x{info.input_height} ({info.fit}); backend {self.backend_text} "
             f"({self.backend_reason}); labels {self.label_path}"
             + (f" (in no group, so in no mask and unknown to the grid: {', '.join(ungrouped)})" if ungrouped else "")
-            + f"; OpenCV threads {cv_threads}; "
-            f"loaded in {time.monotonic() - t0:.1f} s")
+            + f"; OpenCV threads {plan.opencv_threads}; loaded in {time.monotonic() - t0:.1f} s")
         for name, pl in pipelines.items():
-            self.cameras[name].pipeline = pl
-        self.pipeline = pipeline  # last: the other threads use it once it is set
+            if pl.grid is not None:
+                pl.grid.pose_source = self._tf_pose  # None: the pose of the parameters
+                latest = self.cameras[name].latest_info
+                if latest is not None:  # what arrived while the model loaded
+                    pl.grid.set_camera_info(*latest)
+        apply_config(self.cfg, pipelines)  # what changed while the model loaded (an engine build takes minutes)
+        return pipelines, plan
 
     def _engine_progress(self, text: str) -> None:
         self._log("engine", "info", f"TensorRT engine: {text}")
-        self.stats.report("model", diag.WARN, f"building TensorRT engine: {text}")
+        self.runtime.stats.report("model", WARN, f"building TensorRT engine: {text}")
 
-    # ---------------------------------------------------------------- callbacks
-    def _on_image(self, cam: Camera, msg) -> None:
-        key = (msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id)
-        if cam.retiring and key == cam.last_image_key:
-            return  # the same frame through the old and the new subscription while they overlap
-        cam.last_image_key = key
-        cam.stats.on_received()
-        now = time.monotonic()
-        if not cam.slot.occupied:
-            cam.waiting_since = now
-        if cam.slot.put((msg, now)):
-            cam.stats.on_dropped()
-        self._frame_arrived.set()
+    # ---------------------------------------------------------------- the runtime's callbacks
+    def _decode(self, camera: str, msg, timer):
+        return frame_from_msg(msg, timer)
 
-    def _on_camera_info(self, cam: Camera, msg: CameraInfo) -> None:
-        cam.latest_info = (msg, time.monotonic())  # the worker applies it when the model has loaded
-        pipeline = cam.pipeline
-        if pipeline is not None and pipeline.grid is not None:
-            pipeline.grid.set_camera_info(*cam.latest_info)  # never raises: a bad one is the grid's error
+    def _wanted(self, camera: str) -> List[str]:
+        """The outputs somebody subscribes to (the grid also for the surround grid and the map)."""
+        cam = self.cameras[camera]
+        wanted = [name for name, pub in cam.pubs.items() if pub.get_subscription_count() > 0]
+        if GRID_OUTPUT not in wanted and self.cfg.grid.enabled and (
+                (self.surround_pub is not None and self.surround_pub.get_subscription_count() > 0)
+                or (self.map is not None and self.map.pub.get_subscription_count() > 0)):
+            wanted.append(GRID_OUTPUT)
+        return wanted
 
-    # ---------------------------------------------------------------- model (the worker loads it)
-    def _load_model(self) -> None:
+    def _deliver(self, camera: str, result, wanted: List[str], t_received: float) -> None:
+        """The output stage (the runtime's output thread): the after-inference step, then each
+        wanted message published as soon as it is built."""
+        cam = self.cameras[camera]
+        outcome = self.finisher.finish(camera, result, wanted)
+        cam.messages.build(outcome, wanted, publish=lambda name, msg: cam.pubs[name].publish(msg)
+                           if cam.pubs[name].get_subscription_count() > 0 else None)
+        lane = self.runtime.lanes[camera]
+        if outcome.grid is not None:
+            if outcome.grid.state == GRID_OK:
+                lane.stats.clear("grid")
+            else:
+                lane.stats.report("grid", WARN if outcome.grid.state == "warn" else ERROR, outcome.grid.status)
+                self._log(f"grid:{camera}", outcome.grid.state, lane.label(outcome.grid.status))
+        if outcome.surround is not None and self.surround_pub.get_subscription_count() > 0:
+            self.surround_pub.publish(surround_grid_msg(outcome))
+        if self.map is not None:
+            self.map.on_outcome(outcome.map)
+
+    def _fail(self, text: str, trace: str) -> None:
+        """The runtime gave up (a worker kept failing): diagnostics now, then main() exits with
+        EXIT_WORKER_FAILED so that respawn starts a fresh process."""
+        from .process import EXIT_WORKER_FAILED
+
         try:
-            self._load()
-            self.stats.clear("model")
-            # what changed while the model loaded (an engine build can take minutes)
-            self._apply_runtime_parameters(self.p, pose_changed=True)
-            for cam in self.cameras.values():
-                if cam.latest_info is not None and cam.pipeline.grid is not None:
-                    cam.pipeline.grid.set_camera_info(*cam.latest_info)
-        except Exception as exc:  # missing/corrupt model, bad label file: keep running, report
-            self.stats.report("model", diag.ERROR, f"model not loaded: {exc}")
-            self.get_logger().error(f"model not loaded, the node will publish nothing: {exc}")
-        finally:
-            self._model_done.set()
+            self._publish_diagnostics()
+        except Exception:
+            pass  # exiting anyway; the log says why
+        self.get_logger().fatal(f"{text}; exiting with code {EXIT_WORKER_FAILED}\n{trace}")
+        self.fatal_error = text
 
     # ---------------------------------------------------------------- diagnostics and logs
-    def _frame_error(self, cam: Camera, log_kind: str, text: str) -> None:
-        """A frame that produced nothing: diagnostics ERROR and a throttled error log line."""
-        cam.stats.report("frame", diag.ERROR, text)
-        self._log(f"{log_kind}:{cam.name}", "error", cam.label(text))
-
     def _log(self, kind: str, level: str, text: str) -> None:
         """At most one line per kind per log_throttle_sec. One call site per severity: rclpy
         refuses a call site whose severity changes between calls (ValueError)."""
-        now = time.monotonic()
-        if now - self._last_log.get(kind, -1e9) < self.p["log_throttle_sec"]:
+        if not self._throttle.due(kind):
             return
-        self._last_log[kind] = now
         logger = self.get_logger()
         if level == "error":
             logger.error(text)
@@ -382,20 +351,10 @@ class CameraSegBase(FramePath, Node):
         self.diag_pub.publish(diag.make_array(self.get_clock().now().to_msg(), node_statuses(self)))
 
     def shutdown(self, timeout: float = 2.0) -> bool:
-        """Stop the workers; True when all of them ended within timeout (in total)."""
-        if not self.configured:
+        """Stop the runtime's threads; True when all of them ended within timeout (in total)."""
+        if not self.configured or self.runtime is None:
             return True
-        for slot in [c.slot for c in self.cameras.values()] + [self.ready_slot, self.out_slot]:
-            slot.close()
-        self._frame_arrived.set()
-        end = time.monotonic() + timeout
-        for thread in self._threads:
-            if thread.ident is not None:  # started
-                thread.join(timeout=max(0.0, end - time.monotonic()))
-        stopped = not any(t.is_alive() for t in self._threads)
-        if self.pipeline is not None and stopped:
-            self.pipeline.release()  # never under a thread still inferring
-        return stopped
+        return self.runtime.close(timeout)
 
 
 class CameraSegNode(CameraSegBase):

@@ -1,7 +1,8 @@
-"""A processed frame's outputs as ROS messages: what the node publishes and process-bag writes.
+"""A processed frame's outputs as ROS messages: what the node publishes and process-bag writes,
+from the one output table (core/outputs.OUTPUT_TABLE) and the frame's FrameOutcome.
 
 Only the outputs somebody asked for are built (core.pipeline computes each on first access).
-Every message carries the input frame's stamp; image outputs its frame_id, the grid grid.frame_id.
+Every message carries the input frame's stamp; image outputs its frame_id, the grids their frame.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import Callable, Collection, Dict, Optional
 
 import numpy as np
 
-from ..core.pipeline import CONFIDENCE_OUTPUT, GRID_OUTPUT, IMAGE_OUTPUTS, FrameResult
+from ..core.finish import FrameOutcome
+from ..core.outputs import GRID_OUTPUT, OUTPUT_BY_NAME, OUTPUT_TABLE
 from .conversions import copy_header, image_msg, image_msg_from_buffer, occupancy_grid_msg
 
 
@@ -21,7 +23,8 @@ def output_type(name: str) -> type:
     from nav_msgs.msg import OccupancyGrid
     from sensor_msgs.msg import Image
 
-    return OccupancyGrid if name == GRID_OUTPUT or name.endswith("/" + GRID_OUTPUT) else Image
+    base = name.rsplit("/", 1)[-1]
+    return OccupancyGrid if OUTPUT_BY_NAME[base].kind == "grid" else Image
 
 
 class OutputMessages:
@@ -33,59 +36,46 @@ class OutputMessages:
         self.reuse_buffers = reuse_buffers
         self._buffers: Dict[str, array.array] = {}
 
-    def build(self, result: FrameResult, wanted: Collection[str],
-              publish: Optional[Callable[[str, object], None]] = None,
-              t: Optional[float] = None) -> Dict[str, object]:
-        """The wanted output messages, masks first, the overlay last, then the grid (``t``: the
-        time CameraInfo freshness is judged at, see FrameResult.grid). With ``publish`` each
-        message is handed over as soon as it is built, so the outputs planners need leave
-        earliest (its time is counted as the 'publish' stage)."""
+    def build(self, outcome: FrameOutcome, wanted: Collection[str],
+              publish: Optional[Callable[[str, object], None]] = None) -> Dict[str, object]:
+        """The wanted output messages in the table's order (masks first, the overlay last, then
+        the grid). With ``publish`` each message is handed over as soon as it is built, so the
+        outputs planners need leave earliest (its time is counted as the 'publish' stage)."""
+        result = outcome.result
         timer = result.timer
         header = result.frame.header
         out: Dict[str, object] = {}
         t_msg = 0.0
-        for name in sorted((n for n in wanted if n in IMAGE_OUTPUTS), key=IMAGE_OUTPUTS.index):
-            if name == CONFIDENCE_OUTPUT and result.confidence_small is None:
-                continue  # a model exported without the confidence output: nothing to publish
-            t1 = time.perf_counter()
-            channels = 3 if name == "overlay" else 1
-            encoding = "rgb8" if channels == 3 else "mono8"
-            height, width = result.overlay_size if name == "overlay" else (result.height, result.width)
-            buf, view = self._buffer(name, height, width, channels)
-            t_msg += time.perf_counter() - t1
-            if name == "labels":
-                arr = result.labels(view)
-            elif name == "overlay":
-                arr = result.overlay(view)
-            elif name == CONFIDENCE_OUTPUT:
-                arr = result.confidence(view)
-            else:
-                arr = result.mask(name[:-len("_mask")], view)
-            t1 = time.perf_counter()
-            if buf is None:
-                out[name] = image_msg(arr, encoding, copy_header(header))
-            else:
-                out[name] = image_msg_from_buffer(buf, height, width, encoding, copy_header(header))
-            t_msg += time.perf_counter() - t1
-            self._hand_over(publish, name, out[name], timer)
-        if GRID_OUTPUT in wanted and result.pipeline.grid is not None:
-            grid = result.grid(t)
-            if grid.cells is not None:
+        for spec in OUTPUT_TABLE:
+            if spec.name not in wanted:
+                continue
+            if spec.kind == "grid":
+                grid = outcome.grid
+                if grid is None or grid.cells is None:
+                    continue
                 t1 = time.perf_counter()
-                out[GRID_OUTPUT] = occupancy_grid_msg(grid.cells, result.pipeline.grid.spec.resolution,
-                                                      result.pipeline.grid.origin,
-                                                      copy_header(header, result.pipeline.grid.frame_id))
+                out[spec.name] = occupancy_grid_msg(grid.cells, outcome.grid_spec.resolution,
+                                                    (outcome.grid_spec.x_min, outcome.grid_spec.y_min),
+                                                    copy_header(header, outcome.grid_frame_id))
                 t_msg += time.perf_counter() - t1
-                self._hand_over(publish, GRID_OUTPUT, out[GRID_OUTPUT], timer)
+            else:
+                t1 = time.perf_counter()
+                height, width = spec.size(result)
+                buf, view = self._buffer(spec.name, height, width, spec.channels)
+                t_msg += time.perf_counter() - t1
+                arr = spec.produce(result, view)
+                if arr is None:
+                    continue  # a model exported without the confidence output: nothing to publish
+                t1 = time.perf_counter()
+                out[spec.name] = (image_msg(arr, spec.encoding, copy_header(header)) if buf is None else
+                                  image_msg_from_buffer(buf, height, width, spec.encoding, copy_header(header)))
+                t_msg += time.perf_counter() - t1
+            if publish is not None:
+                t1 = time.perf_counter()
+                publish(spec.name, out[spec.name])
+                timer.add("publish", time.perf_counter() - t1)
         timer.add("to_msg", t_msg)
         return out
-
-    @staticmethod
-    def _hand_over(publish, name: str, msg, timer) -> None:
-        if publish is not None:
-            t1 = time.perf_counter()
-            publish(name, msg)
-            timer.add("publish", time.perf_counter() - t1)
 
     def _buffer(self, name: str, height: int, width: int, channels: int):
         """(array.array, numpy view on it) reused across frames when reuse_buffers is on, so an
@@ -98,3 +88,14 @@ class OutputMessages:
             buf = self._buffers[name] = array.array("B", bytes(size))
         view = np.frombuffer(buf, np.uint8).reshape((height, width, channels) if channels == 3 else (height, width))
         return buf, view
+
+
+def surround_grid_msg(outcome: FrameOutcome):
+    """The fused surround grid of an outcome that has one to publish, stamped with its frame's
+    stamp (the newest in it), in grid.frame_id."""
+    spec = outcome.grid_spec
+    return occupancy_grid_msg(outcome.surround, spec.resolution, (spec.x_min, spec.y_min),
+                              copy_header(outcome.result.frame.header, outcome.grid_frame_id))
+
+
+__all__ = ["GRID_OUTPUT", "OutputMessages", "output_type", "surround_grid_msg"]

@@ -11,11 +11,12 @@ from typing import Optional
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from ..core.parameters import NODE_NAME
 from .dds_profile import apply_default_profile
 from .executor import make_executor
-from .frame_path import EXIT_WORKER_FAILED
 
-from ..core.parameters import NODE_NAME
+# a worker thread kept failing (core/runtime): exit non-zero, so that respawn starts a fresh process
+EXIT_WORKER_FAILED = 2
 
 
 class StopSignals:
@@ -51,7 +52,7 @@ def run_node(node_class, args=None) -> None:
         node = node_class()
         if applied:
             node.get_logger().info(f"Fast DDS profile: {applied} (set FASTRTPS_DEFAULT_PROFILES_FILE to use your own)")
-        executor, what = make_executor(node.p["executor"])
+        executor, what = make_executor(node.cfg.runtime.executor)
         node.get_logger().info(f"executor: {what}")
         executor.add_node(node)
         # short waits: a signal's Python handler runs between them
