@@ -127,13 +127,14 @@ def run_cli(argv: Sequence[str]) -> Tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
-def colour_params(colour_model, **extra) -> Dict[str, object]:
-    from seg_perception.tools.common import node_parameters
+def colour_params(colour_model, **extra):
+    """The node's configuration (core/config.NodeConfig) with the colour test model."""
+    from seg_perception.core.config import NodeConfig
 
     model, labels = colour_model
     overrides = {"model": model, "label_file": labels}
     overrides.update(extra)
-    return node_parameters(None, overrides)
+    return NodeConfig.from_values(overrides)
 
 
 def stamp_ns(msg) -> int:

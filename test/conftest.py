@@ -53,3 +53,11 @@ def colour_model(tmp_path):
     labels = tmp_path / "colour_labels.yaml"
     labels.write_text(TEST_LABEL_YAML)
     return model, str(labels)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests over real DDS (a ROS domain of their own) are marked ``ros``: ``-m "not ros"`` runs
+    the plain-pytest core and tool tests alone, the quick loop while changing core code."""
+    for item in items:
+        if "ros_domain" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.ros)

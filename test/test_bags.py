@@ -21,14 +21,26 @@ from bag_helpers import (HEIGHT, IMAGE_TOPIC, INFO_TOPIC, LATCHED_TOPIC, POSE_PA
 from models import CLASS_ID
 
 from seg_perception.core import bagio
-from seg_perception.core.pipeline import OUTPUTS, build_pipeline
+from seg_perception.core.config import NodeConfig
+from seg_perception.core.finish import Finisher
+from seg_perception.core.outputs import OUTPUTS
+from seg_perception.core.pipeline import build_pipeline
 from seg_perception.ros.conversions import frame_from_msg
 from seg_perception.ros.outputs import OutputMessages
-from seg_perception.tools.common import node_parameters
 from seg_perception.tools.process_bag import process_bag
 from seg_perception.tools.sample_bag import OPTICAL_FRAME, quaternion_from_rpy, write_sample_bag
 
 STORAGES = ("sqlite3", "mcap")
+
+
+def _deep_reliable():
+    from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1000, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.VOLATILE)
+
+
+RELIABLE_DEEP = _deep_reliable()
 
 
 def image_array(msg: Image) -> np.ndarray:
@@ -145,8 +157,9 @@ def direct_outputs(params, bag_path, wanted):
             elif topic.startswith(IMAGE_TOPIC):
                 cls = CompressedImage if topic.endswith("/compressed") else Image
                 res = pipeline.process(frame_from_msg(deserialize_message(raw, cls)))
-                messages = OutputMessages().build(res, wanted)
-                assert res.grid().error is None, res.grid().error
+                outcome = Finisher([""], params.grid).finish("", res, wanted)
+                messages = OutputMessages().build(outcome, wanted)
+                assert outcome.grid.error is None, outcome.grid.error
                 for name, m in messages.items():
                     # through CDR as DDS carries it (OccupancyGrid's resolution is a float32)
                     out[(name, t)] = decode(name, serialize_message(m))
@@ -320,7 +333,8 @@ def test_process_bag_equals_the_node_over_dds(ros_domain, peer, colour_model, tm
     model, labels = colour_model
     overrides = {"model": model, "label_file": labels, **POSE_PARAMS}
     out = str(tmp_path / "out")
-    stats = process_bag(src, out, node_parameters(PARAMS_FILE, overrides), list(OUTPUTS), show_progress=False)
+    stats = process_bag(src, out, NodeConfig.load(PARAMS_FILE, [f"{k}:={v}" for k, v in overrides.items()]),
+                        list(OUTPUTS), show_progress=False)
     assert stats["frames_processed"] == 4
     written = by_topic(out)
 
@@ -417,8 +431,8 @@ def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_frame
     assert all(m.header.frame_id == "odom" for _, m in maps)
     # the pipeline run directly over the same messages, its grids (and the confidence behind
     # each cell, the map's weights) and the odometry through MapBuilder
-    builder = MapBuilder(map_spec(params), PoseHistory(jump_distance=params["map.jump_distance"]),
-                         params["map.odom_timeout"])
+    builder = MapBuilder(map_spec(params.map), PoseHistory(jump_distance=params.map.jump_distance),
+                         params.map.odom_timeout)
     last_t = maps[-1][0]
     weighted = 0
     with build_pipeline(params) as pipeline:
@@ -443,3 +457,94 @@ def test_process_bag_writes_the_drivable_map_the_builder_makes_of_the_same_frame
     np.testing.assert_array_equal(np.frombuffer(m.data, np.int8).reshape(600, 600), builder.map.occupancy())
     assert (m.info.origin.position.x, m.info.origin.position.y) == pytest.approx(builder.map.origin)
     assert (builder.map.occupancy() >= 0).sum() > 1000
+
+
+def test_process_bag_equals_the_node_for_the_four_camera_rig_with_the_map(ros_domain, peer, colour_model, tmp_path):
+    """The four-camera rig bag with its odometry, through process-bag and through the real node
+    (config/multi_camera.yaml, map.enabled) fed by seg-perception replay over Fast DDS: every
+    camera's outputs for the same frame, the surround grid of each stamp and the final map are
+    the same messages."""
+    import subprocess
+    import sys
+
+    from ros_harness import RELIABLE, NodeProcess, ros_env
+
+    from seg_perception.core.sample import RIG_CAMERAS
+    from seg_perception.tools.support.node_process import shipped_params_file
+
+    rig = os.path.join(os.path.dirname(shipped_params_file()), "multi_camera.yaml")
+    src = str(tmp_path / "rig")
+    frames = 8
+    START = 1_700_000_000 * 10 ** 9
+    code, _, err = run_cli(["sample-bag", src, "--rig", "--frames", str(frames), "--width", "160", "--height", "120"])
+    assert code == 0, err
+    model, labels = colour_model
+    items = [f"model:={model}", f"label_file:={labels}", "map.enabled:=true"]
+    out = str(tmp_path / "out")
+    stats = process_bag(src, out, NodeConfig.load(rig, items), list(OUTPUTS), show_progress=False)
+    assert stats["frames_processed"] == 4 * frames and stats["frames_failed"] == 0
+    written = by_topic(out)
+
+    node = NodeProcess(ros_domain[0], ros_domain[1], params=items, params_file=rig)
+    replay_cmd = [os.path.join(os.path.dirname(sys.executable), "seg-perception"), "replay", src, "--dds-profile",
+                  "--quiet"]
+    env = ros_env(ros_domain[0], ros_domain[1])
+    try:
+        outs = {(c, n): peer.subscribe(OccupancyGrid if n == "drivable_grid" else Image, f"/camera_seg/{c}/{n}", RELIABLE_DEEP)
+                for c in RIG_CAMERAS for n in OUTPUTS}
+        surround = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_grid", RELIABLE_DEEP)
+        maps = peer.subscribe(OccupancyGrid, "/camera_seg/drivable_map", RELIABLE_DEEP)
+        # every input and output matched both ways before the drive: the drive's first frames
+        # with stamps 10 s before it (no odometry there: the map takes none of them) until every
+        # output of one of them has come back
+        msgs = read_all(src)
+        first = {}
+        for topic, _, raw in msgs:
+            c = topic.split("/")[1]
+            if topic.endswith(("image_raw", "camera_info")) and (c, topic) not in first:
+                first[(c, topic)] = deserialize_message(raw, Image if topic.endswith("image_raw") else CameraInfo)
+        pubs = {key: peer.publisher(type(m), key[1], RELIABLE) for key, m in first.items()}
+        primed = None
+        for k in range(60):
+            stamp_ = START - 10 * 10 ** 9 + k * 10 ** 6
+            for suffix in ("camera_info", "image_raw"):
+                for (c, topic), m in first.items():
+                    if topic.endswith(suffix):
+                        m.header.stamp.sec, m.header.stamp.nanosec = divmod(stamp_, 10 ** 9)
+                        pubs[(c, topic)].publish(m)
+            time.sleep(0.5)
+            if all(any(START - 10 ** 10 <= stamp_ns(x) < START for x in col.snapshot()) for col in outs.values()):
+                primed = True
+                break
+        assert primed, node.log()
+        time.sleep(1.0)
+        replay = subprocess.run(replay_cmd + ["--rate", "0.3", "--wait-for", "/odom"], env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert replay.returncode == 0, replay.stdout + replay.stderr
+        last = max(t for t, _ in written["/camera_seg/drivable_map"])
+        assert maps.wait_for(lambda m: any(stamp_ns(x) == last for x in m), 15), node.log()
+        compared = 0
+        missing = {(c, n): sorted((s - START) / 1e9 for s in set(dict(written[f"/camera_seg/{c}/{n}"])) -
+                                  {stamp_ns(m) for m in col.snapshot()}) for (c, n), col in outs.items()}
+        assert not any(missing.values()), ({k: v for k, v in missing.items() if v}, node.log()[-2000:])
+        for (c, n), col in outs.items():
+            want = dict(written[f"/camera_seg/{c}/{n}"])
+            got = {stamp_ns(m): m for m in col.snapshot() if stamp_ns(m) >= START}
+            assert len(got) == frames, (c, n, sorted((s - min(want)) / 1e9 for s in got), node.log()[-3000:])  # every frame
+            for stamp_, msg in got.items():
+                assert msg == decode(n, want[stamp_]), (c, n, stamp_)
+                compared += 1
+        assert compared == 4 * frames * len(OUTPUTS)
+        # the surround grid: the last one of each stamp has every camera's grid of that stamp
+        def last_of_each(msgs):
+            by = {}
+            for m in msgs:
+                by[stamp_ns(m)] = m
+            return by
+        want_surround = last_of_each(decode("drivable_grid", raw) for _, raw in written["/camera_seg/drivable_grid"])
+        assert last_of_each(m for m in surround.snapshot() if stamp_ns(m) >= START) == want_surround
+        final = next(m for m in reversed(maps.snapshot()) if stamp_ns(m) == last)
+        assert final == decode("drivable_grid", dict(written["/camera_seg/drivable_map"])[last])
+        assert (np.frombuffer(final.data, np.int8) >= 0).sum() > 1000
+    finally:
+        assert node.stop() == 0, node.log()

@@ -132,10 +132,10 @@ def test_the_shipped_four_camera_config_starts_one_node_with_four_cameras(ros_do
     from ros_harness import NodeProcess
     from test_node import get_param
 
-    from seg_perception.core.parameters import load_parameters_file
+    from seg_perception.core.config import complete, read_params_file
 
     path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", "multi_camera.yaml")
-    shipped = load_parameters_file(path)
+    shipped = complete(read_params_file(path))
     assert shipped["cameras"] == ["front", "left", "right", "rear"]
     model, labels = colour_model
     node = NodeProcess(ros_domain[0], ros_domain[1], params={"model": model, "label_file": labels},

@@ -113,8 +113,7 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
     assert names == {"image", "camera_info", "image_transport", "params_file", "model", "label_file", "backend",
                      "namespace", "use_sim_time", "rviz", "multi_camera", "managed", "autostart"}
     # every parameter it may override is one the node declares (use_sim_time is rclpy's own)
-    from seg_perception.core.parameters import MANAGED_SPECS
-    from seg_perception.ros.parameters import SPEC_BY_NAME
+    from seg_perception.core.parameters import MANAGED_SPECS, SPEC_BY_NAME
 
     overridden = {"use_sim_time"}
     for n in ast.walk(tree):
@@ -137,9 +136,9 @@ def test_the_node_path_needs_neither_torch_nor_rosbags():
     code = (
         "import sys\n"
         "import seg_perception.ros.node\n"
-        "from seg_perception.core.parameters import default_parameters\n"
+        "from seg_perception.core.config import NodeConfig\n"
         "from seg_perception.core.pipeline import build_pipeline\n"
-        "p = build_pipeline(default_parameters())\n"
+        "p = build_pipeline(NodeConfig.from_values({}))\n"
         "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'rosbags') if m in sys.modules)\n"
         "print(p.segmenter.backend.name, heavy)\n"
         "sys.exit(1 if heavy else 0)\n")

@@ -5,7 +5,7 @@ the functions the launch file calls."""
 import os
 import re
 
-from seg_perception.core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS
+from seg_perception.core.outputs import GRID_OUTPUT, IMAGE_OUTPUTS
 from seg_perception.ros.rviz_setup import node_fqn, rviz_config_text, rviz_missing, write_rviz_config
 
 MAP_OUTPUT = "drivable_map"  # ros/map_output.MAP_OUTPUT, named here without importing rclpy
@@ -45,10 +45,10 @@ def test_the_rviz_config_names_the_namespaced_node_topics(tmp_path):
 def test_the_multi_camera_rviz_config_names_the_rigs_topics():
     """rviz/multi_camera.rviz: the four cameras' overlays and the surround grid, as the node with
     config/multi_camera.yaml publishes them, moved with the namespace like the other."""
-    from seg_perception.core.parameters import load_parameters_file
+    from seg_perception.core.config import complete, read_params_file
 
     text = open(os.path.join(REPO, "rviz", "multi_camera.rviz")).read()
-    cameras = load_parameters_file(os.path.join(REPO, "config", "multi_camera.yaml"))["cameras"]
+    cameras = complete(read_params_file(os.path.join(REPO, "config", "multi_camera.yaml")))["cameras"]
     want = {f"/camera_seg/{c}/overlay" for c in cameras} | {f"/camera_seg/{n}" for n in (
         GRID_OUTPUT, GRID_OUTPUT + "_updates", MAP_OUTPUT, MAP_OUTPUT + "_updates")}
     assert topics(text) == want

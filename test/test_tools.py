@@ -152,11 +152,11 @@ def test_demo_with_the_four_camera_rig_shows_the_surround_grid(tmp_path, ros_dom
 def test_the_sample_rig_is_the_rig_of_the_shipped_multi_camera_config():
     import math
 
-    from seg_perception.core.parameters import load_parameters_file
+    from seg_perception.core.config import complete, read_params_file
     from seg_perception.core.sample import sample_rig
 
-    p = load_parameters_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                          "config", "multi_camera.yaml"))
+    p = complete(read_params_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "config", "multi_camera.yaml")))
     rig = sample_rig()
     assert list(rig) == p["cameras"]
     for name, cam in rig.items():

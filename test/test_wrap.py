@@ -20,7 +20,8 @@ import foreign_models as fm
 from seg_perception.core import wrap as wrap_mod
 from seg_perception.core.class_sets import ClassSetError, label_file_for, load_classes, parse_classes
 from seg_perception.core.model_info import METADATA_KEY, ModelInfo, set_onnx_metadata
-from seg_perception.core.segmenter import Segmenter, SegmenterError
+from seg_perception.core.backends.base import SegmenterError
+from seg_perception.core.segmenter import Segmenter
 from seg_perception.core.wrap import WrapError, WrapOptions, normalised_input, wrap_model
 
 BIN = os.path.dirname(sys.executable)
@@ -219,7 +220,7 @@ def test_the_wrapped_model_through_the_node_over_dds(foreign, tmp_path, ros_doma
     from test_node import DiagnosticStatus_ERROR, as_array, feed_until, image_msg, stamp_of, status_values, \
         wait_status
 
-    from seg_perception.core.parameters import default_parameters
+    from seg_perception.core.config import NodeConfig
     from seg_perception.core.pipeline import build_pipeline
     from seg_perception.ros.conversions import frame_from_msg
 
@@ -244,9 +245,7 @@ def test_the_wrapped_model_through_the_node_over_dds(foreign, tmp_path, ros_doma
         assert "always empty masks: parking" in node.log()
     finally:
         assert node.stop() == 0, node.log()
-    params = default_parameters()
-    params.update({"model": wrapped, "grid.enabled": False})
-    with build_pipeline(params) as pipeline:
+    with build_pipeline(NodeConfig.from_values({"model": wrapped, "grid.enabled": False})) as pipeline:
         expected = pipeline.process(frame_from_msg(image_msg(rgb, stamp))).labels()
     assert got.shape == (256, 512) and (got == expected).mean() >= 0.999
     assert len(np.unique(got)) > 1 and not parking.any()
@@ -302,8 +301,8 @@ def test_a_fixed_batch_is_made_dynamic_where_the_graph_allows_and_kept_with_the_
     """Exports fix the batch at 1 (the foreign models here are exported so); the node batches
     several cameras' frames where the model takes them, so the wrap frees the batch where the
     graph runs at another one, and keeps it, saying why, where it does not."""
-    from seg_perception.core.parameters import default_parameters
-    from seg_perception.core.pipeline import batch_note
+    from seg_perception.core.config import NodeConfig
+    from seg_perception.core.runtime.plan import batch_note
 
     src = foreign["quarter"]
     assert onnx.load(src).graph.input[0].type.tensor_type.shape.dim[0].dim_value == 1
@@ -326,8 +325,7 @@ def test_a_fixed_batch_is_made_dynamic_where_the_graph_allows_and_kept_with_the_
     report = wrap_model(fixed, out, WrapOptions(classes=CITYSCAPES), num_frames=2)
     assert report.batch == "1" and report.batch_note.startswith("fixed at 1: the graph does not run at batch 2")
     assert report.agreement >= 0.999
-    params = default_parameters()
-    params.update(cameras=["front", "left"], max_batch=0)
+    params = NodeConfig.from_values({"cameras": ["front", "left"], "max_batch": 0})
     with Segmenter.from_file(out, "onnxruntime") as seg:
         assert seg.backend.max_batch == 1
         note = batch_note(params, seg, workers=1)

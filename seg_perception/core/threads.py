@@ -1,9 +1,8 @@
-"""How the CPU cores are shared between the network and the node's own image work.
-
-With several cameras on a CPU network the node runs the network on several frames at once
-(inference workers, each a thread calling the one loaded model on one frame): measured on 2 cores with four
-720p cameras, two runs of one thread each side by side processed 52.9 frames/s where one run of
-one thread did 34.9, and more than one run of two threads did (README, "Several cameras")."""
+"""How the CPU cores are shared between the network and the node's own image work. With
+several cameras on a CPU network the node runs the network on several frames at once (inference
+workers, each a thread calling the one loaded model on one frame): on few cores side-by-side runs
+of one thread each kept the cores busier than one run of several threads. The measurements
+behind each rule here: docs/measurements.md."""
 
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ def _cores(cores: Optional[int]) -> int:
 def inference_workers(workers: int, cameras: int, cores: Optional[int] = None) -> int:
     """Network runs at once the parameters ask for, with several cameras (one camera: one run):
     ``inference_workers``, or for 0 one per camera up to every core but one, which stays for
-    the node's own work, and two on 2 cores (measured: one run left the second core half idle)."""
+    the node's own work, and two on 2 cores (one run left the second core half idle)."""
     if cameras <= 1:
         return 1
     if workers > 0:
@@ -60,8 +59,7 @@ def inference_threads(num_threads: int, workers: int = 1, cores: Optional[int] =
 def opencv_threads(backend_device: str, num_threads: int, workers: int = 1,
                    cores: Optional[int] = None) -> int:
     """OpenCV threads for the node's own image work (resize, masks, overlay): the cores the
-    network leaves free. Measured on 2 cores: with OpenCV's default pool its worker took the
-    network's core often enough to cost a tenth of the node's rate."""
+    network leaves free (OpenCV's default pool took the network's core)."""
     n = _cores(cores)
     return max(1, n - _network_cores(backend_device, num_threads, workers, n))
 
@@ -72,8 +70,7 @@ def output_niceness(asked: int, backend_device: str, num_threads: int, workers: 
     to the node's own work (then the outputs fill the network's gaps without taking its core),
     0 where the network's threads take every core (on a CPU: several runs at once, or a
     ``num_threads`` of every core): there is no gap to fill, and a niced output thread only made
-    every frame wait for its outputs (measured on 2 cores, four cameras, two runs: the slowest 5%
-    of frames spent 33-49 ms waiting for and in the output thread at niceness 5, 14-18 ms at 0)."""
+    every frame wait for its outputs."""
     n = _cores(cores)
     return int(asked) if _network_cores(backend_device, num_threads, workers, n) < n else 0
 

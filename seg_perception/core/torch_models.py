@@ -125,8 +125,7 @@ class ClassMapModel(nn.Module):
         softmax probability), as 1 / sum(exp(logit - max logit)) (no softmax tensor kept). The
         class ids are exactly forward()'s. For torchvision's models the probability is taken at
         the head's resolution and resized bilinearly with the logits: the same figure away from
-        class boundaries at a 64th of the exponentials (at full resolution it cost 15% of the
-        default model's CPU time)."""
+        class boundaries at a 64th of the exponentials (docs/measurements.md)."""
         x = self._normalised(images_u8)
         head = self._head_logits(x)
         if head is None:

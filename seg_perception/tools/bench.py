@@ -20,7 +20,7 @@ import sys
 import time
 from typing import Dict, List
 
-from .common import parse_size, percentiles_ms
+from .support.common import parse_size, percentiles_ms
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,25 +80,27 @@ def bench_pipeline(args) -> int:
     """The node's pipeline on sample frames, every output wanted and turned into messages, plus
     the publish of all outputs through rclpy to a subscriber in this process (over Fast DDS, as
     the node does)."""
-    from ..core.pipeline import OUTPUTS, StageTimer, build_pipeline
+    from ..core.finish import Finisher
+    from ..core.outputs import OUTPUTS
+    from ..core.pipeline import StageTimer, build_pipeline
     from ..core.sample import SampleCamera
     from ..ros.conversions import frame_from_msg
     from ..ros.outputs import OutputMessages
     from ..ros.sample_stream import camera_info_msg, frame_msg, pose_parameters, render_frames
-    from .common import node_parameters, parse_param_overrides
+    from .support.common import node_config
 
     w, h = parse_size(args.size)
     cam = SampleCamera(width=w, height=h)
     xyz, rpy = pose_parameters(cam)
-    overrides = {"camera_pose.xyz": xyz, "camera_pose.rpy": rpy}
-    overrides.update(parse_param_overrides(args.param))  # validated as the node would
-    params = node_parameters(args.params_file, overrides)
+    cfg = node_config(args.params_file, [f"camera_pose.xyz:={list(xyz)}", f"camera_pose.rpy:={list(rpy)}"]
+                      + list(args.param))  # validated as the node would
     frames = [frame_msg(rgb, i * 100_000_000) for i, rgb in enumerate(render_frames(cam, 4))]
     info = camera_info_msg(cam)
     stages: Dict[str, List[float]] = {}
     totals: List[float] = []
     grid_errors: List[str] = []  # of the timed frames: a grid that did not run is no grid time
-    with build_pipeline(params) as pipeline:
+    with build_pipeline(cfg) as pipeline:
+        finisher = Finisher([""], cfg.grid)
         messages = OutputMessages()
         peer, pubs = _bench_publishers(OUTPUTS) if args.publish else (None, {})
         try:
@@ -108,12 +110,13 @@ def bench_pipeline(args) -> int:
                 t0 = time.perf_counter()
                 timer = StageTimer()
                 res = pipeline.process(frame_from_msg(frames[i % len(frames)], timer), timer)
-                messages.build(res, OUTPUTS, publish=(lambda n, m: pubs[n].publish(m)) if pubs else None)
+                outcome = finisher.finish("", res, OUTPUTS)
+                messages.build(outcome, OUTPUTS, publish=(lambda n, m: pubs[n].publish(m)) if pubs else None)
                 timer.times.setdefault("publish", 0.0)
                 total = time.perf_counter() - t0
                 if i >= args.warmup:
-                    if pipeline.grid is not None and res.grid().error:
-                        grid_errors.append(res.grid().error)
+                    if outcome.grid is not None and outcome.grid.error:
+                        grid_errors.append(outcome.grid.error)
                     totals.append(total)
                     for k, v in timer.times.items():
                         stages.setdefault(k, []).append(v)

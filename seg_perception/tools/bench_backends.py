@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.segmenter import BACKEND_TABLE, parse_model_spec
-from .common import parse_size, percentiles_ms
+from ..core.backends.registry import BACKEND_TABLE, parse_model_spec
+from .support.common import parse_size, percentiles_ms
 
 
 
@@ -126,7 +126,9 @@ def bench_backends(model_paths_or_specs: Sequence[str], backends: Sequence[str] 
     sizes: camera frame sizes as (width, height) tuples or 'WxH' strings. A backend that cannot
     open a model file or is unavailable here is listed under 'skipped' with the reason."""
     from ..core.quantize import sample_frames
-    from ..core.segmenter import Segmenter, SegmenterError, create_backend
+    from ..core.backends.base import SegmenterError
+    from ..core.backends.registry import create_backend
+    from ..core.segmenter import Segmenter
 
     sizes = [parse_size(s) if isinstance(s, str) else (int(s[0]), int(s[1])) for s in sizes]
     frames = {(w, h): sample_frames(1, h, w, first=5)[0] for w, h in sizes}

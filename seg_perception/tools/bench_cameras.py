@@ -23,9 +23,9 @@ from typing import Dict, List, Optional, Tuple
 
 from ..core.parameters import NODE_NAME
 from ..core.pipeline import WAITS
-from .bench_harness import stamp_ns
-from .common import checked_overrides, parse_size, percentiles_ms
-from .node_process import NodeProcess
+from .support.bench_harness import stamp_ns
+from .support.common import checked_overrides, parse_size, percentiles_ms
+from .support.node_process import NodeProcess
 
 MEASURED = ("labels", "drivable_grid")
 # a frame's way through the node, from the stages and waits in its diagnostics
@@ -164,11 +164,11 @@ def _start(setup: str, args, cam) -> List[NodeProcess]:
     xyz, rpy = list(cam.pose_xyz), list(cam.pose_rpy)
     names = [f"cam{i}" for i in range(args.cameras)]
     if setup == "one":
-        params = [f"cameras:=[{', '.join(names)}]"] + checked_overrides(args.param)
+        params = checked_overrides([f"cameras:=[{', '.join(names)}]"] + list(args.param), args.params_file)
         for c in names:
             params += [f"{c}.camera_pose.xyz:={xyz}", f"{c}.camera_pose.rpy:={rpy}"]
         return [NodeProcess(args.params_file, params, env=env, log_path=f"/tmp/seg_bench_cameras_one_{os.getpid()}.log")]
-    return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + checked_overrides(args.param),
+    return [NodeProcess(args.params_file, [f"camera_pose.xyz:={xyz}", f"camera_pose.rpy:={rpy}"] + checked_overrides(args.param, args.params_file),
                         {"image": f"/{c}/image_raw", "camera_info": f"/{c}/camera_info", "__node": f"{NODE_NAME}_{i}"},
                         env, log_path=f"/tmp/seg_bench_cameras_{c}_{os.getpid()}.log")
             for i, c in enumerate(names)]

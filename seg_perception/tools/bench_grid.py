@@ -23,7 +23,7 @@ from ..core.camera_model import CameraModel, camera_pose
 from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
 from ..core.resources import DEFAULT_LABEL_FILE
-from .common import parse_size, percentiles_ms
+from .support.common import parse_size, percentiles_ms
 
 # Distortion coefficients used when a distorted model is benchmarked (moderate, monotonic).
 _BENCH_D = {"plumb_bob": (-0.25, 0.07, 0.0005, -0.0005, 0.0),

@@ -25,8 +25,8 @@ from typing import Dict, List
 import numpy as np
 
 from ..core.pipeline import STAGES, WAITS
-from .bench_harness import OUTPUT_NAMES, Harness, NodeUnderTest
-from .common import parse_size, percentiles_ms
+from .support.bench_harness import OUTPUT_NAMES, Harness, NodeUnderTest
+from .support.common import parse_size, percentiles_ms
 
 def add_common(p: argparse.ArgumentParser, seconds: float) -> None:
     p.add_argument("--size", default="1920x1080", help="camera frame size WxH (rgb8)")
@@ -49,13 +49,13 @@ def bare_inference(args, seconds: float) -> Dict[str, float]:
     from ..core.segmenter import Segmenter
     from ..core.threads import inference_threads
     from ..core import resources
-    from .common import node_parameters, parse_param_overrides
+    from .support.common import node_config
 
-    params = node_parameters(args.params_file, parse_param_overrides(args.param))
-    threads = inference_threads(params["num_threads"])
+    cfg = node_config(args.params_file, args.param)
+    threads = inference_threads(cfg.model.num_threads)
     w, h = parse_size(args.size)
     rgb = render_frame(0, SampleCamera(width=w, height=h))[0]
-    with Segmenter.from_file(params["model"] or resources.DEFAULT_MODEL, params["backend"],
+    with Segmenter.from_file(cfg.model.path or resources.DEFAULT_MODEL, cfg.model.backend,
                              num_threads=threads) as seg:
         x = seg.fit_for(h, w).to_model(rgb).copy()
         for _ in range(3):

@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from ..core import engine_cache as ec
     from ..core.backends import tensorrt as trt_backend
-    from ..core.segmenter import SegmenterError
+    from ..core.backends.base import SegmenterError
 
     usable, why = trt_backend.tensorrt_usable()
     if not usable:

@@ -57,7 +57,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         parser.print_help()
         return 1
     module = importlib.import_module(f"seg_perception.tools.{COMMANDS[args.command][0]}")
-    from .common import ParameterError
+    from .support.common import ParameterError
 
     try:
         return int(module.run(args) or 0)

@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ..core.segmenter import parse_model_spec
+from ..core.backends.registry import parse_model_spec
 
 
 
@@ -30,7 +30,8 @@ def compare(specs: Sequence[str], images: Sequence[np.ndarray], num_threads: int
     """Run every model on every image (RGB uint8) and count, per pair of models, the pixels
     with the same class. Returns a JSON-ready dict: models, per-pair agreement (overall and the
     worst image), and the classes each model predicted (1 means a trivial model)."""
-    from ..core.segmenter import Segmenter, create_backend
+    from ..core.backends.registry import create_backend
+    from ..core.segmenter import Segmenter
 
     if len(specs) < 2:
         raise ValueError("compare needs at least two models")
@@ -111,7 +112,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..core.segmenter import SegmenterError
+    from ..core.backends.base import SegmenterError
 
     try:
         images, source = load_compare_images(args.images, args.num_images or (8 if not args.images else 0))

@@ -41,14 +41,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args) -> int:
-    from .common import checked_overrides
-    from .node_process import NodeProcess
+    from .support.common import checked_overrides
+    from .support.node_process import NodeProcess
 
-    checked_overrides(args.param)  # before the drive is written: a bad -p is refused at once
-    os.makedirs(args.out, exist_ok=True)
-    bag, cam = _input_bag(args)
     rig = bool(getattr(args, "rig", False))
     params_file = args.params_file or (_multi_camera_params() if rig else None)
+    checked_overrides(args.param, params_file)  # before the drive is written: a bad -p is refused at once
+    os.makedirs(args.out, exist_ok=True)
+    bag, cam = _input_bag(args)
     node = NodeProcess(params_file, _node_parameters(cam, args.param, rig),
                        {} if rig else {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
                        {"ROS_DOMAIN_ID": str(args.domain_id), "PYTHONUNBUFFERED": "1",
@@ -92,7 +92,7 @@ def _input_bag(args):
 
 
 def _multi_camera_params() -> str:
-    from .node_process import shipped_params_file
+    from .support.node_process import shipped_params_file
 
     return os.path.join(os.path.dirname(shipped_params_file()), "multi_camera.yaml")
 
@@ -102,9 +102,6 @@ def _node_parameters(cam, extra, rig: bool = False):
 
     # the sample drive records its odometry: the demo shows the drivable map growing too
     common = ["use_sim_time:=true", "map.enabled:=true"]
-    from .common import checked_overrides
-
-    extra = checked_overrides(extra)
     if rig:  # the rig's poses are the params file's
         return common + extra
     xyz, rpy = pose_parameters(cam)
@@ -121,7 +118,7 @@ class _Outputs:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import Image
 
-        from ..core.pipeline import GRID_OUTPUT, IMAGE_OUTPUTS
+        from ..core.outputs import GRID_OUTPUT, IMAGE_OUTPUTS
         from ..ros.map_output import MAP_OUTPUT
 
         reliable = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
@@ -228,9 +225,9 @@ def _diagnostics(diags):
 
 def _save_pictures(out: str, last, rig: bool = False) -> Dict[str, object]:
     """Each output as a PNG and demo.png side by side; the grid's and masks' figures."""
-    from ..core.pipeline import IMAGE_OUTPUTS, MASK_OUTPUTS
+    from ..core.outputs import IMAGE_OUTPUTS, MASK_OUTPUTS
     from ..ros.conversions import image_to_array
-    from . import pictures
+    from .support import pictures
 
     imgs = {n: image_to_array(last[n]) for n in IMAGE_OUTPUTS}
     g = last["drivable_grid"]

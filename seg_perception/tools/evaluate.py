@@ -294,7 +294,7 @@ def _score(segmenter, model_path: str, label_file: Optional[str], mapping, pairs
     """(Scorer over every pair, the label file used): each image through the node's pipeline."""
     from ..core.image import frame_from_rgb
     from ..core.pipeline import SegmentationPipeline, model_label_groups
-    from .common import Progress
+    from .support.common import Progress
 
     groups, label_path = model_label_groups(segmenter, label_file or "", model_path)
     scorer = Scorer(mapping, segmenter.info.class_names, groups)
@@ -317,7 +317,7 @@ def _write(results: Dict[str, object], json_path: Optional[str], picture: Option
     if picture:
         import cv2
 
-        from .pictures import confusion_picture
+        from .support.pictures import confusion_picture
 
         if not cv2.imwrite(picture, confusion_picture(results, title)):
             return _fail(f"cannot write {picture}")

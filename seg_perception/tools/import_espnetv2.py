@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .common import size_argument
+from .support.common import size_argument
 
 _size = size_argument("HxW")
 

@@ -18,7 +18,7 @@ from ..core.drivable_map import DrivableMap, MapSpec
 from ..core.camera_model import CameraModel, camera_pose
 from ..core.grid import GridSpec, GroundGrid
 from ..core.labels import load_label_file
-from .pictures import composite, map_picture, with_caption, write_picture
+from .support.pictures import composite, map_picture, with_caption, write_picture
 
 
 def drive(frames: int = 50, spec: MapSpec = MapSpec()):

@@ -192,7 +192,7 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
 
 def run(args) -> int:
     from ..core.bagio import BagError
-    from .common import Progress
+    from .support.common import Progress
 
     progress = Progress(args.frames, "frames", label="rendering")
     t0 = time.perf_counter()

@@ -17,16 +17,16 @@ from typing import Dict, Optional, Sequence
 import cv2
 import numpy as np
 
-from .pictures import composite, save_rgb, stack_rows
+from .support.pictures import composite, save_rgb, stack_rows
 
 MASK_TINTS = {"road": (40, 220, 60), "parking": (40, 110, 255), "pedestrian": (255, 30, 30)}
 
 
 def default_thresholds() -> Dict[str, float]:
     """The node's default min_confidence.* per use (config/camera_seg.yaml)."""
-    from ..core.parameters import default_parameters, min_confidence_of
+    from ..core.config import OutputConfig
 
-    return min_confidence_of(default_parameters())
+    return dict(OutputConfig.defaults().min_confidence)
 
 
 def masks_on_image(rgb: np.ndarray, masks: Dict[str, np.ndarray]) -> np.ndarray:
@@ -47,16 +47,16 @@ def confidence_picture(confidence: Optional[np.ndarray], level: int, shape) -> n
 
 def street_rows(model: str, images: Sequence[str], thresholds: Optional[Dict[str, float]] = None,
                 height: int = 240):
+    from ..core.config import OutputConfig
     from ..core.image import frame_from_rgb
-    from ..core.labels import load_label_file
-    from ..core.pipeline import SegmentationPipeline, confidence_level
-    from ..core.resources import DEFAULT_LABEL_FILE
+    from ..core.pipeline import SegmentationPipeline, confidence_level, model_label_groups
     from ..core.segmenter import Segmenter
 
     with Segmenter.from_file(model, backend="onnxruntime", providers=["CPUExecutionProvider"]) as seg:
         thresholds = default_thresholds() if thresholds is None else thresholds
-        pipe = SegmentationPipeline(seg, load_label_file(DEFAULT_LABEL_FILE, seg.info.class_names),
-                                    overlay_alpha=0.55, min_confidence=thresholds)
+        groups, _ = model_label_groups(seg, "", model)  # the packaged label file of its classes
+        pipe = SegmentationPipeline(seg, groups, OutputConfig.defaults(
+            overlay_alpha=0.55, min_confidence={**default_thresholds(), **thresholds}))
         rows = []
         for path in images:
             bgr = cv2.imread(path, cv2.IMREAD_COLOR)

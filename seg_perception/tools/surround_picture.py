@@ -13,7 +13,7 @@ import numpy as np
 
 from ..core.grid import FREE, OCCUPIED, UNKNOWN
 from ..core.surround import fuse_grids
-from .pictures import composite, grid_picture, with_caption, write_picture
+from .support.pictures import composite, grid_picture, with_caption, write_picture
 
 RES, HALF = 0.1, 15.0  # a 30 x 30 m window around base_link, 0.1 m cells
 

@@ -13,7 +13,7 @@ import argparse
 import json
 import os
 
-from .common import size_argument
+from .support.common import size_argument
 
 
 _size = size_argument("HxW")

@@ -15,7 +15,7 @@ import argparse
 import json
 import sys
 
-from .common import size_argument
+from .support.common import size_argument
 
 
 _size = size_argument("HxW")

@@ -16,6 +16,7 @@ parking figure is a false-alarm rate (frames where the mask covers more than 100
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import glob
 import json
 import os
@@ -155,7 +156,8 @@ def pandaset_masks(model_path: str, folder: str, thresholds: Sequence[float] = D
             t_drive = np.isin(label, PANDASET_DRIVABLE)
             t_ped = np.isin(label, PANDASET_PEDESTRIAN)
             for j, t in enumerate(thresholds):
-                pipe.set_min_confidence({"road": t, "parking": t, "pedestrian": t})
+                pipe.apply(dataclasses.replace(pipe.outputs, min_confidence={
+                    **pipe.outputs.min_confidence, "road": t, "parking": t, "pedestrian": t}))
                 res = pipe.process(frame_from_rgb(rgb))
                 p_drive = (res.mask("road") > 0) | (res.mask("parking") > 0)  # drivable: road + parking
                 drivable[j].add(t_drive, p_drive, scored)

@@ -20,7 +20,10 @@ MODULES = {"camera_seg_node": "seg_perception.ros.node",
 
 
 def node_command(executable: str = "camera_seg_node") -> List[str]:
-    """The installed console script beside this Python (or on PATH), else the module."""
+    """The installed console script beside this Python (or on PATH), else the module; a path to
+    a .py file: that script with this Python."""
+    if executable.endswith(".py"):
+        return [sys.executable, executable]
     exe = os.path.join(os.path.dirname(sys.executable), executable)
     if not os.path.exists(exe):
         exe = shutil.which(executable) or ""
@@ -31,7 +34,7 @@ def shipped_params_file(path: Optional[str] = None) -> str:
     """``path``, else config/camera_seg.yaml of this checkout, else of the installed package."""
     if path:
         return path
-    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
     candidates = [os.path.join(here, "config", "camera_seg.yaml")]
     try:
         from ament_index_python.packages import get_package_share_directory

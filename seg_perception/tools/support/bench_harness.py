@@ -12,8 +12,8 @@ import threading
 import time
 from typing import Dict, List, Optional
 
-from ..core.parameters import NODE_NAME
-from ..core.pipeline import CONFIDENCE_OUTPUT, OUTPUTS
+from ...core.parameters import NODE_NAME
+from ...core.outputs import CONFIDENCE_OUTPUT, OUTPUTS
 from .common import checked_overrides, parse_size
 from .node_process import NodeProcess
 
@@ -33,13 +33,13 @@ class NodeUnderTest(NodeProcess):
     """The node as its own process, on the sample camera's pose, fed by Harness."""
 
     def __init__(self, args, extra_params: Optional[List[str]] = None, log_path: str = "") -> None:
-        from ..core.sample import SampleCamera
+        from ...core.sample import SampleCamera
 
         w, h = parse_size(args.size)
         self.cam = SampleCamera(width=w, height=h)
         params = [f"camera_pose.xyz:={list(self.cam.pose_xyz)}",
                   f"camera_pose.rpy:={list(self.cam.pose_rpy)}"]
-        params += checked_overrides(list(args.param) + list(extra_params or []))
+        params += checked_overrides(list(args.param) + list(extra_params or []), args.params_file)
         super().__init__(args.params_file, params,
                          {"image": "/camera/image_raw", "camera_info": "/camera/camera_info"},
                          {"ROS_DOMAIN_ID": str(args.domain_id),
@@ -58,12 +58,12 @@ class Harness:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, Image
 
-        from ..ros.outputs import output_type
-        from ..ros.participant import Participant
-        from ..ros.sample_stream import camera_info_msg, render_frames
+        from ...ros.outputs import output_type
+        from ...ros.participant import Participant
+        from ...ros.sample_stream import camera_info_msg, render_frames
 
-        from ..ros.dds_profile import PROFILE_VARS
-        from ..core.resources import FASTDDS_PROFILE
+        from ...ros.dds_profile import PROFILE_VARS
+        from ...core.resources import FASTDDS_PROFILE
 
         for var in PROFILE_VARS:  # before this process's participant exists
             os.environ.pop(var, None)
@@ -91,7 +91,7 @@ class Harness:
 
     @staticmethod
     def _image_msg(rgb):
-        from ..ros.sample_stream import frame_msg
+        from ...ros.sample_stream import frame_msg
 
         return frame_msg(rgb, 0)
 
