@@ -3,5 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh dev
+# tf2 / tf2_ros from the vendored Jazzy sources (no wheels): the TF tests run against the real thing
+bash scripts/build_tf2.sh .venv
 export ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST
 exec .venv/bin/python -m pytest "$@"
