@@ -263,3 +263,26 @@ def test_default_model_on_real_camvid_runs(tmp_path):
     assert len(res["per_class_iou"]) == 11 and res["mapping"]["predictions"] == {"Parking": "Road"}
     assert res["mask_iou"]["parking"] is None and res["mask_iou"]["road"] is not None
     assert os.path.getsize(tmp_path / "cm.png") > 1000
+
+
+def test_camvid_labels_score_a_model_of_cityscapes_classes():
+    """The default model's classes are Cityscapes': CamVid's Car is scored as car, truck, bus or
+    train, its Bicyclist as rider, bicycle or motorcycle; parking predictions count as road."""
+    from seg_perception.core.class_sets import CLASS_SETS
+    from seg_perception.core.labels import load_label_file
+
+    names = [n for n, _ in CLASS_SETS["cityscapes_parking"]]
+    mapping = default_mapping("camvid", names)
+    assert mapping.classes[8] == "car" and mapping.classes[9] == "person" and mapping.classes[3] == "road"
+    assert mapping.predictions["truck"] == "car" and mapping.predictions["motorcycle"] == "rider"
+    groups = load_label_file(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "seg_perception", "data", "labels", "cityscapes_parking.yaml"), names)
+    scorer = Scorer(mapping, names, groups)
+    label = np.array([[8, 8, 3, 3]], np.uint8)          # CamVid: Car Car Road Road
+    pred = np.array([[names.index("truck"), names.index("car"), names.index("parking"),
+                      names.index("sidewalk")]], np.uint8)
+    scorer.update(label, pred)
+    res = scorer.results()
+    assert res["per_class_iou"]["car"] == 1.0            # a truck on a CamVid Car is right
+    assert res["per_class_iou"]["road"] == 0.5           # parking counts as road, sidewalk does not
+    assert default_mapping("cityscapes", names).classes[9] == "parking"

@@ -23,7 +23,8 @@ Mapping (YAML, --mapping) from the dataset's label ids to the model's class name
 Scored classes are the model classes some label id maps to. A prediction of any other model class
 counts as a miss ("other"), except those listed under ``predictions``; and where the dataset labels
 no class of the parking group, parking predictions count as road (CamVid has no parking class).
-Built-in mappings: CamVid 11 classes and Cityscapes labelIds onto the default model's classes.
+Built-in mappings: CamVid's 11 classes and Cityscapes labelIds onto a CamVid-class model, and
+onto a model of Cityscapes classes (each CamVid class scored as the Cityscapes classes it may be).
 """
 
 from __future__ import annotations
@@ -52,12 +53,42 @@ class ClassMapping:
     source: str = "built-in"
 
 
-def default_mapping(layout: str) -> ClassMapping:
-    from ..core.datasets import CAMVID_CLASSES, PARKING
+# Cityscapes labelIds -> its 19 train classes (cityscapesScripts labels.py) and its parking (9),
+# for a model of Cityscapes classes scored on Cityscapes' own labels.
+CITYSCAPES_IDS_TO_TRAIN = {
+    7: "road", 8: "sidewalk", 9: "parking", 11: "building", 12: "wall", 13: "fence", 17: "pole",
+    19: "traffic light", 20: "traffic sign", 21: "vegetation", 22: "terrain", 23: "sky", 24: "person",
+    25: "rider", 26: "car", 27: "truck", 28: "bus", 31: "train", 32: "motorcycle", 33: "bicycle",
+}
 
+
+# CamVid classes scored under another name than their first Cityscapes class
+CAMVID_NAMED_AS = {"SignSymbol": "traffic sign"}
+
+
+def default_mapping(layout: str, model_classes: Optional[Sequence[str]] = None) -> ClassMapping:
+    """The built-in mapping of ``layout``'s labels onto a model's classes: the CamVid-class
+    models' own, or for a model of Cityscapes classes (the default model) CamVid's 11 classes
+    each scored as the Cityscapes classes it may be (its Car as car, truck, bus or train)."""
+    from ..core.datasets import CAMVID_CLASSES, CITYSCAPES_TO_CAMVID, PARKING
+
+    names = set(model_classes or ())
+    cityscapes_model = bool(names) and "road" in names and "Road" not in names
+    if layout == "camvid" and cityscapes_model:
+        classes: Dict[int, str] = {}
+        predictions: Dict[str, str] = {}
+        for i, (camvid, _) in enumerate(CAMVID_CLASSES):
+            members = sorted((n for n in model_classes if CITYSCAPES_TO_CAMVID.get(n) == camvid),
+                             key=lambda n: n != CAMVID_NAMED_AS.get(camvid, n))
+            if members:  # scored under its first member's name; the others count as it
+                classes[i] = members[0]
+                predictions.update({m: members[0] for m in members[1:]})
+        return ClassMapping("camvid as Cityscapes classes", classes, predictions)
     if layout == "camvid":
         return ClassMapping("camvid", {i: name for i, (name, _) in enumerate(CAMVID_CLASSES)},
                             {PARKING[0]: "Road"})
+    if layout == "cityscapes" and cityscapes_model:
+        return ClassMapping("cityscapes", {k: v for k, v in CITYSCAPES_IDS_TO_TRAIN.items() if v in names})
     if layout == "cityscapes":
         from ..core.training.data import CITYSCAPES_TO_CLASS
 
@@ -258,7 +289,7 @@ def run(args) -> int:
     model_path = args.model or resources.DEFAULT_MODEL
     try:
         pairs = find_pairs(args.data, layout, split)[:args.limit]
-        mapping = load_mapping(args.mapping) if args.mapping else default_mapping(layout)
+        mapping = load_mapping(args.mapping) if args.mapping else None
     except (FileNotFoundError, ValueError) as exc:
         return _fail(str(exc))
     try:
@@ -266,6 +297,8 @@ def run(args) -> int:
         segmenter = Segmenter.from_file(model_path, args.backend, **options)
     except Exception as exc:
         return _fail(f"cannot load model {model_path}: {exc}")
+    if mapping is None:
+        mapping = default_mapping(layout, segmenter.info.class_names)
     t0 = time.perf_counter()
     try:
         with segmenter:
