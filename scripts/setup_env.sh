@@ -2,6 +2,7 @@
 # Creates (or reuses) the virtual environment .venv and installs a pinned requirement set into it.
 #   scripts/setup_env.sh runtime   # ROS 2 Jazzy wheels, numpy, OpenCV, ONNX Runtime (the node)
 #   scripts/setup_env.sh tools     # + rosbags (bag tools, the demo's sample drive)
+#   scripts/setup_env.sh fleet     # + Ray (process-bags, compare-bags on many machines)
 #   scripts/setup_env.sh dev       # + torch/torchvision, onnx, onnxscript, pytest, colcon
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -139,3 +139,19 @@ def colour_params(colour_model, **extra):
 
 def stamp_ns(msg) -> int:
     return msg.header.stamp.sec * 10 ** 9 + msg.header.stamp.nanosec
+
+
+def decoded_by_topic(path: str) -> Dict[str, List[Tuple[int, object]]]:
+    """{topic: [(receive time, rclpy message)]}: for comparing bags by content (CDR's padding
+    bytes are not always the same for the same message)."""
+    import importlib
+
+    from rclpy.serialization import deserialize_message
+
+    out: Dict[str, List[Tuple[int, object]]] = {}
+    with bagio.open_bag(path) as bag:
+        for c, t, raw in bag.messages():
+            pkg, _, name = c.msgtype.split("/")
+            cls = getattr(importlib.import_module(f"{pkg}.msg"), name)
+            out.setdefault(c.topic, []).append((t, deserialize_message(raw, cls)))
+    return out

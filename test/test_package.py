@@ -132,19 +132,28 @@ def test_launch_file_names_only_real_executables_files_arguments_and_parameters(
 
 def test_the_node_path_needs_neither_torch_nor_rosbags():
     """On the vehicle the node runs with the runtime set: building its pipeline with the ONNX
-    Runtime backend must not import torch, torchvision, onnx or rosbags."""
+    Runtime backend must not import torch, torchvision, onnx, rosbags or Ray (tools only)."""
     code = (
         "import sys\n"
         "import seg_perception.ros.node\n"
         "from seg_perception.core.config import NodeConfig\n"
         "from seg_perception.core.pipeline import build_pipeline\n"
         "p = build_pipeline(NodeConfig.from_values({}))\n"
-        "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'rosbags') if m in sys.modules)\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'onnx', 'rosbags', 'ray') if m in sys.modules)\n"
         "print(p.segmenter.backend.name, heavy)\n"
         "sys.exit(1 if heavy else 0)\n")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stdout + res.stderr
     assert res.stdout.startswith("onnxruntime []")
+
+
+def test_ray_is_in_the_fleet_set_only():
+    def pins(name):
+        lines = open(os.path.join(REPO, "requirements", name)).read().splitlines()
+        return {ln.split("==")[0].strip() for ln in lines if ln.strip() and not ln.startswith(("#", "-r"))}
+
+    assert "ray" in pins("fleet.txt")
+    assert "ray" not in pins("runtime.txt") | pins("tools.txt")
 
 
 def test_readme_documents_every_parameter_and_launch_argument():

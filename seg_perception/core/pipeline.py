@@ -328,17 +328,22 @@ def build_camera_pipelines(cfg: NodeConfig, info_topics: Dict[str, str],
     network (one model in memory, one engine): each with its own grid, pose and camera model."""
     names = list(info_topics)
     first = build_pipeline(cfg, names[0], progress, info_topics[names[0]], runs=runs)
-    pipelines = {names[0]: first}
     try:
-        for name in names[1:]:
-            pipelines[name] = SegmentationPipeline(
-                first.segmenter, first.groups, cfg.outputs,
-                camera_grid(cfg.grid, cfg.camera(name), first.groups, info_topics[name]),
-                model_path=first.model_path, label_path=first.label_path)
+        return {names[0]: first, **pipelines_on(first, cfg, {n: info_topics[n] for n in names[1:]})}
     except Exception:
         first.release()
         raise
-    return pipelines
+
+
+def pipelines_on(loaded: SegmentationPipeline, cfg: NodeConfig, info_topics: Dict[str, str]
+                 ) -> Dict[str, SegmentationPipeline]:
+    """Pipelines for these cameras on ``loaded``'s network (its segmenter and label groups), each
+    with a grid of its own: a model loaded once serves many cameras, or many bags one after the
+    other (each bag's cameras start with no CameraInfo)."""
+    return {name: SegmentationPipeline(loaded.segmenter, loaded.groups, cfg.outputs,
+                                       camera_grid(cfg.grid, cfg.camera(name), loaded.groups, topic),
+                                       model_path=loaded.model_path, label_path=loaded.label_path)
+            for name, topic in info_topics.items()}
 
 
 def confidence_level(min_confidence: float) -> int:

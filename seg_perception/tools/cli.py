@@ -26,6 +26,8 @@ COMMANDS = {
     "evaluate": ("evaluate", "per-class IoU, mIoU and confusion matrix on a labelled folder"),
     "replay": ("replay", "publish a rosbag's topics over ROS 2 with recorded timing and /clock"),
     "process-bag": ("process_bag", "run the node's pipeline over a bag and write its outputs to a bag"),
+    "process-bags": ("process_bags", "process-bag over many bags on Ray, resumable, with a fleet report"),
+    "compare-bags": ("compare_bags", "two models (or settings) over the same bags: where they disagree"),
     "sample-bag": ("sample_bag", "write the project's sample drive as a rosbag"),
 }
 

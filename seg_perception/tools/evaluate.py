@@ -281,46 +281,68 @@ def _fail(text: str, code: int = 2) -> int:
 
 def run(args) -> int:
     from ..core import resources
-    from ..core.segmenter import Segmenter
-    from ..core.training.data import find_pairs
 
     layout = detect_layout(args.data) if args.layout == "auto" else args.layout
     split = args.split or ("test" if layout == "camvid" else "val")
     model_path = args.model or resources.DEFAULT_MODEL
     try:
-        pairs = find_pairs(args.data, layout, split)[:args.limit]
-        mapping = load_mapping(args.mapping) if args.mapping else None
-    except (FileNotFoundError, ValueError) as exc:
+        results = evaluate_model(args.data, model_path, layout=layout, split=split, backend=args.backend,
+                                 label_file=args.label_file, num_threads=args.num_threads,
+                                 mapping_file=args.mapping, limit=args.limit, quiet=args.quiet)
+    except EvaluationError as exc:
         return _fail(str(exc))
+    print(f"{layout} {split}: {results['images']} images from {args.data}; model {os.path.basename(model_path)} "
+          f"({results['backend']}); mapping {results['mapping']['name']}")
+    print(format_table(results))
+    return _write(results, args.json, args.picture,
+                  f"{os.path.basename(model_path)} on {layout} {split} ({results['images']} images)")
+
+
+class EvaluationError(ValueError):
+    """A dataset, mapping or model that cannot be scored, with the reason."""
+
+
+def evaluate_model(data: str, model_path: str, layout: str = "auto", split: Optional[str] = None,
+                   backend: str = "auto", label_file: Optional[str] = None, num_threads: int = 0,
+                   mapping_file: Optional[str] = None, limit: Optional[int] = None,
+                   quiet: bool = True) -> Dict[str, object]:
+    """The scores of ``model_path`` on the labelled folder ``data`` (what `evaluate` prints and
+    writes; compare-bags --eval scores each of its two models with it)."""
+    from ..core.segmenter import Segmenter
+    from ..core.training.data import find_pairs
+
+    layout = detect_layout(data) if layout == "auto" else layout
+    split = split or ("test" if layout == "camvid" else "val")
     try:
-        options = {"num_threads": args.num_threads} if args.num_threads else {}
-        segmenter = Segmenter.from_file(model_path, args.backend, **options)
+        pairs = find_pairs(data, layout, split)[:limit]
+        mapping = load_mapping(mapping_file) if mapping_file else None
+    except (FileNotFoundError, ValueError) as exc:
+        raise EvaluationError(str(exc)) from None
+    try:
+        options = {"num_threads": num_threads} if num_threads else {}
+        segmenter = Segmenter.from_file(model_path, backend, **options)
     except Exception as exc:
-        return _fail(f"cannot load model {model_path}: {exc}")
-    if mapping is None:
-        mapping = default_mapping(layout, segmenter.info.class_names)
+        raise EvaluationError(f"cannot load model {model_path}: {exc}") from None
     t0 = time.perf_counter()
     try:
         with segmenter:
+            if mapping is None:
+                mapping = default_mapping(layout, segmenter.info.class_names)
             backend_text = segmenter.backend.describe()
-            scorer, label_path = _score(segmenter, model_path, args.label_file, mapping, pairs, args.quiet)
+            scorer, label_path = _score(segmenter, model_path, label_file, mapping, pairs, quiet)
     except ValueError as exc:  # mapping/model mismatch, unreadable or mismatched files
-        return _fail(str(exc))
+        raise EvaluationError(str(exc)) from None
     seconds = time.perf_counter() - t0
     results = scorer.results()
     results.update({
-        "dataset": os.path.abspath(args.data), "layout": layout, "split": split,
+        "dataset": os.path.abspath(data), "layout": layout, "split": split,
         "model": model_path, "label_file": label_path, "backend": backend_text,
         "mapping": {"name": mapping.name, "source": mapping.source,
                     "classes": {str(k): v for k, v in sorted(mapping.classes.items())},
                     "predictions": scorer.predictions},
         "seconds": seconds, "images_per_second": len(pairs) / seconds if seconds > 0 else None,
     })
-    print(f"{layout} {split}: {len(pairs)} images from {args.data}; model {os.path.basename(model_path)} "
-          f"({results['backend']}); mapping {mapping.name}")
-    print(format_table(results))
-    return _write(results, args.json, args.picture,
-                  f"{os.path.basename(model_path)} on {layout} {split} ({len(pairs)} images)")
+    return results
 
 
 def _score(segmenter, model_path: str, label_file: Optional[str], mapping, pairs, quiet: bool):

@@ -142,10 +142,16 @@ def process_bag(in_path: str, out_path: str, cfg, outputs: Sequence[str],
                 image_topic: Optional[str] = None, camera_info_topic: Optional[str] = None,
                 render_dir: Optional[str] = None, render_height: Optional[int] = None,
                 storage: Optional[str] = None, max_frames: Optional[int] = None,
-                overwrite: bool = False, show_progress: bool = True) -> Dict[str, object]:
+                overwrite: bool = False, show_progress: bool = True, model=None,
+                on_outcome=None, on_progress=None) -> Dict[str, object]:
     """Process ``in_path`` into ``out_path`` with the node's configuration ``cfg``
     (core/config.NodeConfig); returns counts and timings. Raises BagError for a bag that cannot
-    be read or written (naming it), and the build errors of the pipeline."""
+    be read or written (naming it), and the build errors of the pipeline.
+
+    ``model``: a pipeline already loaded (core/pipeline.build_pipeline) whose network serves this
+    bag (process-bags loads it once per worker for many bags); else one is loaded for the bag.
+    ``on_outcome(camera, outcome, t_ns)``: called for each frame's FrameOutcome (per-frame
+    figures); ``on_progress(frames_done, frames_total)``: after each network run."""
     from ..core import bagio
 
     remaps = remaps or {}
@@ -166,7 +172,8 @@ def process_bag(in_path: str, out_path: str, cfg, outputs: Sequence[str],
             renderer = DriveRenderer(render_dir, fps=_frame_rate(reader, first_image, topics), height=render_height)
         progress = Progress(total, "frames", stream=sys.stderr, enabled=show_progress)
         t_start = time.perf_counter()
-        run = _BagRun(cfg, cams, outputs, remaps, stats, renderer, reader.start_time)
+        run = _BagRun(cfg, cams, outputs, remaps, stats, renderer, reader.start_time, model, on_outcome,
+                      on_progress, total)
         try:
             with bagio.BagWriter(out_path, stats["storage"], overwrite=overwrite) as writer:
                 run.open(writer, odom_topic)
@@ -216,9 +223,12 @@ class _BagRun:
     its results turned into the node's messages and written at the input frames' receive times."""
 
     def __init__(self, cfg, cams: Dict[str, Tuple[str, Optional[str]]], outputs: Sequence[str],
-                 remaps: Dict[str, str], stats: Dict[str, object], renderer, start_time: int) -> None:
+                 remaps: Dict[str, str], stats: Dict[str, object], renderer, start_time: int, model=None,
+                 on_outcome=None, on_progress=None, total: int = 0) -> None:
         from ..core.outputs import GRID_OUTPUT
 
+        self.model, self.own_model = model, model is None
+        self.on_outcome, self.on_progress, self.total = on_outcome, on_progress, total
         self.cfg, self.cams, self.outputs, self.remaps, self.stats = cfg, cams, list(outputs), remaps, stats
         self.renderer, self.start_time = renderer, start_time
         self.wanted = list(outputs)
@@ -237,14 +247,16 @@ class _BagRun:
     # -- set-up
     def open(self, writer, odom_topic: Optional[str]) -> None:
         from ..core.finish import Finisher
-        from ..core.pipeline import build_camera_pipelines
+        from ..core.pipeline import build_pipeline, pipelines_on
         from ..core.runtime.plan import plan_runs
         from ..core.runtime.runtime import FrameRuntime
         from ..ros.outputs import OutputMessages
 
         self.writer = writer
         names = list(self.cams)
-        pipelines = build_camera_pipelines(self.cfg, {c: info or "camera_info" for c, (_, info) in self.cams.items()})
+        if self.model is None:  # loaded for this bag alone
+            self.model = build_pipeline(self.cfg, names[0])
+        pipelines = pipelines_on(self.model, self.cfg, {c: info or "camera_info" for c, (_, info) in self.cams.items()})
         plan = plan_runs(self.cfg, next(iter(pipelines.values())).segmenter, 1)  # one run at a time here
         self.runtime = FrameRuntime(names, 1, decode=self._decode, wanted=lambda camera: self.wanted,
                                     deliver=self._deliver, log=self._log)
@@ -259,8 +271,8 @@ class _BagRun:
         self._add_output_topics()
 
     def close(self) -> None:
-        if self.runtime is not None:
-            self.runtime.release()
+        if self.own_model and self.model is not None:
+            self.model.release()
 
     def topic(self, name: str, camera: str = "") -> str:
         return self.remaps.get(output_topic(name, camera), output_topic(name, camera))
@@ -345,6 +357,8 @@ class _BagRun:
         self.runtime.run_now(items)
         self.done += len(items)
         progress.update(self.done)
+        if self.on_progress is not None:
+            self.on_progress(self.done, self.total)
         self.stats["frames_failed"] = sum(lane.stats.failed for lane in self.runtime.lanes.values())
 
     # -- the runtime's callbacks
@@ -383,6 +397,8 @@ class _BagRun:
             self.stats["stage_seconds"][stage] = self.stats["stage_seconds"].get(stage, 0.0) + sec
         if self.renderer is not None and camera == next(iter(self.cams)):
             self._render(outcome, msgs, t)
+        if self.on_outcome is not None:
+            self.on_outcome(camera, outcome, t)
 
     def _render(self, outcome, msgs, t: int) -> None:
         from ..ros.conversions import image_to_array
