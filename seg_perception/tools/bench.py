@@ -8,6 +8,7 @@
     seg-perception bench overload   a camera at twice the node's capacity for 60 s
     seg-perception bench soak       10 minutes at camera rate, the node's memory curve
     seg-perception bench cameras    one node with N cameras vs N single-camera nodes (issue #16)
+    seg-perception bench fleet      process-bags on Ray with 1..N workers vs process-bag in a loop
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .bench_cameras import add_arguments as camera_args
 
     camera_args(sub)
+    from .bench_fleet import add_arguments as fleet_args
+
+    fleet_args(sub)
     grid = sub.add_parser("grid", help="occupancy grid lookup table and per-frame time")
     grid.add_argument("grid_args", nargs=argparse.REMAINDER, help="options of bench_grid (see --help)")
     p.set_defaults(bench=None)
@@ -68,6 +72,11 @@ def run(args) -> int:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)
+        return 0
+    if args.bench == "fleet":
+        from .bench_fleet import run as run_fleet
+
+        run_fleet(args)
         return 0
     if args.bench == "grid":
         from .bench_grid import main as grid_main

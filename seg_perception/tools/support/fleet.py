@@ -172,6 +172,10 @@ def start_ray(address: Optional[str], cpus: Optional[int] = None):
     if address is None:
         kwargs["num_cpus"] = cpus or os.cpu_count() or 1
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")  # a local, embedded Ray: nothing to log in to
+    # Ray starts its workers at nice 15: beside any other work (a training, the vehicle's own
+    # software on its workstation) they got a tenth of a core here. The bags are the work asked
+    # for: at the priority of the command that asked (RAY_worker_niceness=15 gives Ray's back).
+    os.environ.setdefault("RAY_worker_niceness", str(os.nice(0)))
     ray.init(address=address, **kwargs)
     return ray
 
