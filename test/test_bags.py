@@ -548,3 +548,21 @@ def test_process_bag_equals_the_node_for_the_four_camera_rig_with_the_map(ros_do
         assert (np.frombuffer(final.data, np.int8) >= 0).sum() > 1000
     finally:
         assert node.stop() == 0, node.log()
+
+
+def test_sample_bag_of_real_frames(tmp_path):
+    """--images: the files' pixels, one frame each in name order, with CameraInfo of their size."""
+    frames = [np.random.default_rng(i).integers(0, 255, (90, 160, 3), dtype=np.uint8) for i in range(3)]
+    for i, rgb in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    out = str(tmp_path / "bag")
+    code, stdout, err = run_cli(["sample-bag", out, "--images", str(tmp_path / "f*.png"), "--hfov", "60"])
+    assert code == 0, err
+    written = by_topic(out)
+    images = [image_array(deserialize_message(raw, Image)) for _, raw in written["/camera/image_raw"]]
+    assert len(images) == 3 and all(np.array_equal(a, b) for a, b in zip(images, frames))
+    info = deserialize_message(written["/camera/camera_info"][0][1], CameraInfo)
+    assert (info.width, info.height) == (160, 90)
+    assert info.k[0] == pytest.approx(80 / np.tan(np.radians(30)))
+    code, _, err = run_cli(["sample-bag", str(tmp_path / "bag2"), "--images", str(tmp_path / "none*.png")])
+    assert code == 2 and "no image" in err

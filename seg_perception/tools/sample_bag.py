@@ -9,6 +9,9 @@ Topics, all at 10 Hz from a fixed start time (so the same command always writes 
   1.5 m up, pitched 0.08 rad down) and camera_link -> camera_optical_frame (REP 103), recorded
   once at the start.
 
+With --images, real frames (image files) take the painted ones' place: a short drive from a
+folder of photos, to look at a model on real streets through process-bag or compare-bags.
+
 Messages are built and serialised with rosbags' typestore: no ROS install is needed.
 """
 
@@ -50,6 +53,11 @@ def add_arguments(p) -> None:
     p.add_argument("--start", type=float, default=float(DEFAULT_START_S),
                    help=f"time of the first frame, s since the epoch (default {DEFAULT_START_S})")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
+    p.add_argument("--images", nargs="+", metavar="IMAGE", help="real frames instead of the painted drive: "
+                   "image files (or glob patterns) in name order, one a frame, at their own size (the "
+                   "first one's); CameraInfo of a pinhole camera of --hfov, no distortion")
+    p.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view of --images, degrees "
+                   "(default 90)")
     p.add_argument("--rig", action="store_true",
                    help="four cameras (front, left, right, rear: the rig of config/multi_camera.yaml) on "
                         "/<camera>/image_raw and /<camera>/camera_info")
@@ -141,9 +149,10 @@ def rig_topics(name: str, compressed: bool = False) -> Dict[str, str]:
 def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, width: int = 640,
                      height: int = 360, compressed: bool = False, jpeg_quality: int = 90,
                      start_ns: int = DEFAULT_START_S * 10 ** 9, overwrite: bool = False,
-                     progress=None, rig: bool = False) -> Dict[str, object]:
+                     progress=None, rig: bool = False, images=None, hfov_deg: float = 90.0) -> Dict[str, object]:
     """Write the sample drive; returns what was written (topics, counts, camera). ``rig``: the
-    four cameras of config/multi_camera.yaml (front, left, right, rear) instead of one."""
+    four cameras of config/multi_camera.yaml (front, left, right, rear) instead of one.
+    ``images``: RGB frames (HxWx3 uint8, all one size) to write instead of the painted ones."""
     from ..core import bagio
     from ..core.sample import SampleCamera, camera_info_dict, render_frame, sample_rig
 
@@ -151,7 +160,14 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
         raise ValueError(f"--frames must be at least 1, got {frames}")
     if width < 16 or height < 16:
         raise ValueError(f"image size must be at least 16x16, got {width}x{height}")
-    cams = sample_rig(width, height) if rig else {"": SampleCamera(width=width, height=height)}
+    if images is not None:
+        if rig:
+            raise ValueError("--images are one camera's frames; --rig paints four cameras")
+        if not images:
+            raise ValueError("--images: no image")
+        height, width = images[0].shape[:2]
+        frames = len(images)
+    cams = sample_rig(width, height) if rig else {"": SampleCamera(width=width, height=height, hfov_deg=hfov_deg)}
     cam = next(iter(cams.values()))
     period_ns = int(round(1e9 / cam.rate))
     m = _Messages()
@@ -175,7 +191,7 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
             bag.write(odom_conn, stamp, bagio.serialize(m.odometry(stamp, cam.speed * i / cam.rate, cam.speed),
                                                         bagio.ODOMETRY))
             for name, c in cams.items():
-                rgb, _ = render_frame(i, c)
+                rgb = images[i] if images is not None else render_frame(i, c)[0]
                 image_conn, info_conn = conns[name]
                 frame = topics[name]["optical"]
                 bag.write(info_conn, stamp, bagio.serialize(m.camera_info(infos[name], stamp, frame), bagio.CAMERA_INFO))
@@ -190,18 +206,39 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
             "topics": topics}
 
 
+def read_images(patterns) -> list:
+    """RGB frames of the image files (glob patterns expanded, each in name order), brought to the
+    first one's size."""
+    import glob
+
+    import cv2
+
+    paths = []
+    for p in patterns:
+        paths += sorted(glob.glob(p)) if glob.has_magic(p) else [p]
+    frames = []
+    for path in paths:
+        bgr = cv2.imread(path, cv2.IMREAD_COLOR)
+        if bgr is None:
+            raise ValueError(f"--images: cannot read {path}")
+        if frames and bgr.shape[:2] != frames[0].shape[:2]:
+            bgr = cv2.resize(bgr, frames[0].shape[1::-1], interpolation=cv2.INTER_AREA)
+        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+    return frames
+
+
 def run(args) -> int:
     from ..core.bagio import BagError
     from .support.common import Progress
 
-    progress = Progress(args.frames, "frames", label="rendering")
     t0 = time.perf_counter()
     try:
+        images = read_images(args.images) if args.images else None
+        progress = Progress(len(images) if images is not None else args.frames, "frames", label="rendering")
         info = write_sample_bag(args.out, args.storage, args.frames, args.width, args.height,
                                 args.compressed, args.jpeg_quality, int(round(args.start * 1e9)),
-                                args.overwrite, progress, rig=args.rig)
+                                args.overwrite, progress, rig=args.rig, images=images, hfov_deg=args.hfov)
     except (BagError, ValueError, OSError) as exc:
-        progress.abort()
         print(f"seg-perception sample-bag: {exc}", file=sys.stderr)
         return 2
     progress.finish()
