@@ -66,7 +66,7 @@ def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
         topics = bag.topics()
         assert {t: i.msgtype for t, i in topics.items()} == {
             "/camera/image_raw": bagio.IMAGE, "/camera/camera_info": bagio.CAMERA_INFO,
-            "/odom": bagio.ODOMETRY, "/tf_static": bagio.TF_MESSAGE}
+            "/odom": bagio.ODOMETRY, "/tf": bagio.TF_MESSAGE, "/tf_static": bagio.TF_MESSAGE}
         assert topics["/tf_static"].qos.durability == "transient_local"
         assert topics["/camera/image_raw"].qos.durability == "volatile"
         msgs = list(bag.messages())
@@ -86,6 +86,14 @@ def test_sample_bag_topics_timing_camera_and_pose(tmp_path, storage):
     assert [t for t, _ in odom] == [t for t, _ in images]
     assert all(stamp_ns(o) == t and (o.header.frame_id, o.child_frame_id) == ("odom", "base_link") for t, o in odom)
     assert [o.pose.pose.position.x for _, o in odom] == pytest.approx([cam.speed * i / cam.rate for i in range(4)])
+    # and the same as TF (odom -> base_link), as robot_localization or a driver publishes it
+    moving = [(t, bagio.deserialize(raw, bagio.TF_MESSAGE)) for c, t, raw in msgs if c.topic == "/tf"]
+    assert [t for t, _ in moving] == [t for t, _ in images]
+    for (t, m), (_, o) in zip(moving, odom):
+        (tr,) = m.transforms
+        assert (tr.header.frame_id, tr.child_frame_id) == ("odom", "base_link")
+        assert tr.header.stamp.sec * 10 ** 9 + tr.header.stamp.nanosec == t
+        assert tr.transform.translation.x == pytest.approx(o.pose.pose.position.x)
     want = camera_info_dict(cam)
     ci = infos[0][1]
     assert (ci.width, ci.height) == (160, 120)
@@ -120,7 +128,7 @@ def test_sample_bag_compressed_mcap(tmp_path):
     info = write_sample_bag(str(tmp_path / "c"), "mcap", frames=2, width=160, height=120, compressed=True)
     assert info["image_topic"] == "/camera/image_raw/compressed"
     msgs = by_topic(str(tmp_path / "c"))
-    assert set(msgs) == {"/camera/image_raw/compressed", "/camera/camera_info", "/odom", "/tf_static"}
+    assert set(msgs) == {"/camera/image_raw/compressed", "/camera/camera_info", "/odom", "/tf", "/tf_static"}
     msg = deserialize_message(msgs["/camera/image_raw/compressed"][1][1], CompressedImage)
     assert "jpeg" in msg.format
     bgr = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
@@ -566,3 +574,42 @@ def test_sample_bag_of_real_frames(tmp_path):
     assert info.k[0] == pytest.approx(80 / np.tan(np.radians(30)))
     code, _, err = run_cli(["sample-bag", str(tmp_path / "bag2"), "--images", str(tmp_path / "none*.png")])
     assert code == 2 and "no image" in err
+
+
+def test_process_bag_takes_the_camera_and_map_poses_from_the_bag_s_tf(tmp_path, colour_model):
+    """The sample drive records its camera's mount on /tf_static and the vehicle on /tf: the
+    grid from TF (camera_pose.source tf, and auto) equals the grid from the same pose given as
+    parameters, cell for cell; the map from TF (map.pose_source tf) equals the map from /odom."""
+    from seg_perception.core.sample import SampleCamera
+    from seg_perception.ros.sample_stream import pose_parameters
+    from seg_perception.tools.process_bag import process_bag
+
+    src = str(tmp_path / "drive")
+    code, _, err = run_cli(["sample-bag", src, "--frames", "6", "--width", "160", "--height", "120"])
+    assert code == 0, err
+    model, labels = colour_model
+    xyz, rpy = pose_parameters(SampleCamera(width=160, height=120))
+    base = {"model": model, "label_file": labels, "map.enabled": True}
+    runs = {"parameters": dict(base, **{"camera_pose.source": "parameters", "camera_pose.xyz": xyz,
+                                        "camera_pose.rpy": rpy}),
+            "tf": dict(base, **{"camera_pose.source": "tf", "map.pose_source": "tf"}),
+            # auto: TF has the camera; the parameters (left at their defaults: wrong) are not used
+            "auto": dict(base, **{"camera_pose.source": "auto"})}
+    got = {}
+    for name, values in runs.items():
+        out = str(tmp_path / name)
+        stats = process_bag(src, out, NodeConfig.from_values(values), list(OUTPUTS), show_progress=False)
+        assert stats["grid_missing"] == 0, (name, stats["grid_error"])
+        got[name] = by_topic(out)
+    grids = {n: [decode("drivable_grid", raw) for _, raw in w["/camera_seg/drivable_grid"]] for n, w in got.items()}
+    assert len(grids["tf"]) == 6 and grids["tf"] == grids["parameters"] == grids["auto"]
+    maps = {n: [decode("drivable_grid", raw) for _, raw in w["/camera_seg/drivable_map"]] for n, w in got.items()}
+    assert maps["tf"] and maps["tf"] == maps["parameters"]  # TF odom -> base_link drives it as /odom does
+
+    # a bag without TF for the camera: tf names the frame TF lacks, and no grid is made
+    bare = str(tmp_path / "bare")
+    write_painted_bag(bare, frames=2, tf_static=False)
+    stats = process_bag(bare, str(tmp_path / "bare_out"), colour_params(colour_model, **{"camera_pose.source": "tf"}),
+                        list(OUTPUTS), show_progress=False)
+    assert stats["grid_missing"] == 2 and "'camera_optical'" in stats["grid_error"], stats["grid_error"]
+    assert "/camera_seg/drivable_grid" not in {t for t, n in stats["written"].items() if n}

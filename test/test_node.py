@@ -541,38 +541,6 @@ def test_grid_arrives_in_its_frame_and_stops_on_bad_camera_info_while_masks_go_o
         assert node.stop() == 0, node.log()
 
 
-def test_pose_from_tf_without_tf2_ros_stops_only_the_grid(ros_domain, peer, colour_model):
-    """camera_pose.source: tf needs tf2_ros, which cannot be installed here: the grid says why in
-    diagnostics and the masks go on (the TF lookup itself has never run here)."""
-    try:
-        import tf2_ros  # noqa: F401
-        pytest.skip("tf2_ros is installed: this checks the path without it")
-    except ImportError:
-        pass
-    from seg_perception.ros.sample_stream import camera_info_msg
-
-    cam, rgb = sample_scene_in_test_colours(320, 180)
-    node = start_node(ros_domain, colour_model, **{"grid.enabled": True, "camera_pose.source": "tf"})
-    try:
-        outs, grids, diag, pub, ci_pub = grid_test_topics(peer)
-        assert peer.wait_matched(pub), node.log()
-        camera = Camera(pub, lambda s: image_msg(rgb, s), rate=10.0, info_pub=ci_pub,
-                        make_info=lambda s: camera_info_msg(cam, s))
-        camera.start()
-        try:
-            st = wait_status(diag, lambda s: s.level == DiagnosticStatus_ERROR and "tf2_ros" in s.message,
-                             suffix="drivable grid")
-            assert st is not None, node.log()
-            assert outs["labels"].wait_count(3, 10)
-            assert not grids.snapshot()
-            res = set_params(peer, {"camera_pose.xyz": [0.0, 0.0, 2.0]})
-            assert not res[0].successful and "camera_pose.source is tf" in res[0].reason
-        finally:
-            camera.stop()
-    finally:
-        assert node.stop() == 0, node.log()
-
-
 def test_min_confidence_changes_at_runtime_over_dds(ros_domain, peer, colour_model):
     """min_confidence.road set while the node runs: a road the model is 61% sure of (a road /
     parking colour blend) is in the road mask at 0 and out of it at 0.7, the next frames on; the

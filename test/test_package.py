@@ -56,7 +56,7 @@ def test_package_xml_is_format_3_ament_python_with_the_real_dependencies():
     assert root.find("export/build_type").text == "ament_python"
     deps = {e.text for e in root if e.tag in ("depend", "exec_depend")}
     for dep in ("rclpy", "sensor_msgs", "nav_msgs", "std_msgs", "diagnostic_msgs", "rcl_interfaces",
-                "launch", "launch_ros", "python3-numpy", "python3-opencv", "python3-yaml"):
+                "launch", "launch_ros", "python3-numpy", "python3-opencv", "python3-yaml", "tf2_ros", "tf2_msgs"):
         assert dep in deps, dep
     # every ROS message package the code imports is declared
     imported = set()

@@ -20,8 +20,9 @@ from .grid import GridSpec, GroundGrid
 from .labels import LabelGroups
 
 # A pose source: the frame's header in, the camera body frame's 4x4 pose in the grid frame out
-# (e.g. a TF lookup at the frame's stamp); it raises with the reason when it has none.
-PoseSource = Callable[[Any], np.ndarray]
+# (core/pose_source.CameraPoseSource: TF at the frame's stamp), or None for the parameters'
+# pose; it raises with the reason when the frame gets no grid.
+PoseSource = Callable[[Any], Optional[np.ndarray]]
 
 
 @dataclasses.dataclass
@@ -46,6 +47,8 @@ class CameraGrid:
         self.watch = CameraInfoWatch(camera_info_timeout, clock)
         self.pose_source: Optional[PoseSource] = None  # None: the fixed pose of set_pose
         self.builds = 0                                # lookup tables built so far
+        self.pose_skipped = 0                          # frames with no grid: no camera pose
+        self.pose_from = "camera_pose.xyz/rpy"         # where the latest frame's pose came from
         self._grid = GroundGrid(spec, groups)
         self._T_grid_body = camera_pose(pose_xyz, pose_rpy)
         # (camera model or None, error or None), replaced as one object: CameraInfo arrives on
@@ -71,14 +74,13 @@ class CameraGrid:
         """The grid's runtime parameters (core/config GridConfig and the camera's PoseConfig):
         CameraInfo's timeout, and the pose where it comes from the parameters (not TF)."""
         self.watch.timeout_s = float(grid.camera_info_timeout)
-        if pose.source == "parameters":
-            self.set_pose(pose.xyz, pose.rpy)
+        self.set_pose(pose.xyz, pose.rpy)  # with TF (auto): where TF does not know the camera
 
     def set_pose(self, xyz: Sequence[float], rpy: Sequence[float]) -> None:
         self._T_grid_body = camera_pose(xyz, rpy)
 
     def set_pose_matrix(self, T_grid_body: np.ndarray) -> None:
-        """The camera body frame's pose as a 4x4 matrix (see camera_model.body_pose_from_optical)."""
+        """The parameters' pose as a 4x4 matrix (see camera_model.body_pose_from_optical)."""
         self._T_grid_body = np.asarray(T_grid_body, dtype=np.float64)
 
     def compute(self, labels: np.ndarray, width: int, height: int, header: Any = None,
@@ -105,16 +107,24 @@ class CameraGrid:
         model, error = camera
         if model is None:
             return GridOutcome(None, error)
+        pose = self._T_grid_body
         if self.pose_source is not None:
             try:
-                self.set_pose_matrix(self.pose_source(header))
-            except Exception as exc:  # no transform at this stamp, a bad quaternion
+                from_source = self.pose_source(header)
+            except Exception as exc:  # no transform at this stamp, an unknown frame, a bad quaternion
+                self.pose_skipped += 1
+                self.pose_from = f"none: {exc}"
                 return GridOutcome(None, str(exc))
+            if from_source is not None:
+                pose = np.asarray(from_source, dtype=np.float64)
+            used = getattr(self.pose_source, "used", {})
+            self.pose_from = used.get(getattr(header, "frame_id", ""), self.pose_from) if used else (
+                "camera_pose.xyz/rpy" if from_source is None else "the pose source")
         w, h = model.image_size()
         if (w, h) != (width, height):
             return GridOutcome(None, f"CameraInfo describes {w}x{h} images but the image is {width}x{height}")
         try:
-            rebuilt = self._grid.configure(model, self._T_grid_body, labels.shape[0], labels.shape[1])
+            rebuilt = self._grid.configure(model, pose, labels.shape[0], labels.shape[1])
             return GridOutcome(self._grid.compute(labels), rebuilt=rebuilt)
         except GridError as exc:
             return GridOutcome(None, str(exc))

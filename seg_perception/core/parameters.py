@@ -113,10 +113,12 @@ SPECS = (
     Spec("grid.y_max", 20.0, "Grid extent to the left, m.", range=(-1000.0, 1000.0)),
     Spec("grid.max_range", 40.0, "Ground farther than this from the camera is unknown, m.",
          range=(0.1, 1000.0)),
-    Spec("camera_pose.source", "parameters", "Where the camera pose comes from: parameters "
-         "(camera_pose.xyz/rpy) or tf (grid.frame_id <- the image's frame_id, needs tf2_ros).",
-         choices=("parameters", "tf")),
-    Spec("camera_pose.xyz", [0.0, 0.0, 1.5], "Camera body frame position in grid.frame_id, m.",
+    Spec("camera_pose.source", "auto", "Where the camera pose comes from: auto (TF grid.frame_id <- "
+         "the image's frame_id where TF has it, after waiting 2 s for it; camera_pose.xyz/rpy where TF "
+         "never had it; once TF gave a camera's pose, no fallback), tf (TF only) or parameters "
+         "(camera_pose.xyz/rpy only).", choices=("auto", "tf", "parameters")),
+    Spec("camera_pose.xyz", [0.0, 0.0, 1.5], "Camera body frame position in grid.frame_id, m (where "
+         "TF does not give it).",
          read_only=False, length=3),
     Spec("camera_pose.rpy", [0.0, 0.0, 0.0], "Camera body frame roll, pitch, yaw in grid.frame_id, "
          "rad (REP 103 body frame: x forward, y left, z up).", read_only=False, length=3),
@@ -125,7 +127,7 @@ SPECS = (
          "it). Needs grid.enabled."),
     Spec("map.frame_id", "odom", "Frame of the map: the odometry's frame."),
     Spec("map.pose_source", "odometry", "Where the vehicle's pose at each frame's stamp comes from: "
-         "odometry (nav_msgs/Odometry on 'odom') or tf (map.frame_id <- grid.frame_id, needs tf2_ros).",
+         "odometry (nav_msgs/Odometry on 'odom') or tf (map.frame_id <- grid.frame_id at the frame's stamp).",
          choices=("odometry", "tf")),
     Spec("map.size", 60.0, "Side of the square window around the vehicle, m.", range=(1.0, 400.0)),
     Spec("map.resolution", 0.1, "Map cell size, m.", range=(0.01, 5.0)),

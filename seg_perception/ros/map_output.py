@@ -17,7 +17,7 @@ from ..core.odometry import yaw_of_quaternion
 from . import diagnostics as diag
 from .camera import resolve
 from .conversions import occupancy_grid_msg, stamp_seconds
-from .tf_pose import tf_listener
+from .tf_pose import TF_TIMEOUT_S
 
 MAP_OUTPUT = "drivable_map"
 ODOM_TOPIC = "odom"
@@ -35,11 +35,11 @@ class MapOutput:
     here and every frame's grid by the after-inference step; ``publisher`` is the node's
     publisher factory (a lifecycle publisher on the managed node)."""
 
-    def __init__(self, node, cfg, publisher, log) -> None:
+    def __init__(self, node, cfg, publisher, log, node_tf=None) -> None:
         self.node = node
         self._log = log  # the node's throttled log(kind, level, text)
         self.frame_id = cfg.map.frame_id
-        self.tf = TfMapPose(node, self.frame_id, cfg.grid.frame_id) if cfg.map.pose_source == "tf" else None
+        self.tf = TfMapPose(node_tf, self.frame_id, cfg.grid.frame_id) if cfg.map.pose_source == "tf" else None
         source = f"TF {self.frame_id} <- {cfg.grid.frame_id}" if self.tf is not None else resolve(node, ODOM_TOPIC)
         self.feed = MapFeed(cfg.map, cfg.grid.frame_id, source)
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=ReliabilityPolicy.RELIABLE,
@@ -69,8 +69,6 @@ class MapOutput:
 
     def destroy(self, drop_publisher) -> None:
         self.unsubscribe()
-        if self.tf is not None:
-            self.tf.close()
         self.node.destroy_timer(self.timer)
         drop_publisher(self.pub)
 
@@ -99,7 +97,7 @@ class MapOutput:
         with feed.lock:
             b, m = feed.builder, feed.builder.map
             outcome = b.outcome
-            values = {"frame": self.frame_id, "odometry topic": b.odom_source,
+            values = {"frame": self.frame_id, "vehicle pose from": b.odom_source,
                       "odometry frames": " -> ".join(f or "?" for f in feed.odom_frames),
                       "window (m)": f"{m.spec.size_x:g} x {m.spec.size_y:g} at {m.spec.resolution:g}",
                       "decay time (s)": m.spec.decay_time, "updates": m.updates,
@@ -115,30 +113,33 @@ class MapOutput:
 
 class TfMapPose:
     """The vehicle's planar pose from TF (map.pose_source tf): map.frame_id <- grid.frame_id at a
-    frame's stamp. tf2_ros cannot be installed where this was written: without it every frame is
-    skipped with the reason (the per-frame grid goes on); the lookup itself has not run here."""
+    frame's stamp, from the node's TF buffer (ros/tf_pose.NodeTf). A frame with no transform at
+    its stamp is skipped for the map, with tf2's reason (the per-frame grid goes on)."""
 
-    def __init__(self, node, map_frame: str, grid_frame: str, timeout_s: float = 0.05) -> None:
+    def __init__(self, node_tf, map_frame: str, grid_frame: str, timeout_s: float = TF_TIMEOUT_S) -> None:
         self.map_frame, self.grid_frame, self.timeout_s = map_frame, grid_frame, timeout_s
-        self._buffer, self._listener, self.error = tf_listener(node, "map.pose_source")
-
-    def close(self) -> None:
-        """The listener's /tf subscriptions go with it (a lifecycle cleanup, then configure again)."""
-        listener, self._listener = self._listener, None
-        if listener is not None and hasattr(listener, "unregister"):
-            listener.unregister()
+        self._buffer = node_tf.buffer if node_tf is not None else None
+        self.error = ("map.pose_source is tf but " + (node_tf.error if node_tf is not None else "no TF buffer")
+                      if self._buffer is None else "")
 
     def at(self, header):
         """((x, y, yaw), "") or (None, why)."""
-        if self._buffer is None:
-            return None, self.error
-        from rclpy.duration import Duration
-        from rclpy.time import Time
+        return planar_pose_at(self._buffer, self.map_frame, self.grid_frame, header, self.timeout_s, self.error)
 
-        try:
-            tr = self._buffer.lookup_transform(self.map_frame, self.grid_frame, Time.from_msg(header.stamp),
-                                               Duration(seconds=self.timeout_s))
-        except Exception as exc:  # tf2 LookupException, ExtrapolationException
-            return None, f"no transform {self.map_frame} <- {self.grid_frame} at the frame's stamp: {exc}"
-        t, q = tr.transform.translation, tr.transform.rotation
-        return (t.x, t.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)), ""
+
+def planar_pose_at(buffer, map_frame: str, grid_frame: str, header, timeout_s: float, error: str = ""):
+    """((x, y, yaw) of grid_frame in map_frame at the header's stamp, "") or (None, why): the
+    node's and process-bag's map pose from TF."""
+    if buffer is None:
+        return None, error or "no TF buffer"
+    from rclpy.time import Time
+
+    from ..core.pose_source import TransformUnavailable, TransformUnknown
+    from .tf_pose import lookup
+
+    try:
+        tr = lookup(buffer, map_frame, grid_frame, Time.from_msg(header.stamp), timeout_s)
+    except (TransformUnknown, TransformUnavailable) as exc:
+        return None, f"no transform {map_frame} <- {grid_frame} at the frame's stamp: {exc}"
+    t, q = tr.transform.translation, tr.transform.rotation
+    return (t.x, t.y, yaw_of_quaternion(q.x, q.y, q.z, q.w)), ""

@@ -69,7 +69,8 @@ class CameraSegBase(Node):
         self.empty_masks = "n/a: no model loaded"
         self.fatal_error: Optional[str] = None  # set when the node must exit (main() returns non-zero)
         self._throttle = Throttle(self.cfg.runtime.log_throttle_sec)
-        self._tf_pose = None
+        self.tf = None         # ros/tf_pose.NodeTf: the TF buffer, when a setting reads TF
+        self._pose_source = None  # core/pose_source.CameraPoseSource (camera_pose.source auto / tf)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         # timers on the steady clock: diagnostics and the QoS check go on when /clock stops
         steady = Clock(clock_type=ClockType.STEADY_TIME)
@@ -81,6 +82,11 @@ class CameraSegBase(Node):
     @property
     def multi(self) -> bool:
         return self.cfg.multi
+
+    def _needs_tf(self) -> bool:
+        """A TF buffer for the camera pose (auto or tf, with the grid on) or the map's pose."""
+        return ((self.cfg.grid.enabled and self.cfg.camera("").pose.source != "parameters")
+                or (self.cfg.map.enabled and self.cfg.map.pose_source == "tf"))
 
     def _make_publisher(self, msg_type, topic: str, qos):
         return self.create_publisher(msg_type, topic, qos)
@@ -102,8 +108,12 @@ class CameraSegBase(Node):
         self.runtime.stats.report("model", WARN, f"loading model {self.model_path}")
         self.configured = True  # from here on _cleanup can undo whatever follows
         self._create_publishers()
+        if self._needs_tf() and self.tf is None:
+            from .tf_pose import NodeTf
+
+            self.tf = NodeTf(self)
         if self.cfg.map.enabled:
-            self.map = MapOutput(self, self.cfg, self._make_publisher, self._log)
+            self.map = MapOutput(self, self.cfg, self._make_publisher, self._log, self.tf)
         self._create_inputs()
         self.finisher = Finisher(names, self.cfg.grid, self.map.feed if self.map else None,
                                  self.map.pose_at if self.map else None)
@@ -156,6 +166,9 @@ class CameraSegBase(Node):
             self.surround_pub = None
         if self.map is not None:
             self.map.destroy(self._drop_publisher)
+        if self.tf is not None:
+            self.tf.close()
+        self.tf = self._pose_source = None
         self.cameras, self.runtime, self.finisher, self.map = {}, None, None, None
         self.configured = False
         return True
@@ -178,12 +191,13 @@ class CameraSegBase(Node):
         for cam in self.cameras.values():
             cam.resolve_topics(self, self.cfg.camera(cam.name))
             self.runtime.lanes[cam.name].source = cam.image_topic  # named in bad-image errors
-        if self._tf_pose is None and self.cfg.grid.enabled and self.cfg.camera("").pose.source == "tf":
-            from .tf_pose import TfPose
-
-            self._tf_pose = TfPose(self, self.cfg.grid.frame_id)
-            if self._tf_pose.error:
-                self.get_logger().error(self._tf_pose.error)
+        source = self.cfg.camera("").pose.source
+        if self.cfg.grid.enabled and source != "parameters":
+            self._pose_source = self.tf.camera_pose_source(source, self.cfg.grid.frame_id)
+            if self.tf.error:
+                log = self.get_logger().error if source == "tf" else self.get_logger().warning
+                log(f"camera_pose.source {source}: {self.tf.error}"
+                    + ("" if source == "tf" else "; the grid takes camera_pose.xyz/rpy"))
 
     def _guarded(self, fn):
         """A timer or subscription callback that reports its errors instead of ending rclpy.spin
@@ -277,7 +291,7 @@ class CameraSegBase(Node):
             + f"; OpenCV threads {plan.opencv_threads}; loaded in {time.monotonic() - t0:.1f} s")
         for name, pl in pipelines.items():
             if pl.grid is not None:
-                pl.grid.pose_source = self._tf_pose  # None: the pose of the parameters
+                pl.grid.pose_source = self._pose_source  # None: the pose of the parameters
                 latest = self.cameras[name].latest_info
                 if latest is not None:  # what arrived while the model loaded
                     pl.grid.set_camera_info(*latest)

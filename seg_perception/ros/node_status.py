@@ -111,6 +111,15 @@ def camera_statuses(node, cam_name: str, snap: CameraSnapshot, prefix: str, extr
             {"frame": node.cfg.grid.frame_id, "resolution (m)": node.cfg.grid.resolution,
              "camera_info topic": cam.info_topic,
              "camera_info timeout (s)": node.cfg.grid.camera_info_timeout,
-             "lookup table builds": lane.pipeline.grid.builds if lane.pipeline is not None and
-             lane.pipeline.grid is not None else 0}))
+             **_pose_values(node, lane)}))
     return statuses
+
+
+def _pose_values(node, lane) -> dict:
+    """The grid's table builds and where its camera pose comes from (camera_pose.source)."""
+    grid = lane.pipeline.grid if lane.pipeline is not None else None
+    if grid is None:
+        return {"lookup table builds": 0, "camera pose": node.cfg.camera("").pose.source}
+    return {"lookup table builds": grid.builds,
+            "camera pose": grid.pose_from if grid.pose_source is not None else "camera_pose.xyz/rpy (parameters)",
+            "frames skipped (no camera pose)": grid.pose_skipped}

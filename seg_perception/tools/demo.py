@@ -4,7 +4,9 @@ Writes the sample drive as a rosbag2 (the ray-cast street scene with CameraInfo 
 pose; `seg-perception sample-bag`), starts camera_seg_node as its own process (exactly as
 `ros2 run` would, with the shipped params file, on the bag's clock), replays the bag into it over
 real ROS 2 from this process with its recorded timing (`seg-perception replay`), subscribes to
-every output and /diagnostics, saves pictures of what came back and prints a summary. Exit status
+every output and /diagnostics, saves pictures of what came back and prints a summary. The
+drive's /tf_static gives the node the camera's mount where tf2_ros is installed (camera_pose.source
+auto; the parameters the demo passes are the same pose, for a machine without it). Exit status
 0 only when every output arrived. ``--rig``: four cameras (config/multi_camera.yaml's rig), one
 node, the surround grid.
 """
@@ -69,6 +71,9 @@ def run(args) -> int:
     print(f"\nframes published {sent}; outputs received {counts}; node processed "
           f"{seg.get('frames processed', '?')}, dropped {seg.get('frames dropped', '?')}, "
           f"median latency {latency} ms (receipt to outputs published)")
+    grid = next((v for k, v in status.items() if k.endswith("drivable grid")), {})
+    if grid.get("camera pose"):  # TF from the drive's /tf_static where tf2_ros is installed
+        print(f"camera pose: {grid['camera pose']}")
     if ok:
         print(f"pictures and summary in {os.path.abspath(args.out)}/ (demo.png shows them side by side)")
         return 0

@@ -14,6 +14,10 @@ camera's C.image / C.camera_info, as the node resolves them). CameraInfo: a came
 applies from its first frame on (a recording often starts with a frame before its CameraInfo);
 later ones from their receive time, and the grid stops, as in the node, when the newest is
 older than camera_info_timeout (in recorded time).
+
+TF: the bag's /tf_static (from the start) and /tf (in recorded order) give the camera's pose
+(camera_pose.source auto or tf) and, with map.pose_source tf, the map's, at each frame's stamp,
+as the node's TF listener would (support/bag_tf.py).
 """
 
 from __future__ import annotations
@@ -73,6 +77,11 @@ def run(args) -> int:
         remaps = parse_remaps(args.remap)
     except (ParameterError, ValueError, OSError) as exc:
         return _fail(str(exc))
+    from .support.bag_tf import check_tf
+
+    reason = check_tf(cfg)
+    if reason:
+        return _fail(reason)
     try:
         stats = process_bag(args.bag, args.out, cfg, outputs, remaps=remaps,
                             copy_inputs=not args.no_copy_inputs, image_topic=args.image_topic,
@@ -176,7 +185,7 @@ def process_bag(in_path: str, out_path: str, cfg, outputs: Sequence[str],
                       on_progress, total)
         try:
             with bagio.BagWriter(out_path, stats["storage"], overwrite=overwrite) as writer:
-                run.open(writer, odom_topic)
+                run.open(writer, odom_topic, topics)
                 try:
                     run.frames(reader, topics, copy_inputs, max_frames, progress)
                 except KeyboardInterrupt:  # keep what is done: the bag is closed properly
@@ -207,14 +216,14 @@ def _new_stats(in_path: str, out_path: str, cams, topics, render_dir: Optional[s
 
 
 def _map_odometry_topic(cfg, topics, remaps: Dict[str, str]) -> Optional[str]:
-    """The bag's odometry topic when the drivable map is wanted (map.enabled), else None."""
+    """The bag's odometry topic when the drivable map is wanted (map.enabled) from odometry, else
+    None."""
     if not (cfg.map.enabled and cfg.grid.enabled):
         return None
     from .support.bag_map import odometry_topic
 
-    if cfg.map.pose_source != "odometry":
-        raise ValueError("process-bag takes the map's pose from the bag's odometry: "
-                         "set map.pose_source:=odometry (TF from a bag is not read here)")
+    if cfg.map.pose_source == "tf":
+        return None  # the bag's /tf (support/bag_tf.py)
     return odometry_topic(topics, remaps)
 
 
@@ -239,16 +248,17 @@ class _BagRun:
             self.wanted.append(GRID_OUTPUT)
         self.by_image = {img: cam for cam, (img, _) in cams.items()}
         self.by_info = {info: cam for cam, (_, info) in cams.items() if info}
-        self.runtime = self.finisher = self.writer = self.map = None
+        self.runtime = self.finisher = self.writer = self.map = self.tf = None
         self.conns: Dict[Tuple[str, str], object] = {}
         self.done = 0
         self.info_seen: set = set()
 
     # -- set-up
-    def open(self, writer, odom_topic: Optional[str]) -> None:
+    def open(self, writer, odom_topic: Optional[str], topics) -> None:
         from ..core.finish import Finisher
         from ..core.pipeline import build_pipeline, pipelines_on
         from ..core.runtime.plan import plan_runs
+        from .support.bag_tf import BagTf, needs_tf
         from ..core.runtime.runtime import FrameRuntime
         from ..ros.outputs import OutputMessages
 
@@ -262,12 +272,22 @@ class _BagRun:
                                     deliver=self._deliver, log=self._log)
         self.runtime.attach(pipelines, plan)
         self.messages = OutputMessages(reuse_buffers=True)  # each message is serialised before the next
-        if odom_topic is not None:
+        map_pose = None
+        if needs_tf(self.cfg):
+            self.tf = BagTf(topics)
+            for pl in pipelines.values():
+                if pl.grid is not None and self.cfg.camera("").pose.source != "parameters":
+                    pl.grid.pose_source = self.tf.camera_pose_source(self.cfg.camera("").pose.source,
+                                                                     self.cfg.grid.frame_id)
+            if self.cfg.map.pose_source == "tf":
+                map_pose = self.tf.map_pose(self.cfg.map.frame_id, self.cfg.grid.frame_id)
+        if self.cfg.map.enabled and self.cfg.grid.enabled:
             from .support.bag_map import BagMap
 
-            self.map = BagMap(writer, self.cfg, self.topic("drivable_map"), self.stats)
+            self.map = BagMap(writer, self.cfg, self.topic("drivable_map"), self.stats,
+                              "the bag's TF" if map_pose is not None else "the bag's odometry")
             self.map.odom_topic = odom_topic
-        self.finisher = Finisher(names, self.cfg.grid, self.map.feed if self.map else None)
+        self.finisher = Finisher(names, self.cfg.grid, self.map.feed if self.map else None, map_pose)
         self._add_output_topics()
 
     def close(self) -> None:
@@ -312,7 +332,11 @@ class _BagRun:
             copy_conns = {name: self.writer.copy_topic(info, self.remaps.get(name, name)) for name, info in topics.items()}
             self.stats["copied_topics"] = sorted(self.remaps.get(n, n) for n in copy_conns)
         self._first_camera_infos(reader, deserialize_message, CameraInfo)
-        wanted_topics = list(self.by_image) + list(self.by_info) + ([self.map.odom_topic] if self.map else [])
+        if self.tf is not None:
+            self.tf.preload_static(reader)
+        tf_topics = self.tf.topics if self.tf is not None else []
+        wanted_topics = (list(self.by_image) + list(self.by_info) + tf_topics
+                         + ([self.map.odom_topic] if self.map and self.map.odom_topic else []))
         pending: Dict[str, Tuple[object, int]] = {}  # one frame per camera, run together
         for conn, t, raw in reader.messages(None if copy_inputs else wanted_topics):
             if conn.topic in self.by_image and max_frames is not None and self.done + len(pending) >= max_frames:
@@ -321,6 +345,9 @@ class _BagRun:
                 self.writer.write(copy_conns[conn.topic], t, raw)
             if conn.topic in self.by_info:
                 self._camera_info(self.by_info[conn.topic], deserialize_message(raw, CameraInfo), t)
+            elif conn.topic in tf_topics:
+                if conn.topic == "/tf":  # /tf_static is in the buffer from the start
+                    self.tf.message(conn.topic, raw)
             elif self.map is not None and conn.topic == self.map.odom_topic:
                 from nav_msgs.msg import Odometry
 

@@ -83,7 +83,9 @@ def run(args) -> int:
     if args.workers is not None and args.workers < 1:
         return _fail("--workers must be 1 or more")
     cfg = worker_config(cfg, args.cpus_per_worker)
-    reason = check_model(cfg)
+    from .support.bag_tf import check_tf
+
+    reason = check_tf(cfg) or check_model(cfg)
     if reason:
         return _fail(reason)
     model_path = cfg.model.path or resources.DEFAULT_MODEL

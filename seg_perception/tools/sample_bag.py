@@ -7,7 +7,9 @@ Topics, all at 10 Hz from a fixed start time (so the same command always writes 
 - /camera/camera_info (sensor_msgs/CameraInfo) with the sample camera's intrinsics, same stamps;
 - /tf_static (tf2_msgs/TFMessage, transient-local): base_link -> camera_link (the camera's mount:
   1.5 m up, pitched 0.08 rad down) and camera_link -> camera_optical_frame (REP 103), recorded
-  once at the start.
+  once at the start;
+- /odom (nav_msgs/Odometry) and /tf odom -> base_link: the vehicle driving straight at 8 m/s,
+  with each frame's stamp.
 
 With --images, real frames (image files) take the painted ones' place: a short drive from a
 folder of photos, to look at a model on real streets through process-bag or compare-bags.
@@ -28,6 +30,7 @@ IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = IMAGE_TOPIC + "/compressed"
 CAMERA_INFO_TOPIC = "/camera/camera_info"
 TF_STATIC_TOPIC = "/tf_static"
+TF_TOPIC = "/tf"
 ODOM_TOPIC = "/odom"
 ODOM_FRAME = "odom"
 BASE_FRAME = "base_link"
@@ -180,6 +183,7 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
         conns = {name: (bag.add_topic(t["image"], image_type, camera_qos),
                         bag.add_topic(t["camera_info"], bagio.CAMERA_INFO, camera_qos)) for name, t in topics.items()}
         odom_conn = bag.add_topic(ODOM_TOPIC, bagio.ODOMETRY, camera_qos)
+        tf_conn_moving = bag.add_topic(TF_TOPIC, bagio.TF_MESSAGE, bagio.TopicQos("reliable", "volatile", "keep_last", 100))
         tf = m.tf([tr for name, c in cams.items() for tr in (
             m.transform(start_ns, BASE_FRAME, topics[name]["link"], c.pose_xyz, c.pose_rpy),
             m.transform(start_ns, topics[name]["link"], topics[name]["optical"], (0.0, 0.0, 0.0), OPTICAL_RPY))])
@@ -188,8 +192,10 @@ def write_sample_bag(out: str, storage: str = "sqlite3", frames: int = 100, widt
         for i in range(frames):
             stamp = start_ns + i * period_ns
             # odometry and CameraInfo first: a player delivers them before the frame they describe
-            bag.write(odom_conn, stamp, bagio.serialize(m.odometry(stamp, cam.speed * i / cam.rate, cam.speed),
-                                                        bagio.ODOMETRY))
+            x = cam.speed * i / cam.rate
+            bag.write(odom_conn, stamp, bagio.serialize(m.odometry(stamp, x, cam.speed), bagio.ODOMETRY))
+            bag.write(tf_conn_moving, stamp, bagio.serialize(
+                m.tf([m.transform(stamp, ODOM_FRAME, BASE_FRAME, (x, 0.0, 0.0), (0.0, 0.0, 0.0))]), bagio.TF_MESSAGE))
             for name, c in cams.items():
                 rgb = images[i] if images is not None else render_frame(i, c)[0]
                 image_conn, info_conn = conns[name]
@@ -245,7 +251,7 @@ def run(args) -> int:
     cam = info["camera"]
     cams = ", ".join(f"{t['image']}, {t['camera_info']}" for t in info["topics"].values())
     print(f"wrote {info['path']} ({info['storage']}): {info['frames']} frames {cam.width}x{cam.height} "
-          f"at {cam.rate:g} Hz on {cams}, {ODOM_TOPIC}, {TF_STATIC_TOPIC} "
+          f"at {cam.rate:g} Hz on {cams}, {ODOM_TOPIC}, {TF_TOPIC}, {TF_STATIC_TOPIC} "
           f"in {time.perf_counter() - t0:.1f} s")
     if args.rig:
         print("the node for it: --params-file config/multi_camera.yaml (the same rig), -p map.enabled:=true")

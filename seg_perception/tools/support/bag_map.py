@@ -1,5 +1,5 @@
-"""process-bag's drivable map (map.enabled): the bag's odometry and every frame's grid into the
-same core/finish.MapFeed the node uses, the map written at map.rate of the bag's time as
+"""process-bag's drivable map (map.enabled): the bag's odometry (or its TF: support/bag_tf.py)
+and every frame's grid into the same core/finish.MapFeed the node uses, the map written at map.rate of the bag's time as
 /camera_seg/drivable_map."""
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ class BagMap:
     step feeds it every frame's grid), written at map.rate of the bag's time, stamped as the
     node stamps it (the newest frame in it)."""
 
-    def __init__(self, writer, cfg, topic: str, stats: Dict[str, object]) -> None:
+    def __init__(self, writer, cfg, topic: str, stats: Dict[str, object], source: str = "the bag's odometry") -> None:
         from ...core import bagio
         from ...core.finish import MapFeed
 
-        self.feed = MapFeed(cfg.map, cfg.grid.frame_id, "the bag's odometry")
+        self.feed = MapFeed(cfg.map, cfg.grid.frame_id, source)
         self.writer, self.stats = writer, stats
         self.frame_id = cfg.map.frame_id
         self.period_ns = int(1e9 / cfg.map.rate)
