@@ -19,7 +19,8 @@
 # Environment: PACK_PYTHON (python3.12: the host's Python), PYTHON (python3), DEVICE (cuda: refuse
 # to run where torch sees no CUDA device; cpu: run anyway, torch then takes the CPU, as the CPU
 # test does), CAMERAS (4), REPEAT (2 pairs with torch), PHASE_SECONDS (8), WARMUP (4),
-# SATURATE_HZ (120), CPU_BENCH (1: also one pair with ONNX Runtime on the host's CPU cores).
+# SATURATE_HZ (120), CPU_BENCH (1: also one pair with ONNX Runtime on the host's CPU cores),
+# ITERS (50 timed runs a batch size for the network alone).
 # Extra arguments after OUT_DIR go to every `bench cameras`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -139,7 +140,7 @@ step() {  # LIMIT_S NAME COMMAND...: a failing or hung step leaves the next ones
 
 step 90 "the network alone: torch (CUDA where torch sees it), batch 1 and 4 of 1280x720 frames" \
     "$PY" -m seg_perception.tools.bench_backends "$PT" --backends torch --sizes 1280x720 \
-    --batch-sizes 1 4 --iters 50 --json "$OUT/network.json"
+    --batch-sizes 1 4 --iters "${ITERS:-50}" --json "$OUT/network.json"
 
 step 270 "bench cameras: torch (CUDA where torch sees it; one node: the cameras as one batch; the single-camera nodes: batch 1)" \
     "$PY" -m seg_perception.tools.cli bench cameras "${bench[@]}" --repeat "${REPEAT:-2}" -p backend:=torch \

@@ -512,6 +512,15 @@ def test_process_bag_equals_the_node_for_the_four_camera_rig_with_the_map(ros_do
             if topic.endswith(("image_raw", "camera_info")) and (c, topic) not in first:
                 first[(c, topic)] = deserialize_message(raw, Image if topic.endswith("image_raw") else CameraInfo)
         pubs = {key: peer.publisher(type(m), key[1], RELIABLE) for key, m in first.items()}
+        try:  # the rig's mounts, latched from the start as on a vehicle (and as process-bag reads them)
+            import tf2_ros
+            from tf2_msgs.msg import TFMessage
+
+            static = next(raw for topic, _, raw in msgs if topic == "/tf_static")
+            tf2_ros.StaticTransformBroadcaster(peer.node).sendTransform(
+                list(deserialize_message(static, TFMessage).transforms))
+        except ImportError:
+            pass
         primed = None
         for k in range(60):
             stamp_ = START - 10 * 10 ** 9 + k * 10 ** 6

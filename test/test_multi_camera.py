@@ -192,7 +192,9 @@ def test_cameras_of_different_sizes_in_one_batch_and_one_with_invalid_camera_inf
             st = wait_status(diag, lambda s: s.name.endswith("rear drivable grid") and s.level != b"\x00",
                              suffix="drivable grid")
             assert st is not None and "invalid CameraInfo" in st.message and st.level == b"\x02", node.log()
-            st = wait_status(diag, lambda s: s.name.endswith("front drivable grid"), suffix="drivable grid")
+            # the front's grid: after auto's wait for TF (none comes), from camera_pose, OK
+            st = wait_status(diag, lambda s: s.name.endswith("front drivable grid") and "waiting" not in s.message,
+                             suffix="drivable grid")
             assert st is not None and st.level == b"\x00", st.message
             assert surround.wait_count(3, 30), node.log()
             fused = np.frombuffer(surround.snapshot()[-1].data, np.int8).reshape(400, 800)

@@ -168,7 +168,7 @@ def run_gpu_bench_script(out, ros_domain, *args, **env):
     """scripts/gpu_bench_cameras.sh run OUT on this machine's CPU with two cameras (rclpy already
     here: no wheels to install): (the finished process, its gpu_bench.log)."""
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", ROS_DOMAIN_ID=str(ros_domain[0]), **env)
+    env = dict(os.environ, DEVICE="cpu", PYTHON=sys.executable, CAMERAS="2", ITERS="5", ROS_DOMAIN_ID=str(ros_domain[0]), **env)
     res = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_bench_cameras.sh"), "run", str(out), *args],
                          capture_output=True, text=True, timeout=300, env=env)
     log_file = out / "gpu_bench.log"

@@ -229,23 +229,35 @@ def test_gpu_script_trains_from_a_pack_on_cpu_and_its_run_exports_here(tmp_path)
     from seg_perception.core.training import pack
     from seg_perception.tools.cli import main
 
+    from seg_perception.core.class_sets import load_classes
+    from seg_perception.core.export import fresh_model, save_checkpoint
+
     root = write_camvid(tmp_path / "camvid", 8, 48, 64)
     pack.pack(root, str(tmp_path / "p.tar"), splits=("train", "val"))
+    # the authors' weights stand-in: a tiny Cityscapes-class model (init and teacher, as the recipe)
+    teacher_net, teacher_info = fresh_model("tiny_fcn", 48, 64, classes=load_classes("cityscapes+background"))
+    teacher = str(tmp_path / "teacher.pt")
+    save_checkpoint(teacher_net, teacher_info, teacher)
     repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     out = tmp_path / "OUT"
-    env = dict(os.environ, DEVICE="cpu", WORKERS="2", MINUTES="1", PYTHON=sys.executable)
+    env = dict(os.environ, DEVICE="cpu", WORKERS="2", MINUTES="1", PYTHON=sys.executable, RECIPE="default",
+               INIT=teacher)
     proc = subprocess.run(
         ["bash", os.path.join(repo, "scripts", "gpu_train.sh"), str(tmp_path / "p.tar"), str(out),
-         "--train-splits", "train", "--val-split", "val", "--test-split", "", "--input-size",
-         "48x64", "--crop", "48x64", "--batch-size", "2", "--epochs", "1", "--max-steps", "3",
+         "--architecture", "tiny_fcn", "--train-splits", "train", "--val-split", "val", "--test-split", "",
+         "--input-size", "48x64", "--crop", "48x64", "--batch-size", "2", "--epochs", "1", "--max-steps", "3",
          "--threads", "1"], capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     log = (out / "gpu_train.log").read_text()
-    assert "cpu, 2 data workers" in log and "initial weights from" in log
+    assert "cpu, 2 data workers" in log and "initial weights from" in log and "refined" in log
+    bad = subprocess.run(["bash", os.path.join(repo, "scripts", "gpu_train.sh"), str(tmp_path / "p.tar"), str(out)],
+                         capture_output=True, text=True, timeout=60, env=dict(env, RECIPE="huge"))
+    assert bad.returncode == 2 and "default or fast" in bad.stderr
     ckpt = torch.load(str(out / "run" / "last.pt"), map_location="cpu", weights_only=True)
     assert ckpt["step"] == 3 and json.loads(ckpt["config"])["workers"] == 2
     onnx_path = tmp_path / "model.onnx"
     assert main(["train", "--data", root, "--run-dir", str(out / "run"), "--input-size", "48x64",
+                 "--architecture", "tiny_fcn", "--classes", "cityscapes_parking", "--teacher", teacher,
                  "--epochs", "1", "--test-split", "", "--resume", "--export", str(onnx_path)]) == 0
     seg = Segmenter.from_file(str(onnx_path), backend="onnxruntime")
     assert seg.info.source["steps"] == 3 and seg.has_confidence

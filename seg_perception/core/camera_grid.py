@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .camera_info_watch import OK, CameraInfoWatch
+from .camera_info_watch import OK, WARN, CameraInfoWatch
 from .camera_model import CameraModel, GridError, camera_pose
 from .grid import GridSpec, GroundGrid
 from .labels import LabelGroups
@@ -33,6 +33,7 @@ class GridOutcome:
     state: str = OK                  # camera_info_watch OK | WARN | ERROR, for diagnostics
     status: str = ""                 # the diagnostics text ("" when OK)
     rebuilt: bool = False            # the cell -> pixel table was (re)built for this frame
+    settled: bool = False            # state and status set where it was made (not from the error)
 
 
 class CameraGrid:
@@ -90,7 +91,8 @@ class CameraGrid:
         outcome = self._compute(labels, width, height, header, t)
         if outcome.rebuilt:
             self.builds += 1
-        outcome.state, outcome.status = self.watch.grid_status(outcome.error, self.camera_info_topic, t)
+        if not outcome.settled:
+            outcome.state, outcome.status = self.watch.grid_status(outcome.error, self.camera_info_topic, t)
         return outcome
 
     def sample(self, image: np.ndarray) -> np.ndarray:
@@ -112,8 +114,12 @@ class CameraGrid:
             try:
                 from_source = self.pose_source(header)
             except Exception as exc:  # no transform at this stamp, an unknown frame, a bad quaternion
+                from .pose_source import WaitingForTf
+
                 self.pose_skipped += 1
                 self.pose_from = f"none: {exc}"
+                if isinstance(exc, WaitingForTf):  # start-up, not a fault: a WARN
+                    return GridOutcome(None, str(exc), state=WARN, status=f"no grid yet: {exc}", settled=True)
                 return GridOutcome(None, str(exc))
             if from_source is not None:
                 pose = np.asarray(from_source, dtype=np.float64)

@@ -181,7 +181,7 @@ class GroundGrid:
             # per-frame call with the inputs of the current table: answer before validating
             # again (they were valid when it was built; a NaN never compares equal)
             T = np.asarray(T_grid_body, dtype=np.float64)
-            if self._key == (camera, T.tobytes(), int(label_height), int(label_width)):
+            if self._key == (camera, _pose_key(T), int(label_height), int(label_width)):
                 return False
         try:
             camera.validate()
@@ -197,7 +197,7 @@ class GroundGrid:
         except GridError:
             self._invalidate()
             raise
-        key = (camera, T.tobytes(), label_height, label_width)
+        key = (camera, _pose_key(T), label_height, label_width)
         if self._maps is not None and key == self._key:
             return False
         if self._failed is not None and self._failed[0] == key:
@@ -329,3 +329,9 @@ def _crop_to_samples(maps, label_width: int) -> Tuple[slice, slice]:
         valid = m[..., 0] >= 0
         m[valid] -= np.array([u0, v0], np.int16)
     return (slice(v0, v1), slice(u0, u1))
+
+
+def _pose_key(T: np.ndarray) -> bytes:
+    """The pose as the table's key: to a nanometre and a nanoradian, so the same mount from the
+    parameters and from TF (a quaternion's round trip) is one table, not a rebuild."""
+    return (np.round(np.asarray(T, dtype=np.float64), 9) + 0.0).tobytes()

@@ -34,6 +34,10 @@ class TransformUnavailable(LookupError):
     """The frames are connected, but not at this stamp (extrapolation, a late transform)."""
 
 
+class WaitingForTf(RuntimeError):
+    """auto: a camera's first frames, while TF may still bring its mount (a WARN, not an error)."""
+
+
 # lookup(source frame, header, timeout_s) -> 4x4 grid <- camera body
 Lookup = Callable[[str, Any, float], np.ndarray]
 
@@ -80,7 +84,7 @@ class CameraPoseSource:
                 raise RuntimeError(f"TF gave {what} before but has none now ({exc}); no grid rather than one "
                                    "from camera_pose.xyz/rpy") from exc
             if now - first < self.wait_s:
-                raise RuntimeError(f"waiting up to {self.wait_s:g} s for TF {what} (camera_pose.source auto) "
+                raise WaitingForTf(f"waiting up to {self.wait_s:g} s for TF {what} (camera_pose.source auto) "
                                    "before using camera_pose.xyz/rpy") from exc
             self.used[frame] = f"camera_pose.xyz/rpy (TF has no {what})"
             return None

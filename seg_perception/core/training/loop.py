@@ -43,14 +43,21 @@ def torch_predictor(wrapped: nn.Module, to_camvid: Optional[np.ndarray] = None
 
 def teacher_probabilities(path: str, target_names, threads: int = 1):
     """The teacher (a project checkpoint) as a function of uint8 frames -> probabilities over
-    ``target_names`` [N, C, H, W]: its classes taken by name, a target class it lacks at 0."""
+    ``target_names`` [N, C, H, W]: its classes taken by name, a target class it lacks at 0. The
+    frames are brought to the teacher's own input size first (a student trained at a smaller
+    size gets the labels the teacher makes at its size, resized by the caller)."""
+    import cv2
+
     from ..export import load_checkpoint
 
     wrapped, info = load_checkpoint(path)
     wrapped.eval()
     index = [info.class_names.index(n) if n in info.class_names else -1 for n in target_names]
+    size = (info.input_width, info.input_height)
 
     def probs(images: np.ndarray) -> np.ndarray:
+        if images.shape[2:0:-1] != size and all(size):
+            images = np.stack([cv2.resize(im, size, interpolation=cv2.INTER_LINEAR) for im in images])
         with torch.inference_mode():
             p = torch.softmax(wrapped.logits(torch.from_numpy(images)), dim=1).numpy()
         out = np.zeros((p.shape[0], len(index)) + p.shape[2:], np.float32)
