@@ -81,3 +81,24 @@ def test_painting_goes_into_the_refined_labels():
     kept = target != CS["parking"]
     assert (target[kept] == refined[kept]).all()  # the bus stayed a bus, the rest as refined
     assert (target == CS["bus"]).any()
+
+
+def test_the_teacher_runs_at_its_own_input_size_for_a_student_of_another(tmp_path):
+    """A student trained at a smaller size gets the labels the teacher makes at the teacher's
+    size (the frame brought to it), resized to the student's labels."""
+    from seg_perception.core.class_sets import load_classes
+    from seg_perception.core.export import fresh_model, save_checkpoint
+    from seg_perception.core.training.data import LabelledSet
+    from seg_perception.core.training.loop import teacher_probabilities
+    from seg_perception.core.training.refine import refine_set
+
+    net, info = fresh_model("tiny_fcn", 48, 64, classes=load_classes("cityscapes_parking"))
+    path = str(tmp_path / "teacher.pt")
+    save_checkpoint(net, info, path)
+    teacher = teacher_probabilities(path, NAMES)
+    images = np.random.default_rng(0).integers(0, 255, (2, 24, 32, 3), dtype=np.uint8)
+    probs = teacher(images)
+    assert probs.shape == (2, len(NAMES), 48, 64)  # at the teacher's 64x48, not the frames' 32x24
+    data = LabelledSet(list(images), [np.full((24, 32), IGNORE, np.uint8)] * 2, ["a", "b"])
+    out = refine_set(data, teacher, NAMES, min_confidence=0.0)
+    assert [o.shape for o in out] == [(24, 32)] * 2
