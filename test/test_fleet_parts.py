@@ -138,3 +138,34 @@ def test_a_drive_s_worst_seconds_and_shares():
     assert d.worst_seconds[0]["no_drivable_ahead"] and d.worst_seconds[0]["pedestrian_near"]
     assert d.look_first == pytest.approx(2 / 6 + 1 / 5 + 0.5 / 6, abs=1e-3)
     assert drive_figures([]).frames == 0
+
+
+def test_a_stale_result_folder_is_replaced_and_a_finished_one_kept(tmp_path):
+    out = str(tmp_path)
+    final = os.path.join(out, "drive-abc")
+    os.makedirs(os.path.join(final, "bag"))  # an older run's folder without result.json
+    assert fleet.done_result(final) is None
+    assert fleet.atomic_result(out, final, lambda tmp: {"status": "done", "n": 1}) == {"status": "done", "n": 1}
+    assert fleet.done_result(final) == {"status": "done", "n": 1} and not os.path.exists(os.path.join(final, "bag"))
+    # another worker finished the same bag first: its result stays
+    assert fleet.atomic_result(out, final, lambda tmp: {"status": "done", "n": 2})["n"] == 1
+    assert not [d for d in os.listdir(os.path.join(out, fleet.PARTIAL))]
+
+
+def test_one_fleet_command_at_a_time_on_a_result_folder(tmp_path):
+    lock = fleet.RunLock(str(tmp_path))
+    with pytest.raises(RuntimeError, match="another process-bags or compare-bags"):
+        fleet.RunLock(str(tmp_path))
+    lock.release()
+    fleet.RunLock(str(tmp_path)).release()
+
+
+def test_workers_are_as_many_as_fit_and_never_wait_for_ever():
+    cluster = {"CPU": 16.0, "GPU": 1.0}
+    assert fleet.worker_count(cluster, None, 1.0, 0.0, 100) == 16
+    assert fleet.worker_count(cluster, None, 1.0, 1.0, 100) == 1      # one GPU: one worker
+    assert fleet.worker_count(cluster, None, 2.0, 0.0, 3) == 3        # never more than the bags
+    with pytest.raises(ValueError, match="do not fit"):
+        fleet.worker_count(cluster, 4, 1.0, 1.0, 100)
+    with pytest.raises(ValueError, match="asks for 32 CPU"):
+        fleet.worker_count(cluster, None, 32.0, 0.0, 100)

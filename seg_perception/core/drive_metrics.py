@@ -14,8 +14,10 @@ import numpy as np
 UNSURE_SHARE = 0.3
 # The corridor ahead the vehicle drives into: x from 1 to 15 m, |y| up to 1.5 m (grid frame).
 AHEAD_X, AHEAD_HALF_WIDTH = (1.0, 15.0), 1.5
-# "No drivable area ahead": under this share of the corridor's cells the grid calls drivable.
+# "No drivable area ahead": under this share of the corridor's known cells the grid calls
+# drivable; a corridor with under MIN_KNOWN_AHEAD of its cells known says nothing either way.
 MIN_DRIVABLE_AHEAD = 0.2
+MIN_KNOWN_AHEAD = 0.2
 # "Pedestrian near": the pedestrian mask covers at least this share of the image's lower 40%
 # (what is close to a forward-looking camera).
 PEDESTRIAN_NEAR_SHARE = 0.002
@@ -23,11 +25,11 @@ PEDESTRIAN_NEAR_SHARE = 0.002
 
 @dataclasses.dataclass(frozen=True)
 class FrameFigures:
-    t: float                      # the frame's stamp, s
+    t: float                      # the frame's receive time in the recording, s
     camera: str
     mean_confidence: Optional[float]
     unsure_share: Optional[float]  # pixels below min_confidence.grid
-    drivable_ahead: Optional[float]  # share of the corridor ahead the grid calls drivable (None: no grid)
+    drivable_ahead: Optional[float]  # share of the corridor's known cells that are drivable (None: no grid)
     pedestrian_near: bool
     shares: Dict[str, float]       # road / pedestrian / parking mask shares of the frame
 
@@ -70,9 +72,10 @@ def _drivable_ahead(outcome) -> Optional[float]:
     cols = (xs >= AHEAD_X[0]) & (xs <= AHEAD_X[1])
     rows = np.abs(ys) <= AHEAD_HALF_WIDTH
     corridor = grid.cells[np.ix_(rows, cols)]
-    if corridor.size == 0:
-        return None  # this camera's grid does not reach ahead of the vehicle
-    return float(np.mean(corridor == 0))
+    known = corridor >= 0
+    if corridor.size == 0 or known.mean() < MIN_KNOWN_AHEAD:
+        return None  # the grid does not reach ahead, or sees too little of it (near ground below the view)
+    return float(np.mean(corridor[known] == 0))
 
 
 @dataclasses.dataclass
@@ -91,7 +94,7 @@ class DriveFigures:
 
 
 def drive_figures(figures: Sequence[FrameFigures], worst: int = 3) -> DriveFigures:
-    """Shares over the frames, and the ``worst`` seconds (1 s windows by the frame stamps) with the
+    """Shares over the frames, and the ``worst`` seconds (1 s windows of receive time) with the
     most unsure pixels, counting frames with no drivable area ahead as unsure as can be."""
     n = len(figures)
     if n == 0:

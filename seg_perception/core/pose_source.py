@@ -89,6 +89,9 @@ class CameraPoseSource:
             self.used[frame] = f"camera_pose.xyz/rpy (TF has no {what})"
             return None
         except TransformUnavailable as exc:
+            if self.mode == "auto" and not known and now - first < self.wait_s:  # its mount on /tf, not yet in
+                raise WaitingForTf(f"waiting up to {self.wait_s:g} s for TF {what} at the frame's stamp "
+                                   f"(camera_pose.source auto): {exc}") from exc
             raise RuntimeError(f"no transform {what} at the frame's stamp: {exc}") from exc
         with self._lock:
             self._from_tf[frame] = True

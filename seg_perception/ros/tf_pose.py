@@ -37,7 +37,9 @@ def lookup(buffer, target: str, source: str, stamp, timeout_s: float):
 
     try:
         return buffer.lookup_transform(target, source, stamp, Duration(seconds=timeout_s))
-    except (tf2_ros.LookupException, tf2_ros.ConnectivityException) as exc:
+    except (tf2_ros.LookupException, tf2_ros.ConnectivityException, tf2_ros.InvalidArgumentException) as exc:
+        # InvalidArgument: a frame id tf2 refuses outright (a leading '/', ROS 1 style): TF can
+        # never have that camera
         raise TransformUnknown(str(exc) or type(exc).__name__) from exc
     except (tf2_ros.ExtrapolationException, tf2_ros.TransformException) as exc:
         raise TransformUnavailable(str(exc) or type(exc).__name__) from exc

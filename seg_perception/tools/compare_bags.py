@@ -84,7 +84,7 @@ def compare_config(cfg):
 
 def run(args) -> int:
     from ..core import resources
-    from .process_bags import check_model, result_parameters, worker_config, _version
+    from .process_bags import check_model, code_version, result_parameters, worker_config
     from .support import fleet
 
     try:
@@ -104,7 +104,7 @@ def run(args) -> int:
     names = {"a": args.name_a or side_name(cfg_a, args.a), "b": args.name_b or side_name(cfg_b, args.b)}
     cfgs = {k: worker_config(compare_config(c), args.cpus_per_worker) for k, c in (("a", cfg_a), ("b", cfg_b))}
     for k, cfg in cfgs.items():
-        reason = check_model(cfg)
+        reason = check_model(cfg) if args.gpus_per_worker == 0 else None
         if reason:
             return _fail(f"{k.upper()}: {reason}")
     evaluation = None
@@ -114,12 +114,15 @@ def run(args) -> int:
             return _fail(evaluation)
     options = {"every": args.every, "max_frames": args.max_frames, "worst": args.worst}
     what = {"command": "compare-bags", "a": result_parameters(cfgs["a"]), "b": result_parameters(cfgs["b"]),
-            **options, "version": _version()}
+            **options, "code": code_version()}
     model_files = []
     for cfg in cfgs.values():
         model_files += [cfg.model.path or resources.DEFAULT_MODEL] + ([cfg.model.label_file] if cfg.model.label_file else [])
-    fleet_run = fleet.run_jobs(bags, args.out, what, model_files, CompareWorker, (cfgs["a"], cfgs["b"], options),
-                               args.workers, args.cpus_per_worker, args.gpus_per_worker, args.address, args.quiet)
+    try:
+        fleet_run = fleet.run_jobs(bags, args.out, what, model_files, CompareWorker, (cfgs["a"], cfgs["b"], options),
+                                   args.workers, args.cpus_per_worker, args.gpus_per_worker, args.address, args.quiet)
+    except (ValueError, RuntimeError) as exc:  # workers that do not fit, another run on DIR
+        return _fail(str(exc))
     from .process_bags import print_summary
     from .support.compare_report import write_compare_report
 
@@ -185,7 +188,8 @@ class CompareWorker:
         every, limit, keep = int(self.options["every"]), self.options["max_frames"], int(self.options["worst"])
         counter = Disagreement(self.a.info.class_names, self.b.info.class_names)
         worst: List[tuple] = []  # a heap of (disagreement, n, picture data): the largest kept
-        failed, first_error, n_seen, n_done = 0, None, 0, 0
+        failed, first_error, n_done = 0, None, 0
+        n_seen: Dict[str, int] = {}  # per camera topic: --every counts each camera's frames
         report = fleet.throttled_reporter(self.board, bag)
         os.makedirs(os.path.join(tmp, "pictures"))
         with bagio.open_bag(bag) as reader, open(os.path.join(tmp, "frames.jsonl"), "w", encoding="utf-8") as out:
@@ -195,11 +199,11 @@ class CompareWorker:
             by_image = {img: cam for cam, (img, _) in cams.items()}
             classes = {img: CompressedImage if topics[img].msgtype == bagio.COMPRESSED_IMAGE else Image
                        for img in by_image}
-            total = sum(topics[img].count for img in by_image) // every
+            total = sum(-(-topics[img].count // every) for img in by_image)
             total = min(total, limit) if limit is not None else total
             for conn, t, raw in reader.messages(list(by_image)):
-                n_seen += 1
-                if (n_seen - 1) % every:
+                n_seen[conn.topic] = n_seen.get(conn.topic, 0) + 1
+                if (n_seen[conn.topic] - 1) % every:
                     continue
                 if limit is not None and n_done >= limit:
                     break

@@ -360,6 +360,9 @@ class _BagRun:
         self._run(pending, progress)
         if self.map is not None:
             self.map.finish()
+        self.stats["camera_pose"] = {c: {"from": lane.pipeline.grid.pose_from, "frames skipped": lane.pipeline.grid.pose_skipped}
+                                     for c, lane in self.runtime.lanes.items()
+                                     if lane.pipeline is not None and lane.pipeline.grid is not None}
 
     def _first_camera_infos(self, reader, deserialize, CameraInfo) -> None:
         """Each camera's first CameraInfo, applied from its first frame on."""
@@ -381,6 +384,8 @@ class _BagRun:
             return
         items = [(camera, msg, t) for camera, (msg, t) in pending.items()]
         pending.clear()
+        if self.tf is not None:
+            self.tf.now_s = max(t for _, _, t in items) / 1e9
         self.runtime.run_now(items)
         self.done += len(items)
         progress.update(self.done)

@@ -40,6 +40,13 @@ def add_arguments(p) -> None:
     p.add_argument("--render", action="store_true", help="also render each bag's pictures and drive.mp4 "
                    "(into its result folder's render/)")
     p.add_argument("--max-frames", type=int, default=None, help="stop each bag after this many camera frames")
+    p.add_argument("--image-topic", help="camera topic of a single camera (as process-bag)")
+    p.add_argument("--camera-info-topic", help="its CameraInfo topic (as process-bag)")
+    p.add_argument("--remap", action="append", default=[], metavar="OLD:=NEW", help="rename a topic in the "
+                   "output bags (as process-bag)")
+    from ..core.bagio import STORAGES
+
+    p.add_argument("--storage", choices=STORAGES, help="output storage (default: each input's)")
     add_ray_arguments(p)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -72,9 +79,12 @@ def run(args) -> int:
     from .process_bag import _outputs
     from .support import fleet, fleet_report
 
+    from ..core.bagio import parse_remaps
+
     try:
         cfg = node_config(args.params_file, args.param)
         outputs = _outputs(args.outputs, cfg)
+        remaps = parse_remaps(args.remap)
         bags = fleet.find_bags(args.inputs)
     except (ParameterError, ValueError, OSError) as exc:
         return _fail(str(exc))
@@ -85,16 +95,22 @@ def run(args) -> int:
     cfg = worker_config(cfg, args.cpus_per_worker)
     from .support.bag_tf import check_tf
 
-    reason = check_tf(cfg) or check_model(cfg)
+    # the driver loads the model once as the node would at start; not where the workers have a
+    # GPU the driver may lack (a worker that cannot load it says so, for each of its bags)
+    reason = check_tf(cfg) or (check_model(cfg) if args.gpus_per_worker == 0 else None)
     if reason:
         return _fail(reason)
     model_path = cfg.model.path or resources.DEFAULT_MODEL
     options = {"outputs": list(outputs), "copy_inputs": not args.no_copy_inputs, "render": bool(args.render),
-               "max_frames": args.max_frames}
-    what = {"command": "process-bags", "parameters": result_parameters(cfg), **options, "version": _version()}
+               "max_frames": args.max_frames, "image_topic": args.image_topic,
+               "camera_info_topic": args.camera_info_topic, "remaps": remaps, "storage": args.storage}
+    what = {"command": "process-bags", "parameters": result_parameters(cfg), **options, "code": code_version()}
     model_files = [model_path] + ([cfg.model.label_file] if cfg.model.label_file else [])
-    fleet_run = fleet.run_jobs(bags, args.out, what, model_files, BagWorker, (cfg, options),
-                               args.workers, args.cpus_per_worker, args.gpus_per_worker, args.address, args.quiet)
+    try:
+        fleet_run = fleet.run_jobs(bags, args.out, what, model_files, BagWorker, (cfg, options), args.workers,
+                                   args.cpus_per_worker, args.gpus_per_worker, args.address, args.quiet)
+    except (ValueError, RuntimeError) as exc:  # workers that do not fit, another run on DIR
+        return _fail(str(exc))
     report = fleet_report.write_fleet_report(args.out, fleet_run)
     print_summary("process-bags", fleet_run, args.out, report)
     return fleet_run.exit_status
@@ -117,10 +133,22 @@ def check_model(cfg) -> Optional[str]:
     return None
 
 
-def _version() -> str:
+def code_version() -> str:
+    """The package's version and a hash of its code: a result made by other code is made again."""
+    import hashlib
+
     from .. import __version__
 
-    return __version__
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    h = hashlib.sha256(__version__.encode())
+    for dirpath, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if d != "__pycache__")
+        for name in sorted(files):
+            if name.endswith(".py"):
+                h.update(name.encode())
+                with open(os.path.join(dirpath, name), "rb") as f:
+                    h.update(f.read())
+    return f"{__version__}+{h.hexdigest()[:12]}"
 
 
 class BagWorker:
@@ -129,6 +157,11 @@ class BagWorker:
     def __init__(self, cfg, options: Dict[str, object], board) -> None:
         from ..core.pipeline import build_pipeline
 
+        from .support.bag_tf import check_tf
+
+        reason = check_tf(cfg)  # this machine's Python, which may not be the driver's
+        if reason:
+            raise RuntimeError(reason)
         self.cfg, self.options, self.board = cfg, options, board
         self.model = build_pipeline(cfg, cfg.cameras[0].name if cfg.multi else "")
 
@@ -142,12 +175,16 @@ class BagWorker:
 
         def make(tmp: str) -> Dict[str, object]:
             out_bag = os.path.join(tmp, "bag")
+            o = self.options
             stats = process_bag(
-                bag, out_bag, self.cfg, self.options["outputs"], copy_inputs=self.options["copy_inputs"],
-                render_dir=os.path.join(tmp, "render") if self.options["render"] else None,
-                max_frames=self.options["max_frames"], show_progress=False, model=self.model,
+                bag, out_bag, self.cfg, o["outputs"], remaps=o["remaps"], copy_inputs=o["copy_inputs"],
+                image_topic=o["image_topic"], camera_info_topic=o["camera_info_topic"],
+                render_dir=os.path.join(tmp, "render") if o["render"] else None, storage=o["storage"],
+                max_frames=o["max_frames"], show_progress=False, model=self.model,
                 on_outcome=lambda camera, outcome, t: figures.append(frame_figures(camera, outcome, t / 1e9)),
                 on_progress=fleet.throttled_reporter(self.board, bag))
+            if stats["interrupted"]:  # never renamed into place as done
+                raise RuntimeError("interrupted")
             if stats["frames_processed"] == 0:
                 raise BagError(f"no frame could be processed: {stats['first_error'] or 'no camera frames'}")
             with open(os.path.join(tmp, "frames.jsonl"), "w", encoding="utf-8") as f:

@@ -23,6 +23,7 @@ class BagTf:
 
             self.buffer = tf2_ros.Buffer(cache_time=Duration(seconds=CACHE_S))
         self.transforms = 0
+        self.now_s = 0.0  # the recorded time of the frames being processed
 
     def preload_static(self, reader) -> None:
         if self.buffer is not None and TF_STATIC_TOPIC in self.topics:
@@ -44,13 +45,17 @@ class BagTf:
             self.transforms += 1
 
     def camera_pose_source(self, mode: str, grid_frame: str):
-        """core/pose_source.CameraPoseSource over the bag's TF (no wait: its /tf_static is loaded)."""
+        """core/pose_source.CameraPoseSource over the bag's TF. auto's wait for TF runs in the
+        bag's recorded time (``now_s``, set before each frame), as the node waits in its own, and
+        only where the bag has /tf: its /tf_static is all loaded before the first frame, so
+        without /tf nothing could still bring a camera's mount."""
         from ...core.pose_source import CameraPoseSource
-        from ...ros.tf_pose import camera_lookup
+        from ...ros.tf_pose import AUTO_WAIT_S, camera_lookup
 
         look = camera_lookup(self.buffer, grid_frame) if self.buffer is not None else None
         why = f"camera_pose.source is {mode} but {self.error}" if mode == "tf" else self.error
-        return CameraPoseSource(mode, look, grid_frame, why, wait_s=0.0, timeout_s=0.0)
+        wait = AUTO_WAIT_S if TF_TOPIC in self.topics else 0.0
+        return CameraPoseSource(mode, look, grid_frame, why, wait_s=wait, timeout_s=0.0, clock=lambda: self.now_s)
 
     def map_pose(self, map_frame: str, grid_frame: str):
         """The map's pose at a frame's stamp from the bag's TF (core/finish.Finisher's map_pose)."""

@@ -113,7 +113,7 @@ def _rows_table(s: Dict[str, object], disagree_iou: float) -> str:
 
 
 def _eval_rows(evaluation: Dict[str, object]) -> Dict[str, object]:
-    return {k: {"miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"], "mask_iou": r["mask_iou"],
+    return {k: {"model": r["model"], "miou": r["miou"], "pixel_accuracy": r["pixel_accuracy"], "mask_iou": r["mask_iou"],
                 "per_class_iou": r["per_class_iou"], "dataset": r["dataset"], "split": r["split"],
                 "images": r["images"], "mapping": r["mapping"]["name"], "notes": r["notes"]}
             for k, r in evaluation.items()}
@@ -130,5 +130,9 @@ def _eval_section(evaluation: Dict[str, object]) -> List[str]:
         if va is not None or vb is not None:
             lines.append(f"| {g} mask IoU | {_pct(va)} | {_pct(vb)} |")
     lines += ["", f"Scored with the mappings '{a['mapping']['name']}' (A) and '{b['mapping']['name']}' (B); each "
-              "model's per-class IoU is in report.json.", ""]
+              "model's per-class IoU is in report.json."]
+    if a["model"] == b["model"]:
+        lines.append("A and B are the same model file: its class map, and so its mIoU, is the same for both; "
+                     "their settings change the masks and the grid, compared above.")
+    lines.append("")
     return lines

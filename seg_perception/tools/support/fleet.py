@@ -136,18 +136,63 @@ def clean_partial(out_dir: str) -> int:
 
 def atomic_result(out_dir: str, final: str, make: Callable[[str], Dict[str, object]]) -> Dict[str, object]:
     """``make(tmp_dir)`` writes a result in a fresh folder under DIR/.partial; renamed to
-    ``final`` when it returns (whole or not at all: removed when it raises)."""
+    ``final`` when it returns (whole or not at all: removed when it raises). The files are on
+    disk before the rename (a power cut leaves the old state or the whole result). A ``final``
+    that holds no readable result (left by an older, broken run) is replaced; one that holds a
+    result (another worker finished the same bag first) is kept and returned."""
     tmp = os.path.join(out_dir, PARTIAL, uuid.uuid4().hex)
     os.makedirs(tmp)
     try:
         result = make(tmp)
         with open(os.path.join(tmp, RESULT), "w") as f:
             json.dump(result, f, indent=1, default=str)
-        os.rename(tmp, final)  # one step on one file system: the result appears whole
+        _sync_tree(tmp)
+        try:
+            os.rename(tmp, final)  # one step on one file system: the result appears whole
+        except OSError:
+            if not os.path.isdir(final):
+                raise
+            earlier = done_result(final)
+            if earlier is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+                return earlier
+            stale = os.path.join(out_dir, PARTIAL, "stale-" + uuid.uuid4().hex)
+            os.rename(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+            os.rename(tmp, final)
         return result
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _sync_tree(path: str) -> None:
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+
+class RunLock:
+    """One fleet command at a time on a result folder (each removes what the other would be
+    writing otherwise); refused with the reason, not waited for."""
+
+    def __init__(self, out_dir: str) -> None:
+        import fcntl
+
+        self.file = open(os.path.join(out_dir, ".lock"), "w")
+        try:
+            fcntl.flock(self.file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.file.close()
+            raise RuntimeError(f"another process-bags or compare-bags is writing {out_dir}; wait for it "
+                               "or choose another --out") from None
+
+    def release(self) -> None:
+        self.file.close()
 
 
 def done_result(final: str) -> Optional[Dict[str, object]]:
@@ -216,6 +261,10 @@ class Pool:
                 try:
                     result = ray.get(fut)
                 except ray.exceptions.RayActorError as exc:  # the worker died (killed, out of memory)
+                    try:  # one that is only unreachable must not finish the bag beside its replacement
+                        ray.kill(self.actors[i], no_restart=True)
+                    except Exception:
+                        pass
                     self.actors[i] = self.remote.remote(*self.args)
                     job.tries += 1
                     if job.tries <= RETRIES:
@@ -226,6 +275,8 @@ class Pool:
                     continue
                 except ray.exceptions.RayTaskError as exc:
                     result = {"status": "failed", "reason": str(exc.cause if exc.cause else exc)}
+                except ray.exceptions.RayError as exc:  # lost object, unschedulable, Ray itself
+                    result = {"status": "failed", "reason": f"Ray: {type(exc).__name__}: {exc}"}
                 free.append(i)
                 on_done(job, result)
 
@@ -351,76 +402,104 @@ def run_jobs(bags: Sequence[str], out_dir: str, what: Dict[str, object], model_f
     {"status": "failed", "reason": ...}). Ctrl-C stops the actors and removes what they left
     half-written; the results so far are kept."""
     os.makedirs(out_dir, exist_ok=True)
-    run = FleetRun({}, removed_partial=clean_partial(out_dir))
-    hashes, model_hash = file_hashes(out_dir, model_files)
-    jobs: List[Job] = []
-    finals: Dict[str, str] = {}
-    for bag in bags:
-        try:
-            key = job_key(hashes.of(bag), model_hash, what)
-        except OSError as exc:
-            run.results[bag] = {"status": "failed", "bag": bag, "reason": f"cannot read it: {exc}"}
-            continue
-        final = result_dir(out_dir, bag, key)
-        earlier = done_result(final)
-        if earlier is not None:
-            run.results[bag] = dict(earlier, earlier=True)
-        elif final in finals:  # the same bytes under another path: one result serves both
-            run.results[bag] = {"status": "same", "bag": bag, "as": finals[final]}
-        else:
-            finals[final] = bag
-            jobs.append(Job(bag, final, key))
-    hashes.save()
-    if not jobs:
-        _resolve_same(run)
-        return run
-
-    t0 = time.perf_counter()
-    ray = start_ray(address)
-    run.cluster = address or os.environ.get("RAY_ADDRESS") or "embedded"
-    if workers is None:
-        cpus = ray.cluster_resources().get("CPU", 1)
-        workers = max(1, int(cpus // max(cpus_per_worker, 1e-9)))
-    run.workers = workers = max(1, min(workers, len(jobs)))
-    board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
-    resources = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "max_concurrency": 1}
-    progress = FleetProgress(len(jobs), sum(bag_frames(j.bag) for j in jobs), enabled=not quiet)
-    pool = None
-
-    def poll() -> None:
-        try:
-            progress.update(ray.get(board.snapshot.remote(), timeout=5))
-        except Exception:
-            pass
-
-    def on_done(job: Job, result: Dict[str, object]) -> None:
-        result = dict(result)
-        result.setdefault("bag", job.bag)
-        if job.tries:
-            result["worker_restarts"] = job.tries
-        run.results[job.bag] = result
-        progress.bag_done(job.bag, int(result.get("frames") or 0))
-
+    lock = RunLock(out_dir)
     try:
-        pool = Pool(ray, actor_class, tuple(actor_args) + (board,), workers, resources)
+        return _run_locked(bags, out_dir, what, model_files, actor_class, actor_args, workers,
+                           cpus_per_worker, gpus_per_worker, address, quiet)
+    finally:
+        lock.release()
+
+
+def _run_locked(bags, out_dir, what, model_files, actor_class, actor_args, workers, cpus_per_worker,
+                gpus_per_worker, address, quiet) -> FleetRun:
+    run = FleetRun({}, removed_partial=clean_partial(out_dir))
+    t0 = time.perf_counter()
+    jobs: List[Job] = []
+    pool = ray = progress = None
+    hashes = ContentHashes(out_dir)
+    try:
+        model_hash = "+".join(hashes.of(f) for f in model_files)
+        finals: Dict[str, str] = {}
+        for bag in bags:
+            try:
+                key = job_key(hashes.of(bag), model_hash, what)
+            except OSError as exc:
+                run.results[bag] = {"status": "failed", "bag": bag, "reason": f"cannot read it: {exc}"}
+                continue
+            final = result_dir(out_dir, bag, key)
+            earlier = done_result(final)
+            if earlier is not None:
+                run.results[bag] = dict(earlier, earlier=True)
+            elif final in finals:  # the same bytes under another path: one result serves both
+                run.results[bag] = {"status": "same", "bag": bag, "as": finals[final]}
+            else:
+                finals[final] = bag
+                jobs.append(Job(bag, final, key))
+        hashes.save()
+        if not jobs:
+            return run
+        ray = start_ray(address)
+        run.cluster = address or os.environ.get("RAY_ADDRESS") or "embedded"
+        run.workers = worker_count(ray.cluster_resources(), workers, cpus_per_worker, gpus_per_worker, len(jobs))
+        board = ray.remote(ProgressBoard).options(num_cpus=0).remote()
+        resources = {"num_cpus": cpus_per_worker, "num_gpus": gpus_per_worker, "max_concurrency": 1}
+        progress = FleetProgress(len(jobs), sum(bag_frames(j.bag) for j in jobs), enabled=not quiet)
+
+        def poll() -> None:
+            try:
+                progress.update(ray.get(board.snapshot.remote(), timeout=5))
+            except Exception:
+                pass
+
+        def on_done(job: Job, result: Dict[str, object]) -> None:
+            result = dict(result)
+            result.setdefault("bag", job.bag)
+            if job.tries:
+                result["worker_restarts"] = job.tries
+            run.results[job.bag] = result
+            progress.bag_done(job.bag, int(result.get("frames") or 0))
+
+        pool = Pool(ray, actor_class, tuple(actor_args) + (board,), run.workers, resources)
         pool.run(jobs, lambda actor, job: actor.process.remote(job.bag, job.final, out_dir), on_done, poll)
         progress.finish()
+        progress = None
     except KeyboardInterrupt:
         run.interrupted = True
-        progress.line.abort()
+        if progress is not None:
+            progress.line.abort()
     finally:
+        hashes.save()
         if pool is not None:
             pool.close()
-        if run.cluster == "embedded":
+        if ray is not None and run.cluster == "embedded":
             ray.shutdown()  # its worker processes are gone once this returns
-        if run.interrupted:
+        if run.interrupted and ray is not None:
             time.sleep(0.5 if run.cluster == "embedded" else 3.0)  # killed actors stop writing
         clean_partial(out_dir)  # what an interrupted bag or a killed worker left: no worker writes now
-    for job in jobs:
-        run.results.setdefault(job.bag, {"status": "interrupted", "bag": job.bag})
-    run.seconds = elapsed(t0)
-    _resolve_same(run)
+        for job in jobs:
+            run.results.setdefault(job.bag, {"status": "interrupted", "bag": job.bag})
+        run.seconds = elapsed(t0)
+        _resolve_same(run)
     return run
+
+
+def worker_count(cluster: Dict[str, float], asked: Optional[int], cpus_per_worker: float,
+                 gpus_per_worker: float, jobs: int) -> int:
+    """How many actors: as asked, else as many as the cluster's CPUs (and GPUs, where a worker
+    takes one) hold, never more than there are bags. Refused (ValueError) when one worker does
+    not fit the cluster at all: its actors would wait for ever."""
+    cpus, gpus = float(cluster.get("CPU", 0)), float(cluster.get("GPU", 0))
+    if cpus_per_worker > cpus or gpus_per_worker > gpus:
+        raise ValueError(f"a worker asks for {cpus_per_worker:g} CPU(s) and {gpus_per_worker:g} GPU(s); the "
+                         f"cluster has {cpus:g} and {gpus:g}")
+    fit = int(cpus // max(cpus_per_worker, 1e-9))
+    if gpus_per_worker > 0:
+        fit = min(fit, int(gpus // gpus_per_worker))
+    n = asked if asked is not None else fit
+    if asked is not None and asked > fit:
+        raise ValueError(f"{asked} workers of {cpus_per_worker:g} CPU(s) and {gpus_per_worker:g} GPU(s) do not fit "
+                         f"the cluster's {cpus:g} CPU(s) and {gpus:g} GPU(s) (at most {fit})")
+    return max(1, min(n, jobs))
 
 
 def _resolve_same(run: FleetRun) -> None:

@@ -65,8 +65,8 @@ def write_fleet_report(out_dir: str, run) -> Optional[str]:
               f"- **unsure frames**: frames with more than {100 * dm.UNSURE_SHARE:.0f} % of their pixels below "
               "`min_confidence.grid` (the share the drivable grid leaves unknown).",
               f"- **no drivable area ahead**: frames whose grid calls under {100 * dm.MIN_DRIVABLE_AHEAD:.0f} % of the "
-              f"corridor {dm.AHEAD_X[0]:g}-{dm.AHEAD_X[1]:g} m ahead, {2 * dm.AHEAD_HALF_WIDTH:g} m wide, drivable "
-              "(of the frames whose grid reaches there).",
+              f"known cells of the corridor {dm.AHEAD_X[0]:g}-{dm.AHEAD_X[1]:g} m ahead, {2 * dm.AHEAD_HALF_WIDTH:g} m "
+              f"wide, drivable (of the frames whose grid knows at least {100 * dm.MIN_KNOWN_AHEAD:.0f} % of it).",
               f"- **pedestrian near**: frames whose pedestrian mask covers at least {100 * dm.PEDESTRIAN_NEAR_SHARE:.1f} % "
               "of the image's lower 40 %.",
               "- **worst seconds**: the three seconds of the drive with the most unsure pixels (a second with no "
